@@ -1,0 +1,12 @@
+"""Model zoo of the workbook; each model lives in the module named for its family."""
+from genlab.models.mlp import (
+    CVAE,
+    VAE,
+    AutoEncoder,
+    Decoder,
+    Encoder,
+    one_hot,
+    reparameterize,
+)
+
+__all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "VAE", "one_hot", "reparameterize"]

@@ -1,0 +1,94 @@
+"""Assignment manifests (assignments/<name>.toml): what is graded, for how much, within what limits."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "assignments"
+GPU_CHOICES = ("none", "optional", "required")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer: one solution cell's source replaced, and the tests it must fail."""
+
+    name: str
+    cell: str
+    code: str
+    fails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    title: str
+    notebook: str
+    points: float
+    due: datetime
+    gpu: str = "optional"
+    time_limit_s: int = 600
+    memory_limit_mb: int = 6144
+    cell_timeout_s: int = 300
+    mistakes: tuple[Mistake, ...] = field(default_factory=tuple)
+
+    @property
+    def source(self) -> Path:
+        return ROOT / "source" / self.name / self.notebook
+
+
+def _require(data: dict, key: str, kind: type, path: Path):
+    if key not in data:
+        raise ValueError(f"{path}: missing key {key!r}; see CONTRIBUTING.md for the manifest format")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def load(name_or_path: str | Path) -> Manifest:
+    """Read and validate one manifest, by assignment name or path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = MANIFESTS / f"{name_or_path}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in MANIFESTS.glob("*.toml"))) or "none"
+        raise FileNotFoundError(f"no manifest {path}; known assignments: {known}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from exc
+    gpu = data.get("gpu", "optional")
+    if gpu not in GPU_CHOICES:
+        raise ValueError(f"{path}: gpu must be one of {GPU_CHOICES}, got {gpu!r}")
+    due = _require(data, "due", (str, datetime), path)
+    mistakes = tuple(
+        Mistake(
+            name=_require(m, "name", str, path),
+            cell=_require(m, "cell", str, path),
+            code=_require(m, "code", str, path),
+            fails=tuple(_require(m, "fails", list, path)),
+        )
+        for m in data.get("mistakes", [])
+    )
+    for key in ("time_limit_s", "memory_limit_mb", "cell_timeout_s"):
+        if key in data and (not isinstance(data[key], int) or data[key] <= 0):
+            raise ValueError(f"{path}: {key} must be a positive integer, got {data[key]!r}")
+    return Manifest(
+        name=path.stem,
+        title=_require(data, "title", str, path),
+        notebook=_require(data, "notebook", str, path),
+        points=float(_require(data, "points", (int, float), path)),
+        due=due if isinstance(due, datetime) else datetime.fromisoformat(due),
+        gpu=gpu,
+        time_limit_s=data.get("time_limit_s", 600),
+        memory_limit_mb=data.get("memory_limit_mb", 6144),
+        cell_timeout_s=data.get("cell_timeout_s", 300),
+        mistakes=mistakes,
+    )
+
+
+def all_manifests() -> list[Manifest]:
+    return [load(p) for p in sorted(MANIFESTS.glob("*.toml"))]

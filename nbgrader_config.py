@@ -1,0 +1,46 @@
+"""nbgrader configuration of the course; the course root is this folder.
+
+The standard commands work unchanged from here:
+    nbgrader generate_assignment <assignment>
+    nbgrader autograde <assignment>
+    nbgrader generate_feedback <assignment>
+    nbgrader export
+"""
+import os
+from pathlib import Path
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import GetGrades
+
+from autograder.feedback import SanitizeErrors
+
+here = Path(__file__).resolve().parent
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.root = str(here)
+c.CourseDirectory.course_id = "genlab"
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+# Manifest folders and runtime data stay out of what nbgrader copies with an assignment.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.pt", "results"]
+
+# SQLite tolerates concurrent autograde runs when writers wait for the lock.
+c.CourseDirectory.db_url = os.environ.get(
+    "GENLAB_GRADEBOOK", f"sqlite:///{here / 'gradebook.db'}?timeout=60"
+)
+
+# Hidden tests hold only check calls; their tracebacks would show the checks' code.
+c.GenerateFeedback.preprocessors = [GetGrades, SanitizeErrors, CSSHTMLHeaderPreprocessor]
+
+# Generous per-cell limit; an assignment's manifest can only make grading stricter.
+c.Execute.timeout = 600
+c.Execute.interrupt_on_timeout = True
+c.Execute.kernel_name = "python3"
+
+# The sandbox (bubblewrap) wraps each submission's kernel where bwrap is installed;
+# GENLAB_SANDBOX=0 turns it off (for instance on a machine without user namespaces).
+if os.environ.get("GENLAB_SANDBOX", "1") != "0":
+    from autograder import sandbox
+
+    if sandbox.available():
+        c.Execute.kernel_manager_class = sandbox.SandboxKernelManager

@@ -12,6 +12,7 @@ from pathlib import Path
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import GetGrades
 
+from autograder.course import gradebook_url
 from autograder.feedback import SanitizeErrors
 
 here = Path(__file__).resolve().parent
@@ -24,9 +25,14 @@ c.CourseDirectory.release_directory = "release"
 # Manifest folders and runtime data stay out of what nbgrader copies with an assignment.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.pt", "results"]
 
-# SQLite tolerates concurrent autograde runs when writers wait for the lock.
-c.CourseDirectory.db_url = os.environ.get(
-    "GENLAB_GRADEBOOK", f"sqlite:///{here / 'gradebook.db'}?timeout=60"
+c.CourseDirectory.db_url = gradebook_url(here)
+
+# A submission with deleted graded cells is graded as far as possible: the cells come back
+# from the release (scoring nothing) with a note saying so.
+c.OverwriteCells.add_missing_cells = True
+c.OverwriteCells.missing_cell_notification = (
+    "**Grading note:** this cell (id: {cell_id}) was missing from your submission; "
+    "it was restored from the release and scores no points.\n\n"
 )
 
 # Hidden tests hold only check calls; their tracebacks would show the checks' code.

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from autograder.course import ROOT
+
 MANIFESTS = ROOT / "assignments"
 GPU_CHOICES = ("none", "optional", "required")
 
@@ -73,6 +74,9 @@ def load(name_or_path: str | Path) -> Manifest:
         )
         for m in data.get("mistakes", [])
     )
+    cells = [m.cell for m in mistakes]
+    if len(cells) != len(set(cells)):
+        raise ValueError(f"{path}: two mistakes replace the same cell; give each mistake its own cell")
     for key in ("time_limit_s", "memory_limit_mb", "cell_timeout_s"):
         if key in data and (not isinstance(data[key], int) or data[key] <= 0):
             raise ValueError(f"{path}: {key} must be a positive integer, got {data[key]!r}")

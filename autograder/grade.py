@@ -1,0 +1,174 @@
+"""Grade every submission of an assignment with the standard nbgrader commands.
+
+    python -m autograder.grade <assignment> [--jobs N] [--samples]
+
+1. intake: each submitted/<student>/<assignment>/ is checked before nbgrader sees it. A renamed
+   notebook is renamed back; a file that is not a notebook is set aside (kept as
+   ``<name>.invalid``) and graded as the untouched release; duplicated graded cells are noted.
+   Notes go into a "Grading notes" cell at the top, so they reach the student's feedback.
+2. ``nbgrader autograde <assignment> --student <s>`` for each student, ``--jobs`` at a time, each
+   kernel in the sandbox (see autograder/sandbox.py); one broken submission never stops the rest.
+3. ``nbgrader generate_feedback`` and ``nbgrader export``; a grade table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+
+from autograder import manifest, notebooks
+from autograder.course import gradebook_url
+from autograder.release import nbgrader
+
+ROOT = manifest.ROOT
+NOTES_TITLE = "**Grading notes** (added by the course's grader)"
+
+
+@dataclass
+class Result:
+    student: str
+    score: float = 0.0
+    max_score: float = 0.0
+    needs_manual: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _add_notes(path: Path, notes: list[str]) -> None:
+    nb = notebooks.read(path)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(NOTES_TITLE + "\n\n" + "\n".join(f"- {n}" for n in notes)))
+    nbformat.write(nb, path)
+
+
+def intake(folder: Path, m: manifest.Manifest, release_nb: Path) -> list[str]:
+    """Make one submission folder gradable; return the notes explaining what was done."""
+    notes: list[str] = []
+    expected = folder / m.notebook
+    if not expected.exists():
+        others = sorted(p for p in folder.glob("*.ipynb"))
+        if len(others) == 1:
+            others[0].rename(expected)
+            notes.append(f"Your notebook was named `{others[0].name}`; it was graded as `{m.notebook}`.")
+        else:
+            found = ", ".join(p.name for p in others) or "no notebook"
+            shutil.copy(release_nb, expected)
+            notes.append(f"`{m.notebook}` was not found (found: {found}); the untouched release was graded.")
+    try:
+        nb = nbformat.read(expected, as_version=4)
+        nbformat.validate(nb)
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError, nbformat.ValidationError, UnicodeDecodeError) as exc:
+        kept = expected.with_name(expected.name + ".invalid")
+        expected.rename(kept)
+        shutil.copy(release_nb, expected)
+        reason = str(exc).splitlines()[0][:200]
+        notes.append(
+            f"`{m.notebook}` could not be read as a notebook ({reason}). The untouched release was graded "
+            f"instead; your file is kept as `{kept.name}`. Open it in a text editor, repair it, and resubmit."
+        )
+        nb = notebooks.read(expected)
+    counts = Counter(notebooks.meta(c).get("grade_id") for c in nb.cells if notebooks.meta(c).get("grade_id"))
+    for gid, n in sorted(counts.items()):
+        if n > 1:
+            notes.append(f"Cell `{gid}` appears {n} times; only its last copy was graded.")
+    if notes:
+        _add_notes(expected, notes)
+    return notes
+
+
+def write_samples(m: manifest.Manifest, root: Path = ROOT) -> dict[str, Path]:
+    """Three sample submissions: the source solutions, the untouched release, the typical mistakes."""
+    release_nb = notebooks.read(root / "release" / m.name / m.notebook)
+    source_nb = notebooks.read(m.source)
+    samples = {
+        "demo-correct": notebooks.fill(release_nb, source_nb),
+        "demo-blank": release_nb,
+        "demo-mistakes": notebooks.fill(release_nb, source_nb, {k.cell: k.code for k in m.mistakes}),
+    }
+    paths = {}
+    for student, nb in samples.items():
+        folder = root / "submitted" / student / m.name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / m.notebook)
+        paths[student] = folder / m.notebook
+    return paths
+
+
+def _autograde_one(m: manifest.Manifest, student: str, root: Path) -> Result:
+    start = time.perf_counter()
+    proc = nbgrader(
+        "autograde", m.name, "--student", student, "--force",
+        f"--Execute.timeout={m.cell_timeout_s}", root=root, check=False,
+    )
+    result = Result(student, seconds=time.perf_counter() - start)
+    if proc.returncode != 0:
+        result.error = (proc.stderr.strip().splitlines() or ["autograde failed"])[-1]
+    return result
+
+
+def grade(name: str, *, jobs: int = 2, root: Path = ROOT) -> list[Result]:
+    """Intake, autograde, feedback and export for every submission of assignment ``name``."""
+    m = manifest.load(name)
+    release_nb = root / "release" / m.name / m.notebook
+    if not release_nb.exists():
+        raise FileNotFoundError(f"{release_nb} is missing: run `make release` first")
+    folders = sorted(p for p in (root / "submitted").glob(f"*/{m.name}") if p.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"no submissions in {root / 'submitted'}/<student>/{m.name}/")
+    notes = {f.parent.name: intake(f, m, release_nb) for f in folders}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(lambda s: _autograde_one(m, s, root), notes))
+    nbgrader("generate_feedback", m.name, "--force", root=root, check=False)
+    nbgrader("export", f"--CsvExportPlugin.filename={root / 'grades.csv'}", root=root, check=False)
+
+    with Gradebook(gradebook_url(root)) as gb:
+        for r in results:
+            r.notes = notes[r.student]
+            try:
+                sub = gb.find_submission(m.name, r.student)
+            except MissingEntry:  # autograde never recorded it; r.error says why
+                continue
+            r.score, r.max_score, r.needs_manual = sub.score, sub.max_score, sub.needs_manual_grade
+    return results
+
+
+def table(results: list[Result]) -> str:
+    """A plain-text grade table."""
+    rows = [("student", "score", "max", "manual", "seconds", "notes")]
+    for r in results:
+        rows.append((
+            r.student, f"{r.score:g}", f"{r.max_score:g}", "pending" if r.needs_manual else "-",
+            f"{r.seconds:.1f}", r.error or (f"{len(r.notes)} note(s)" if r.notes else ""),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("assignment")
+    parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
+    parser.add_argument("--samples", action="store_true",
+                        help="first write three sample submissions: demo-correct, demo-blank, demo-mistakes")
+    args = parser.parse_args(argv)
+    if args.samples:
+        write_samples(manifest.load(args.assignment))
+    results = grade(args.assignment, jobs=args.jobs)
+    print(table(results))
+    print(f"feedback: {ROOT / 'feedback'}   grades: {ROOT / 'grades.csv'}")
+    if any(r.error for r in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

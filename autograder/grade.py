@@ -87,7 +87,7 @@ def intake(folder: Path, m: manifest.Manifest, release_nb: Path) -> list[str]:
 def write_samples(m: manifest.Manifest, root: Path = ROOT) -> dict[str, Path]:
     """Three sample submissions: the source solutions, the untouched release, the typical mistakes."""
     release_nb = notebooks.read(root / "release" / m.name / m.notebook)
-    source_nb = notebooks.read(m.source)
+    source_nb = notebooks.read(m.source_at(root))
     samples = {
         "demo-correct": notebooks.fill(release_nb, source_nb),
         "demo-blank": release_nb,

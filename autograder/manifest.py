@@ -35,9 +35,13 @@ class Manifest:
     cell_timeout_s: int = 300
     mistakes: tuple[Mistake, ...] = field(default_factory=tuple)
 
+    def source_at(self, root: Path = ROOT) -> Path:
+        """The source notebook in the course rooted at ``root``."""
+        return root / "source" / self.name / self.notebook
+
     @property
     def source(self) -> Path:
-        return ROOT / "source" / self.name / self.notebook
+        return self.source_at(ROOT)
 
 
 def _require(data: dict, key: str, kind: type, path: Path):

@@ -111,11 +111,11 @@ def release_texts(release_dir: Path) -> dict[Path, str]:
     return texts
 
 
-def leaks(release_dir: Path, assignments: list[manifest.Manifest]) -> list[str]:
+def leaks(release_dir: Path, assignments: list[manifest.Manifest], root: Path = ROOT) -> list[str]:
     """Secret lines (solutions, hidden tests, reference code) found in ``release_dir``."""
     secrets = notebooks.reference_lines(PACKAGE.rglob("*.py"))
     for m in assignments:
-        secrets |= notebooks.secret_lines(notebooks.read(m.source))
+        secrets |= notebooks.secret_lines(notebooks.read(m.source_at(root)))
     return [
         f"{path.relative_to(release_dir)}: {line}"
         for path, text in release_texts(release_dir).items()
@@ -131,7 +131,7 @@ def release(names: list[str] | None = None, root: Path = ROOT) -> list[Path]:
         nbgrader("generate_assignment", m.name, "--force", root=root)
         made.append(root / "release" / m.name / m.notebook)
     made.append(student_wheel(root / "release"))
-    found = leaks(root / "release", assignments)
+    found = leaks(root / "release", assignments, root)
     if found:
         raise RuntimeError("secret lines in release/ (fix the source markers):\n" + "\n".join(found[:20]))
     return made

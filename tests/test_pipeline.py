@@ -81,7 +81,7 @@ def test_release_keeps_signatures_and_drops_solutions(graded):
     assert answers and all("raise NotImplementedError()" in c.source for c in answers)
     text = (root / "release" / m.name / m.notebook).read_text()
     assert notebooks.BEGIN_HIDDEN not in text and notebooks.BEGIN_SOLUTION not in text
-    assert not release.leaks(root / "release", [m])
+    assert not release.leaks(root / "release", [m], root)
 
 
 def test_student_package_withholds_reference_code(graded):

@@ -49,7 +49,7 @@ demo: release book
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile --nbval-lax tests source
+	$(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests source
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

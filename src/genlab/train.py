@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genlab.losses import bernoulli_nll
 from genlab.progress import progress
 
 Batch = Any
@@ -86,6 +87,22 @@ def fit(
     return history
 
 
+def ae_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """One optimisation step of an auto-encoder under the Bernoulli (binary cross-entropy) loss.
+
+    Clears the old gradients, reconstructs ``x`` with ``model`` (pixel probabilities), takes the
+    BCE of ``x`` under them summed over pixels and averaged over the batch, back-propagates and
+    steps ``optimizer``. Returns that loss, measured before the update, as a float.
+    """
+    # BEGIN REFERENCE
+    optimizer.zero_grad()
+    loss = bernoulli_nll(model(x), x).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+    # END REFERENCE
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -125,7 +142,7 @@ def save_checkpoint(
             "seed": seed,
             "epoch": epoch,
             "genlab_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         },
         "history": {"steps": dict(history.steps), "epochs": dict(history.epochs)} if history else None,
     }
@@ -149,7 +166,8 @@ def load_checkpoint(
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises several types for a damaged file
-        raise RuntimeError(f"{path}: not a readable genlab checkpoint ({exc}); delete it and train again") from exc
+        reason = str(exc).strip().splitlines()[0]
+        raise RuntimeError(f"{path}: not a readable genlab checkpoint ({reason}); delete it and train again") from exc
     if not isinstance(payload, dict) or "meta" not in payload:
         raise RuntimeError(f"{path}: not a genlab checkpoint (no metadata); delete it and train again")
     if config is not None and dict(config) != payload["meta"]["config"]:

@@ -1,0 +1,176 @@
+"""One training epoch on Fashion-MNIST: genlab's in-memory TensorData.batches vs the common pattern.
+
+    python benchmarks/bench_loader.py [--quick] [--reps N]
+
+Model: MLP autoencoder 784-256-64-32 (ReLU) with a mirrored decoder ending in a sigmoid, BCE,
+Adam (lr 1e-3), batch 64, on the device genlab.device() picks. Both contenders start from the same
+weights and take the same number of steps (one epoch, the last batch short).
+
+- genlab: ``load("fashion-mnist", device=dev).batches(64)``: uint8 tensors on the device, one
+  randperm per epoch, whole-batch indexing, float conversion per batch.
+- baseline: ``torchvision.datasets.FashionMNIST`` (reading the same files, put in torchvision's
+  layout in a temporary folder) + ``transforms.ToTensor()`` + ``DataLoader(batch_size=64,
+  shuffle=True, num_workers=2)``, each batch moved to the device.
+
+The two are measured in the same process, alternating, ``--reps`` times each; the medians are
+reported. The first line is the headline ``loader_epoch: <baseline / genlab>x``; the raw figures
+follow, indented, including a data-only pass (no model) of each. ``--quick`` uses the first 10000
+training images. torch's default number of threads is used.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import genlab
+from genlab.data import DataUnavailable, load
+
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+BATCH = 64
+
+
+def autoencoder() -> nn.Module:
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(),
+                            nn.Linear(64, 32))
+    decoder = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 784),
+                            nn.Sigmoid())
+    return nn.Sequential(encoder, decoder)
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def train_epoch(batches, init: dict, dev: torch.device, *, move: bool) -> tuple[float, int, float]:
+    """Seconds for one epoch over ``batches`` (a fresh iterable), steps taken, last loss."""
+    model = autoencoder().to(dev)
+    model.load_state_dict(init)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sync(dev)
+    start = time.perf_counter()
+    steps = 0
+    for x, _ in batches():
+        if move:
+            x = x.to(dev, non_blocking=True)
+        x = x.flatten(1)
+        loss = F.binary_cross_entropy(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+    sync(dev)
+    return time.perf_counter() - start, steps, float(loss.detach())
+
+
+def data_epoch(batches, dev: torch.device, *, move: bool) -> tuple[float, int]:
+    sync(dev)
+    start = time.perf_counter()
+    steps = 0
+    total = torch.zeros((), device=dev)
+    for x, _ in batches():
+        if move:
+            x = x.to(dev, non_blocking=True)
+        total += x[0, 0, 0, 0]  # touch the batch on the device
+        steps += 1
+    sync(dev)
+    return time.perf_counter() - start, steps
+
+
+def torchvision_layout(source: Path, dest: Path) -> None:
+    """Put the IDX files of ``source`` (plain or .gz) as torchvision's FashionMNIST/raw in ``dest``."""
+    raw = dest / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX:
+        if (source / name).is_file():
+            os.symlink((source / name).resolve(), raw / name)
+        else:
+            with gzip.open(source / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="use the first 10000 training images")
+    parser.add_argument("--reps", type=int, default=2, help="alternating repetitions of each contender")
+    args = parser.parse_args(argv)
+
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    dev = genlab.device()
+    n = 10_000 if args.quick else None
+    try:
+        data = load("fashion-mnist", subset=n, device=dev)
+    except DataUnavailable as err:
+        print(f"loader_epoch: unavailable (Fashion-MNIST is needed)\n{err}", file=sys.stderr)
+        return 2
+    if data.stand_in is not None:  # cannot happen for Fashion-MNIST; guard the comparison anyway
+        print("loader_epoch: unavailable (stand-in data)", file=sys.stderr)
+        return 2
+    source = Path(data.source)
+
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        torchvision_layout(source, Path(tmp))
+        tv = datasets.FashionMNIST(tmp, train=True, download=False, transform=transforms.ToTensor())
+        if n is not None:
+            tv = Subset(tv, range(n))
+        if len(tv) != len(data):
+            raise SystemExit(f"the two contenders disagree on the data: {len(tv)} vs {len(data)} images")
+
+        def genlab_batches():
+            return data.batches(BATCH, shuffle=True)
+
+        def baseline_batches():
+            return DataLoader(tv, batch_size=BATCH, shuffle=True, num_workers=2,
+                              pin_memory=dev.type == "cuda")
+
+        torch.manual_seed(0)
+        init = {k: v.to(dev) for k, v in autoencoder().state_dict().items()}
+
+        # warm-up: first-call costs (allocator, kernels, worker imports) out of the figures
+        for batches, move in ((genlab_batches, False), (baseline_batches, True)):
+            it = iter(batches())
+            for _ in range(20):
+                next(it)
+            del it
+
+        times: dict[str, list[float]] = {"genlab": [], "baseline": [], "genlab_data": [], "baseline_data": []}
+        steps: dict[str, int] = {}
+        losses: dict[str, float] = {}
+        for _ in range(max(1, args.reps)):
+            for name, batches, move in (("genlab", genlab_batches, False), ("baseline", baseline_batches, True)):
+                seconds, steps[name], losses[name] = train_epoch(batches, init, dev, move=move)
+                times[name].append(seconds)
+                seconds, steps[name + "_data"] = data_epoch(batches, dev, move=move)
+                times[name + "_data"].append(seconds)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    if steps["genlab"] != steps["baseline"]:
+        raise SystemExit(f"step counts differ: {steps}")
+    print(f"loader_epoch: {med['baseline'] / med['genlab']:.2f}x")
+    print(f"  device: {dev}, torch threads: {torch.get_num_threads()}, images: {len(data)}, batch: {BATCH}, "
+          f"steps per epoch: {steps['genlab']}, repetitions: {max(1, args.reps)} (medians)")
+    print(f"  train epoch, genlab TensorData.batches:           {med['genlab']:.3f} s  "
+          f"(runs {', '.join(f'{t:.3f}' for t in times['genlab'])}; last loss {losses['genlab']:.4f})")
+    print(f"  train epoch, torchvision + ToTensor + DataLoader(2): {med['baseline']:.3f} s  "
+          f"(runs {', '.join(f'{t:.3f}' for t in times['baseline'])}; last loss {losses['baseline']:.4f})")
+    print(f"  data only, genlab:    {med['genlab_data']:.3f} s")
+    print(f"  data only, baseline:  {med['baseline_data']:.3f} s  "
+          f"(ratio {med['baseline_data'] / med['genlab_data']:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ weights and take the same number of steps (one epoch, the last batch short).
 The two are measured in the same process, alternating, ``--reps`` times each; the medians are
 reported. The first line is the headline ``loader_epoch: <baseline / genlab>x``; the raw figures
 follow, indented, including a data-only pass (no model) of each. ``--quick`` uses the first 10000
-training images. torch's default number of threads is used.
+training images. torch's default number of threads is used unless ``--threads`` says otherwise.
 """
 from __future__ import annotations
 
@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="use the first 10000 training images")
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions of each contender")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the training process (default: torch's default)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms

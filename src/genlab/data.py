@@ -71,6 +71,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -91,6 +92,7 @@ __all__ = [
     "TensorData",
     "Batches",
     "load",
+    "read_idx",
     "data_root",
     "download",
     "sinc_tracks",
@@ -236,7 +238,7 @@ class Batches:
         return xb, yb
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TensorData:
     """A whole dataset as tensors: ``x`` (uint8 images, or float32 sinc tracks), ``y`` or None.
 
@@ -330,7 +332,7 @@ def load(name: str, train: bool = True, *, root: str | os.PathLike | None = None
         except DataUnavailable as missing:
             if not profile().smoke:
                 raise
-            data = _stand_in(key, bool(train), data_root(root), missing)
+            data = _stand_in(key, bool(train), data_root(root), missing, subset)
     if subset is not None:
         data = data.subset(subset)
     if device is not None:
@@ -411,7 +413,7 @@ def _unavailable_message(key: str, train: bool, root: Path, tried: list[str]) ->
     return "\n".join(lines)
 
 
-def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable) -> TensorData:
+def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable, subset: int | None) -> TensorData:
     if key == "fashion-mnist":
         raise missing
     try:
@@ -420,6 +422,8 @@ def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable) -> Te
         raise DataUnavailable(
             f"{missing}\nThe smoke profile's stand-in, Fashion-MNIST, is not available either:\n{also}"
         ) from None
+    if subset is not None:
+        fashion = fashion.subset(subset)  # before padding: no work on examples that are dropped
     if key == "mnist":
         x, what = fashion.x, "Fashion-MNIST (same shape)"
         used = "fashion-mnist"
@@ -554,6 +558,7 @@ def _read_mnist_flat(key: str) -> Reader:
 # CIFAR-10: python pickles
 
 
+@lru_cache(maxsize=None)
 def _cifar_class():
     from torchvision.datasets import CIFAR10
 
@@ -639,6 +644,7 @@ def _read_cifar_flat(folder: Path, train: bool) -> TensorData | None:
 # CelebA: JPEGs, decoded once, cached as a uint8 tensor file
 
 
+@lru_cache(maxsize=None)
 def _celeba_class():
     from torchvision.datasets import CelebA
 
@@ -683,6 +689,7 @@ def _celeba_transform():
     from torchvision import transforms
 
     return transforms.Compose([
+        transforms.Lambda(lambda im: im.convert("RGB")),
         transforms.CenterCrop(_CELEBA_CROP),
         transforms.Resize((_CELEBA_SIZE, _CELEBA_SIZE), antialias=True),
         transforms.PILToTensor(),
@@ -722,10 +729,7 @@ def _decode_celeba(ds: Any, folder: Path) -> torch.Tensor:
         if not path.is_file():
             raise CorruptDataError(path, "is listed in list_eval_partition.txt but missing")
         try:
-            img, _ = ds[i]
-            if img.shape[0] == 1:
-                img = img.expand(3, -1, -1)
-            out[i] = img[:3]
+            out[i] = ds[i][0]
         except CorruptDataError:
             raise
         except Exception as err:  # noqa: BLE001

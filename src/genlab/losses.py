@@ -22,9 +22,9 @@ def gaussian_kl(
     ``q = N(mu_q, exp(logstd_q)^2)`` and ``p = N(mu_p, exp(logstd_p)^2)``; the default ``p`` is
     the standard normal prior. Returns one value per row.
     """
-    # BEGIN REFERENCE
     mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
     logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)
+    # BEGIN REFERENCE
     var_ratio = torch.exp(2 * (logstd_q - logstd_p))
     mean_term = (mu_q - mu_p) ** 2 * torch.exp(-2 * logstd_p)
     return (logstd_p - logstd_q + 0.5 * (var_ratio + mean_term - 1)).sum(-1)

@@ -95,11 +95,11 @@ def ae_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     steps ``optimizer``. Returns that loss, measured before the update, as a float.
     """
     # BEGIN REFERENCE
-    optimizer.zero_grad()
+    optimizer.zero_grad(set_to_none=True)
     loss = bernoulli_nll(model(x), x).mean()
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.detach().item()
     # END REFERENCE
 
 

@@ -5,8 +5,9 @@ from genlab.models.mlp import (
     AutoEncoder,
     Decoder,
     Encoder,
+    condition,
     one_hot,
     reparameterize,
 )
 
-__all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "VAE", "one_hot", "reparameterize"]
+__all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "VAE", "condition", "one_hot", "reparameterize"]

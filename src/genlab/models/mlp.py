@@ -67,6 +67,18 @@ def one_hot(labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     # END REFERENCE
 
 
+def condition(h: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Append the one-hot code of ``labels`` to the flattened features ``h``: ``(N, D + num_classes)``.
+
+    The features come first, the label code last; this is how a CVAE conditions both its encoder
+    input (an image) and its decoder input (a latent code).
+    """
+    # BEGIN REFERENCE
+    h = h.flatten(1)
+    return torch.cat([h, one_hot(labels, num_classes).to(device=h.device, dtype=h.dtype)], dim=1)
+    # END REFERENCE
+
+
 class AutoEncoder(nn.Module):
     """Deterministic auto-encoder: ``x -> z -> x_hat``."""
 
@@ -114,12 +126,11 @@ class CVAE(VAE):
         self.decoder = Decoder(nz + num_classes, input_size)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.cat([x.flatten(1), one_hot(y, self.num_classes)], dim=1)
-        mu, logstd = self.encoder(h).chunk(2, dim=1)
+        mu, logstd = self.encoder(condition(x, y, self.num_classes)).chunk(2, dim=1)
         return mu, logstd
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([z, one_hot(y, self.num_classes)], dim=1))
+        return self.decoder(condition(z, y, self.num_classes))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logstd = self.encode(x, y)

@@ -1,0 +1,343 @@
+"""Unit tests of the MLP models, the VAE losses and latent interpolation (genlab.models.mlp,
+genlab.losses, genlab.latent, genlab.train.ae_train_step), and of the hidden-test checks of the
+chapter ae_to_cvae that use them as their oracle."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from autograder.checks import ae_to_cvae as checks
+from genlab.latent import interpolate
+from genlab.losses import bernoulli_nll, gaussian_kl, vae_loss
+from genlab.models import CVAE, VAE, AutoEncoder, Decoder, Encoder, condition, one_hot, reparameterize
+from genlab.train import ae_train_step
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (5, 784)])
+def test_encoder_maps_images_or_vectors_to_codes(shape):
+    enc = Encoder(784, 12)
+    assert enc(torch.rand(shape)).shape == (5, 12)
+    sizes = [tuple(m.weight.shape) for m in enc.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [(256, 784), (64, 256), (12, 64)]
+
+
+def test_encoder_output_is_unconstrained():
+    out = Encoder(10, 6)(torch.randn(200, 10))
+    assert out.min() < 0 < out.max()
+
+
+def test_decoder_gives_flat_probabilities():
+    dec = Decoder(8, 784)
+    out = dec(10 * torch.randn(7, 8))
+    assert out.shape == (7, 784)
+    assert out.min() >= 0 and out.max() <= 1
+    sizes = [tuple(m.weight.shape) for m in dec.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [(64, 8), (256, 64), (784, 256)]
+
+
+def test_autoencoder_vae_and_cvae_shapes():
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.tensor([0, 3, 9, 3])
+    assert AutoEncoder(6)(x).shape == (4, 784)
+    vae = VAE(6)
+    recon, mu, logstd = vae(x)
+    assert recon.shape == (4, 784) and mu.shape == logstd.shape == (4, 6)
+    assert vae.sample(5).shape == (5, 784)
+    cvae = CVAE(6)
+    recon, mu, logstd = cvae(x, y)
+    assert recon.shape == (4, 784) and mu.shape == logstd.shape == (4, 6)
+    assert cvae.encoder.net[1].in_features == 784 + 10 and cvae.decoder.net[0].in_features == 6 + 10
+    assert cvae.sample(y).shape == (4, 784)
+
+
+def test_cvae_decoder_sees_the_label():
+    cvae = CVAE(3)
+    z = torch.randn(1, 3).repeat(2, 1)
+    out = cvae.decode(z, torch.tensor([1, 7]))
+    assert not torch.allclose(out[0], out[1])
+
+
+# ----------------------------------------------------------------------------- reparameterisation
+
+
+def test_reparameterize_uses_the_standard_deviation():
+    mu, logstd, eps = torch.tensor([0.0, 1.0]), torch.tensor([0.0, math.log(2.0)]), torch.tensor([1.0, -1.0])
+    assert torch.allclose(reparameterize(mu, logstd, eps), torch.tensor([1.0, -1.0]))
+
+
+def test_reparameterize_gradients_reach_mu_and_logstd():
+    mu = torch.randn(3, 4, requires_grad=True)
+    logstd = torch.randn(3, 4, requires_grad=True)
+    eps = torch.randn(3, 4)
+    reparameterize(mu, logstd, eps).sum().backward()
+    assert torch.allclose(mu.grad, torch.ones(3, 4))
+    assert torch.allclose(logstd.grad, torch.exp(logstd.detach()) * eps)
+
+
+def test_reparameterize_samples_have_the_right_mean_and_std():
+    n = 200_000
+    mu = torch.tensor([-2.0, 0.0, 1.5])
+    logstd = torch.tensor([-1.0, 0.0, 0.7])
+    z = reparameterize(mu.expand(n, 3), logstd.expand(n, 3)).double()
+    std = torch.exp(logstd).double()
+    assert torch.all((z.mean(0) - mu.double()).abs() < 5 * std / math.sqrt(n))
+    assert torch.allclose(z.std(0), std, rtol=0.01)
+
+
+# ----------------------------------------------------------------------------- KL and losses
+
+
+def _random_gaussians(shape, dtype=torch.float64):
+    g = torch.Generator().manual_seed(sum(shape))
+    mu_q, mu_p = torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype)
+    ls_q = torch.rand(shape, generator=g, dtype=dtype) * 2 - 1
+    ls_p = torch.rand(shape, generator=g, dtype=dtype) * 2 - 1
+    return mu_q, ls_q, mu_p, ls_p
+
+
+def test_gaussian_kl_known_values():
+    one = torch.ones(1)
+    assert torch.allclose(gaussian_kl(one, 0 * one), torch.tensor(0.5))
+    assert torch.allclose(gaussian_kl(0 * one, one), torch.tensor(0.5 * (math.exp(2) - 1) - 1))
+    # N(0, 1) against N(0, e^2): log e + 1 / (2 e^2) - 1/2
+    assert torch.allclose(gaussian_kl(0 * one, 0 * one, 0.0, 1.0), torch.tensor(1 + 0.5 * math.exp(-2) - 0.5))
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 3), (2, 3, 6)])
+def test_gaussian_kl_matches_torch_distributions(shape):
+    mu_q, ls_q, mu_p, ls_p = _random_gaussians(shape)
+    expected = kl_divergence(Normal(mu_q, ls_q.exp()), Normal(mu_p, ls_p.exp())).sum(-1)
+    got = gaussian_kl(mu_q, ls_q, mu_p, ls_p)
+    assert got.shape == shape[:-1]
+    assert torch.allclose(got, expected)
+
+
+def test_gaussian_kl_closed_form_agrees_with_monte_carlo():
+    mu_q, ls_q, mu_p, ls_p = _random_gaussians((4,))
+    q, p = Normal(mu_q, ls_q.exp()), Normal(mu_p, ls_p.exp())
+    torch.manual_seed(1)
+    z = reparameterize(mu_q.expand(400_000, 4), ls_q.expand(400_000, 4))
+    log_ratio = (q.log_prob(z) - p.log_prob(z)).sum(-1)
+    mc, err = log_ratio.mean(), log_ratio.std() / math.sqrt(len(log_ratio))
+    assert abs(mc - gaussian_kl(mu_q, ls_q, mu_p, ls_p)) < 5 * err
+
+
+def test_gaussian_kl_is_not_symmetric():
+    mu_q, ls_q, mu_p, ls_p = _random_gaussians((6,))
+    assert not torch.allclose(gaussian_kl(mu_q, ls_q, mu_p, ls_p), gaussian_kl(mu_p, ls_p, mu_q, ls_q))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussian_kl_is_nonnegative_and_zero_only_for_equal_gaussians(dtype):
+    mu_q, ls_q, mu_p, ls_p = (t.to(dtype) for t in _random_gaussians((1000, 8)))
+    assert (gaussian_kl(mu_q, ls_q, mu_p, ls_p) > 0).all()
+    assert (gaussian_kl(mu_q, 3 * ls_q) >= 0).all()
+    assert torch.equal(gaussian_kl(mu_q, ls_q, mu_q, ls_q), torch.zeros(1000, dtype=dtype))
+    assert (gaussian_kl(mu_q, ls_q, mu_q + 1e-2, ls_q) > 0).all()
+    assert (gaussian_kl(mu_q, ls_q, mu_q, ls_q + 1e-2) > 0).all()
+    assert gaussian_kl(mu_q, ls_q).dtype == dtype
+
+
+def test_bernoulli_nll_is_bce_summed_over_pixels():
+    probs = torch.rand(3, 1, 4, 4) * 0.9 + 0.05
+    x = torch.rand(3, 1, 4, 4)
+    manual = -(x * probs.log() + (1 - x) * (1 - probs).log()).flatten(1).sum(1)
+    assert torch.allclose(bernoulli_nll(probs.flatten(1), x), manual)
+    assert torch.allclose(bernoulli_nll(torch.full((2, 784), 0.5), torch.rand(2, 784)), torch.full((2,), 784 * math.log(2)))
+
+
+def test_vae_loss_on_a_hand_example():
+    half = torch.full((2, 4), 0.5)  # each pixel costs log 2
+    x = torch.rand(2, 1, 2, 2)
+    mu = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # KL 1 and 0: mean over the batch 0.5
+    logstd = torch.zeros(2, 2)
+    assert torch.allclose(vae_loss(half, x, mu, logstd, beta=0.0), torch.tensor(4 * math.log(2)))
+    assert torch.allclose(vae_loss(half, x, mu, logstd, beta=3.0), torch.tensor(4 * math.log(2) + 1.5))
+    assert torch.allclose(vae_loss(half, x, mu, logstd), torch.tensor(4 * math.log(2) + 0.5))
+
+
+def test_vae_loss_is_not_symmetric_in_its_bce_arguments():
+    recon = torch.rand(3, 10) * 0.9 + 0.05
+    x = (torch.rand(3, 10) > 0.5).float()
+    mu, logstd = torch.zeros(3, 2), torch.zeros(3, 2)
+    right = vae_loss(recon, x, mu, logstd)
+    swapped = F.binary_cross_entropy(x, recon, reduction="none").sum(1).mean()
+    assert not torch.allclose(right, swapped)
+
+
+def test_ae_train_step_loss_and_update():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Sigmoid())
+    nn.init.zeros_(model[1].weight)
+    nn.init.zeros_(model[1].bias)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(2, 1, 2, 2)
+    loss = ae_train_step(model, opt, x)
+    assert isinstance(loss, float) and math.isclose(loss, 4 * math.log(2), rel_tol=1e-6)
+    # one SGD step on mean_n sum_i BCE: the bias gradient is the batch mean of (0.5 - x)
+    assert torch.allclose(model[1].bias, -0.1 * (0.5 - x.flatten(1)).mean(0))
+    # the second step uses only its own gradient: nothing left over from the first
+    w1, b1 = model[1].weight.detach().clone(), model[1].bias.detach().clone()
+    ae_train_step(model, opt, x)
+    probs = torch.sigmoid(x.flatten(1) @ w1.T + b1)
+    assert torch.allclose(model[1].bias.grad, (probs - x.flatten(1)).mean(0), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- latent tools and conditioning
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_interpolate_endpoints_and_spacing(dtype):
+    z0, z1 = torch.randn(5, dtype=dtype), torch.randn(5, dtype=dtype)
+    path = interpolate(z0, z1, 6)
+    assert path.shape == (6, 5) and path.dtype == dtype
+    assert torch.equal(path[0], z0)
+    assert torch.allclose(path[-1], z1)
+    steps = path.diff(dim=0)
+    assert torch.allclose(steps, ((z1 - z0) / 5).expand(5, 5))
+    assert interpolate(z0[None], z1[None], 6).shape == (6, 5)
+
+
+def test_one_hot_has_the_requested_width_and_float_dtype():
+    codes = one_hot(torch.tensor([0, 1, 1]), 10)
+    assert codes.shape == (3, 10) and codes.dtype == torch.float32
+    assert torch.equal(codes.argmax(1), torch.tensor([0, 1, 1])) and torch.equal(codes.sum(1), torch.ones(3))
+    assert one_hot(torch.tensor([2], dtype=torch.int32), 3).tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_condition_appends_the_label_code_after_the_features():
+    h = torch.rand(2, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    joined = condition(h, torch.tensor([1, 0]), 3)
+    assert joined.shape == (2, 7) and joined.dtype == torch.float64
+    assert torch.equal(joined[:, :4], h.detach().flatten(1))
+    assert joined[:, 4:].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    joined.sum().backward()
+    assert torch.equal(h.grad, torch.ones_like(h))
+
+
+# ----------------------------------------------------------------------------- the chapter's hidden-test checks
+
+REFERENCES = {
+    "check_encoder": Encoder,
+    "check_decoder": Decoder,
+    "check_ae_train_step": ae_train_step,
+    "check_reparameterize": reparameterize,
+    "check_gaussian_kl": gaussian_kl,
+    "check_vae_loss": vae_loss,
+    "check_interpolate": interpolate,
+    "check_one_hot": one_hot,
+    "check_condition": condition,
+}
+
+
+def test_every_check_has_a_reference():
+    assert {name for name in dir(checks) if name.startswith("check_")} == set(REFERENCES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_checks_accept_the_reference(name):
+    getattr(checks, name)(REFERENCES[name])
+
+
+def _step(swap=False, clear=True, reduce_pixels="sum"):
+    def step(model, optimizer, x):
+        if clear:
+            optimizer.zero_grad()
+        recon = model(x)
+        target = x.reshape(recon.shape)
+        pred, tgt = (target, recon) if swap else (recon, target)
+        if reduce_pixels == "mean":
+            loss = F.binary_cross_entropy(pred, tgt)
+        else:
+            loss = F.binary_cross_entropy(pred, tgt, reduction="none").sum(1).mean()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def _kl_seed_constant(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    return (torch.exp(2 * logstd_q) + mu_q**2 - logstd_q - 0.5).sum(-1)
+
+
+def _kl_reversed(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype).expand_as(mu_q)
+    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype).expand_as(mu_q)
+    return gaussian_kl(mu_p, logstd_p, mu_q, logstd_q)
+
+
+def _loss(beta_on_rec=False, swap=False, pixel_mean=False):
+    def loss(recon, x, mu, logstd, beta=1.0):
+        target = x.reshape(recon.shape)
+        pred, tgt = (target, recon) if swap else (recon, target)
+        rec = F.binary_cross_entropy(pred, tgt, reduction="none")
+        rec = rec.mean(1) if pixel_mean else rec.sum(1)
+        kl = gaussian_kl(mu, logstd)
+        return (beta * rec + kl).mean() if beta_on_rec else (rec + beta * kl).mean()
+
+    return loss
+
+
+class _EncoderReluOut(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(),
+                                 nn.Linear(64, o), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _DecoderNoSigmoid(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(i, 64), nn.ReLU(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, o))
+
+    def forward(self, z):
+        return self.net(z)
+
+
+MISTAKES = {
+    "encoder-relu-on-codes": ("check_encoder", _EncoderReluOut),
+    "decoder-without-sigmoid": ("check_decoder", _DecoderNoSigmoid),
+    "ae-step-no-zero-grad": ("check_ae_train_step", _step(clear=False)),
+    "ae-step-bce-swapped": ("check_ae_train_step", _step(swap=True)),
+    "ae-step-bce-pixel-mean": ("check_ae_train_step", _step(reduce_pixels="mean")),
+    "reparam-variance": ("check_reparameterize", lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (
+        torch.randn_like(mu) if eps is None else eps)),
+    "reparam-logstd-as-std": ("check_reparameterize", lambda mu, ls, eps=None: mu + ls * (
+        torch.randn_like(mu) if eps is None else eps)),
+    "reparam-detached": ("check_reparameterize", lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach()),
+    "kl-seed-constant": ("check_gaussian_kl", _kl_seed_constant),
+    "kl-wrong-direction": ("check_gaussian_kl", _kl_reversed),
+    "kl-not-summed": ("check_gaussian_kl", lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape)),
+    "vae-loss-beta-on-reconstruction": ("check_vae_loss", _loss(beta_on_rec=True)),
+    "vae-loss-bce-swapped": ("check_vae_loss", _loss(swap=True)),
+    "vae-loss-pixel-mean": ("check_vae_loss", _loss(pixel_mean=True)),
+    "interpolate-misses-end": ("check_interpolate", lambda z0, z1, steps: torch.stack(
+        [z0 + i / steps * (z1 - z0) for i in range(steps)])),
+    "one-hot-width-from-data": ("check_one_hot", lambda y, k=10: F.one_hot(y.long()).float()),
+    "one-hot-integer": ("check_one_hot", lambda y, k=10: F.one_hot(y.long(), k)),
+    "condition-label-first": ("check_condition", lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_checks_reject_typical_mistakes(name):
+    check, wrong = MISTAKES[name]
+    with pytest.raises(AssertionError):
+        getattr(checks, check)(wrong)

@@ -49,12 +49,15 @@ def write_chapters() -> list[Path]:
 
 
 def install_mathjax() -> None:
-    """Copy MathJax (from jupyter-server-mathjax) into the book's static files, once."""
-    import jupyter_server_mathjax
+    """Copy MathJax 3 (shipped by the PyPI package django-static-mathjax) into the book, once.
+
+    The default MathJax comes from a CDN, which an offline build or reader cannot reach.
+    """
+    import mathjax
 
     target = BOOK / "_static" / "mathjax"
-    if not (target / "MathJax.js").exists():
-        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target, dirs_exist_ok=True)
+    if not (target / "tex-chtml.js").exists():
+        shutil.copytree(Path(mathjax.__file__).parent / "static" / "mathjax" / "es5", target, dirs_exist_ok=True)
 
 
 def build() -> Path:

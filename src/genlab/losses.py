@@ -1,7 +1,7 @@
 """Losses of the VAE family: Gaussian KL, reconstruction terms, the beta-ELBO, bits per dimension.
 
-Functions whose bodies sit between ``# BEGIN REFERENCE`` and ``# END REFERENCE`` are graded
-exercises: the student edition of the package (``make release``) ships them without a body.
+The bodies of graded exercises sit between reference markers (see CONTRIBUTING.md): the student
+edition of the package (``make release``) ships those functions without a body.
 """
 from __future__ import annotations
 

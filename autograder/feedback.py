@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
 
 # IPython names a notebook cell's frame "Cell In[12], line 3"; every other frame lies in
 # a module (the checks, the genlab oracle) whose lines must not reach students.
@@ -19,6 +20,8 @@ def sanitize_traceback(traceback: list[str], ename: str, evalue: str) -> list[st
 
 class SanitizeErrors(Preprocessor):
     """nbconvert preprocessor for ``nbgrader generate_feedback``: trims error tracebacks."""
+
+    enabled = Bool(True)  # nbconvert preprocessors skip their work unless enabled
 
     def preprocess_cell(self, cell, resources, index):
         for output in cell.get("outputs", []):

@@ -79,9 +79,34 @@ def intake(folder: Path, m: manifest.Manifest, release_nb: Path) -> list[str]:
     for gid, n in sorted(counts.items()):
         if n > 1:
             notes.append(f"Cell `{gid}` appears {n} times; only its last copy was graded.")
+    restored = restore_missing(nb, notebooks.read(release_nb))
+    if restored:
+        nbformat.write(nb, expected)
+        notes += [f"Cell `{gid}` was missing from your submission; it was restored from the release "
+                  "and scores no points." for gid in restored]
     if notes:
         _add_notes(expected, notes)
     return notes
+
+
+def restore_missing(nb: nbformat.NotebookNode, release: nbformat.NotebookNode) -> list[str]:
+    """Put back the answer and test cells a student deleted, where they stood in the release.
+
+    nbgrader restores deleted test cells itself, but not answer cells: without them the tests
+    that follow fail with a NameError and no word of why.
+    """
+    present = {notebooks.meta(c).get("grade_id") for c in nb.cells}
+    restored: list[str] = []
+    position = 0
+    for cell in release.cells:
+        gid = notebooks.meta(cell).get("grade_id")
+        if gid in present:
+            position = next(i for i, c in enumerate(nb.cells) if notebooks.meta(c).get("grade_id") == gid) + 1
+        elif gid and (notebooks.meta(cell).get("solution") or notebooks.meta(cell).get("grade")):
+            nb.cells.insert(position, nbformat.from_dict(cell))
+            position += 1
+            restored.append(gid)
+    return restored
 
 
 def write_samples(m: manifest.Manifest, root: Path = ROOT) -> dict[str, Path]:

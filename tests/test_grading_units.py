@@ -95,6 +95,27 @@ def test_intake_notes_duplicated_cells_and_leaves_good_ones_alone(submission):
     assert "`f` appears 2 times" in grade.intake(folder, m, release_nb)[0]
 
 
+def test_intake_restores_deleted_answer_cells_in_place(submission):
+    m, release_nb, folder = submission
+    nb = source_notebook()
+    del nb.cells[1]  # the answer cell `f`
+    nbformat.write(nb, folder / "demo.ipynb")
+    notes = grade.intake(folder, m, release_nb)
+    assert "`f` was missing from your submission" in notes[0]
+    graded = notebooks.read(folder / "demo.ipynb")
+    assert [notebooks.meta(c).get("grade_id") for c in graded.cells[1:]] == [None, "f", "test_f", "q"]
+
+
+def test_feedback_preprocessor_runs_when_nbgrader_calls_it():
+    nb = new_notebook()
+    cell = new_code_cell("check_f(f)")
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong",
+                                           traceback=["Cell In[1], line 1", "File /x/checks.py:3, in check_f", "AssertionError: wrong"])]
+    nb.cells = [cell]
+    out, _ = feedback.SanitizeErrors()(nb, {})
+    assert out.cells[0].outputs[0].traceback == ["Cell In[1], line 1", "AssertionError: wrong"]
+
+
 def test_feedback_keeps_cell_frames_and_drops_module_frames():
     tb = [
         "\x1b[0;31m---------\x1b[0m",

@@ -100,6 +100,10 @@ def test_committed_release_is_up_to_date(graded):
     assert committed_path.exists(), "run `make release` and commit release/"
     committed = notebooks.read(committed_path)
     assert [c.source for c in committed.cells] == [c.source for c in fresh.cells], "run `make release` and commit"
+    (wheel,) = (root / "release").glob("*.whl")
+    assert (ROOT / "release" / wheel.name).read_bytes() == wheel.read_bytes(), (
+        "the committed student package is out of date: run `make release` and commit release/"
+    )
 
 
 def test_correct_submission_gets_full_autograded_marks(graded):

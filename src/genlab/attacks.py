@@ -57,8 +57,14 @@ def project_l2(delta: torch.Tensor, radius) -> torch.Tensor:
     return torch.where(_rows(n > r, delta), delta * _rows(scale, delta), delta)
 
 
+def _rand(kind, shape, generator, like: torch.Tensor) -> torch.Tensor:
+    """``torch.randn`` / ``torch.rand`` drawn on the generator's device, moved to ``like``'s."""
+    device = generator.device if generator is not None else like.device
+    return kind(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
 def _random_sphere(shape, radius: torch.Tensor, generator, like: torch.Tensor) -> torch.Tensor:
-    u = torch.randn(shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
+    u = _rand(torch.randn, shape, generator, like)
     return u * _rows(radius / _norms(u), u)
 
 
@@ -192,7 +198,7 @@ def lbfgs_damage(
 
         best_v, best_f = None, -math.inf
         for _ in range(restarts):
-            v0 = torch.randn(xi.numel(), generator=generator, dtype=torch.float64)
+            v0 = _rand(torch.randn, (xi.numel(),), generator, torch.empty(0, dtype=torch.float64))
             v0 = (v0 / v0.norm()).numpy()
             with torch.no_grad():  # scale the objective to O(1): scipy's tolerances are absolute
                 f0 = float(damage_sq(torch.from_numpy(v0).to(x.device, x.dtype)))
@@ -284,11 +290,10 @@ def pgd(
     delta = torch.zeros_like(x)
     if random_start and eps > 0:
         if norm == "inf":
-            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-            delta = (2 * u - 1) * eps
+            delta = (2 * _rand(torch.rand, x.shape, generator, x) - 1) * eps
         else:
             dim = x[0].numel()
-            radius = eps * torch.rand(B, generator=generator, dtype=x.dtype, device="cpu").to(x.device) ** (1 / dim)
+            radius = eps * _rand(torch.rand, (B,), generator, x) ** (1 / dim)
             delta = _random_sphere(x.shape, radius.clamp_min(torch.finfo(x.dtype).tiny), generator, x)
         delta = _clamp(x + delta, clamp) - x
     for _ in range(steps):

@@ -274,12 +274,18 @@ def jacobian_lower_bound(
         x0 = x0.unsqueeze(0)
     starts = [x0]
     for _ in range(restarts):
-        starts.append(x0 + noise * torch.randn(x0.shape, generator=generator, dtype=torch.float64))
+        starts.append(x0 + noise * _randn(x0.shape, generator))
     x = torch.cat(starts).clone()
 
-    v = _unit(torch.randn(x.shape, generator=generator, dtype=torch.float64))
+    v = _unit(_randn(x.shape, generator))
     with _one_thread():
         return _ascend(f, x, v, steps, power_iters, lr)
+
+
+def _randn(shape, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal float64 CPU tensor, drawn on the generator's device (CPU or CUDA)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).cpu()
 
 
 def _unit(t: torch.Tensor) -> torch.Tensor:

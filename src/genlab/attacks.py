@@ -88,8 +88,9 @@ def maximum_damage_attack(
     """Maximise ``||decoder(encoder(x + d)) - decoder(encoder(x))||_2`` over ``||d||_2 <= radius``.
 
     ``encoder`` must return the posterior *mean* and ``decoder`` the reconstruction *mean*; both
-    are used deterministically, as in the paper. ``x`` is a batch; the constraint and the damage
-    are per example, and ``radius`` is a positive number or one per example.
+    are used deterministically, as in the paper (so put modules with dropout or batch norm in eval
+    mode: the restarts run as one batch). ``x`` is a batch; the constraint and the damage are per
+    example, and ``radius`` is a positive number or one per example.
 
     Projected gradient ascent on the squared damage: every restart starts at a uniformly random
     point of the sphere (the damage has no gradient at ``d = 0``); each step moves ``lr * radius``

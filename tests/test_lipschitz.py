@@ -106,6 +106,14 @@ def test_activation_at_the_end_and_start():
     assert spectral_product_bound(net) == pytest.approx(3.0, rel=1e-12)
 
 
+def test_wide_final_activation_is_a_slope_factor():
+    W = torch.randn(600, 3, generator=gen(5), dtype=torch.float64)
+    net = nn.Sequential(linear(W), nn.Sigmoid())  # 600 > MAX_TAIL_WIDTH: no 600-wide LMI
+    assert lipsdp(net) == pytest.approx(0.25 * float(torch.linalg.matrix_norm(W, 2)), rel=1e-12)
+    narrow = nn.Sequential(linear(W[:40]), nn.Sigmoid())  # modelled as a hidden layer
+    assert lipsdp(narrow) <= 0.25 * float(torch.linalg.matrix_norm(W[:40], 2)) * (1 + 1e-3)
+
+
 def test_diagonal_relu_net_neuron_exact_layer_looser():
     """f(x) = diag(b) relu(diag(a) x) with a = (1, 2), b = (2, 1): the constant is max a_i b_i = 2.
 

@@ -183,18 +183,27 @@ def _spectral_norm(W: np.ndarray) -> float:
     return float(torch.linalg.matrix_norm(torch.from_numpy(W), ord=2)) if W.size else 0.0
 
 
-def _canonical(net: nn.Module) -> tuple[list[np.ndarray], list[float]]:
-    """Weights ``W_1..W_L`` and slope bounds ``beta_1..beta_{L-1}`` with ``f = W_L phi(... phi(W_1 x))``.
+# A final activation wider than this is not turned into a hidden layer (see _canonical).
+MAX_TAIL_WIDTH = 512
+
+
+def _canonical(net: nn.Module) -> tuple[list[np.ndarray], list[float], float]:
+    """``(W_1..W_L, beta_1..beta_{L-1}, tail)`` with ``f = W_L phi(... phi(W_1 x))`` up to ``tail``.
 
     Consecutive Linear layers are multiplied together (exact); an activation with no Linear layer
-    before it (at the start, or right after another activation), or at the end, gets an identity
-    layer on that side, which is also exact. Biases do not change a Lipschitz constant.
+    before it (at the start, or right after another activation) gets an identity layer, which is
+    also exact. A final activation gets an identity layer after it when it is at most
+    ``MAX_TAIL_WIDTH`` wide (LipSDP then treats it neuron by neuron); a wider one (a decoder's
+    3072-pixel sigmoid, say) would make an LMI of that size, so it is dropped and its slope bound
+    returned as ``tail``, a factor on the constant -- valid, slightly looser. Biases do not change
+    a Lipschitz constant.
     """
     layers = _layers(net)
     weights: list[np.ndarray] = []
     betas: list[float] = []
     pending: np.ndarray | None = None
     dim: int | None = None  # current feature dimension
+    tail = 1.0
     for i, (name, layer) in enumerate(layers):
         if isinstance(layer, nn.Linear):
             if dim is not None and layer.in_features != dim:
@@ -202,18 +211,21 @@ def _canonical(net: nn.Module) -> tuple[list[np.ndarray], list[float]]:
             W = _weight(layer)
             pending = W if pending is None else (torch.from_numpy(W) @ torch.from_numpy(pending)).numpy()
             dim = layer.out_features
-        else:
-            if pending is None:
-                if dim is None:  # activation before the first Linear: its width is that Linear's input
-                    dim = next(lay.in_features for _, lay in layers[i:] if isinstance(lay, nn.Linear))
-                pending = np.eye(dim)
-            alpha, beta = SLOPES[type(layer)]
-            assert alpha == 0.0, "the LMI below assumes slope bounds [0, beta]"
-            weights.append(pending)
-            betas.append(beta)
-            pending = None
+            continue
+        alpha, beta = SLOPES[type(layer)]
+        assert alpha == 0.0, "the LMI assumes slope bounds [0, beta]"
+        if pending is None:
+            if dim is None:  # activation before the first Linear: its width is that Linear's input
+                dim = next(lay.in_features for _, lay in layers[i:] if isinstance(lay, nn.Linear))
+            pending = np.eye(dim)
+        if i == len(layers) - 1 and dim > MAX_TAIL_WIDTH:
+            tail = beta
+            break
+        weights.append(pending)
+        betas.append(beta)
+        pending = None
     weights.append(pending if pending is not None else np.eye(dim))
-    return weights, betas
+    return weights, betas, tail
 
 
 # --------------------------------------------------------------------------------------------------
@@ -667,11 +679,12 @@ def lipsdp_report(
     if method not in ("chordal", "dense"):
         raise ValueError(f"method must be 'chordal' or 'dense', got {method!r}")
     with _one_thread():
-        weights, betas = _canonical(net)
+        weights, betas, tail = _canonical(net)
         prob = _normalise(weights, betas, reduce_input)
     if not isinstance(prob, _Scaled):  # no hidden layer: the constant is a spectral norm
         elapsed = time.perf_counter() - start
-        return LipSDPResult(prob, prob, "exact", "none", method, variant, 0.0, elapsed, 0)
+        return LipSDPResult(tail * prob, tail * prob, "exact", "none", method, variant, 0.0, elapsed, 0)
+    prob.scale *= tail
 
     name = (solver or "SCS").upper()
     if name not in _SOLVER_DEFAULTS:
@@ -751,7 +764,8 @@ def lipsdp(
     its SVD (exact).
 
     Returns a certified bound (see "Certificate" above). A network without hidden layers returns
-    the spectral norm of its (merged) weight. Raises :class:`LipschitzError` when the solver does
+    the spectral norm of its (merged) weight. A final activation up to ``MAX_TAIL_WIDTH`` (512)
+    wide is modelled neuron by neuron; a wider one only multiplies the bound by its slope bound. Raises :class:`LipschitzError` when the solver does
     not reach ``optimal`` / ``optimal_inaccurate`` (the latter gives a ``RuntimeWarning``, the
     bound stays valid), and :class:`UnsupportedLayerError` for layers other than the supported ones.
     """

@@ -60,8 +60,9 @@ Three estimators, ordered ``jacobian_lower_bound <= true constant <= lipsdp <= s
   networks, but it forms dense ``(m(m+1)/2)^2`` Hessian blocks per cone of side ``m``, which is
   hopeless beyond widths of a few dozen (minutes and gigabytes at width 64).
 
-  Measured on a busy 2-core CPU (``benchmarks/bench_lipschitz.py``): 1-16-16-1 in 0.15 s,
-  64-64-64-64-256 in 2.4 s (dense LMI: 6.4 s), the study's 3072-256-256-256-64 encoder in ~2 min.
+  Measured on a shared 2-core CPU (``benchmarks/bench_lipschitz.py``): 1-16-16-1 in 0.15 s,
+  64-64-64-64-256 in 2.4 s (dense LMI: 4-6 s), the study's 3072-256-256-256-64 encoder in 1-2 min
+  and its 64-256-256-256-3072 decoder in about 1 min.
 
 * :func:`spectral_product_bound` -- the product of the layers' spectral norms times the maximal
   slope of every activation (1/4 for a sigmoid).

@@ -25,13 +25,13 @@ batch-of-one products down several times; ``--threads 0`` keeps torch's default)
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from genlab.attacks import lbfgs_damage, maximum_damage_attack
+
+from common import timed
 
 SHAPE = (3, 32, 32)
 
@@ -48,15 +48,6 @@ def sigmoid_mlp(widths: list[int], gain: float) -> nn.Sequential:
             layers.append(nn.Sigmoid())
     return nn.Sequential(*layers)
 
-
-def timed(fn, reps: int):
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(reps):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def main() -> None:
@@ -91,6 +82,7 @@ def main() -> None:
                     encoder, decoder, x, args.radius, restarts=restarts, generator=torch.Generator().manual_seed(2)
                 ),
                 args.reps,
+                warmup=True,
             )
             if dtype == torch.float64:
                 results["lbfgs", dtype, restarts] = timed(
@@ -98,6 +90,7 @@ def main() -> None:
                         encoder, decoder, x, args.radius, restarts=restarts, generator=torch.Generator().manual_seed(3)
                     ),
                     args.reps,
+                    warmup=True,
                 )
 
     def line(label, key):

@@ -24,7 +24,6 @@ thread slows small dense products down several times.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
@@ -32,6 +31,8 @@ import torch
 from torch import nn
 
 from genlab.lipschitz import lipsdp_report, spectral_product_bound
+
+from common import timed
 
 
 def sigmoid_mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
@@ -43,14 +44,6 @@ def sigmoid_mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
             layers.append(nn.Sigmoid())
     return nn.Sequential(*layers)
 
-
-def timed(fn, reps: int):
-    times, out = [], None
-    for _ in range(reps):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def eclipse_fast(net: nn.Module):

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from autograder import manifest
 
@@ -25,3 +26,12 @@ def make_course(tmp: Path, names: list[str]) -> Path:
     for name in names:
         shutil.copytree(ROOT / "source" / name, tmp / "source" / name)
     return tmp
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Test tensors are tiny: on a busy 2-core machine a second torch thread makes them ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,15 +10,6 @@ from torch import nn
 from genlab.attacks import fgsm, lbfgs_damage, maximum_damage_attack, pgd, project_l2
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: on a busy 2-core machine torch's second thread makes them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 

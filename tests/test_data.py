@@ -6,7 +6,6 @@ unless a test says so, and the download step raises instead of touching the netw
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 from pathlib import Path

@@ -21,15 +21,6 @@ from genlab.lipschitz import (
 ACTS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: on a busy 2-core machine torch's second thread makes them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mlp(widths, act=nn.Sigmoid, seed=0, gain=1.0):
     torch.manual_seed(seed)
     layers = []

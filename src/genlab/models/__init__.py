@@ -9,5 +9,6 @@ from genlab.models.mlp import (
     one_hot,
     reparameterize,
 )
+from genlab.models.harmonic import HarmonicVAE
 
-__all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "VAE", "condition", "one_hot", "reparameterize"]
+__all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "HarmonicVAE", "VAE", "condition", "one_hot", "reparameterize"]

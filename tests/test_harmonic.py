@@ -1,0 +1,207 @@
+"""The Lipschitz chapter: the fixed-sigma VAE's pieces, the runner (grid, cache, tables, verdicts), the checks."""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from autograder.checks import harmonic as checks
+from genlab.experiments import harmonic as R
+from genlab.experiments.harmonic_reference import PAPER, REPRO_2022
+from genlab.models import harmonic as H
+
+
+@pytest.fixture(scope="module")
+def tiny() -> R.Plan:
+    """A grid that trains 12 small sinc networks in a few seconds."""
+    return replace(
+        R.make_plan("smoke", datasets=["sinc"], seeds=[0, 1]),
+        epochs={"sinc": 1}, train_size={"sinc": 256}, hidden=8, lower_points=4, lower_steps=5,
+        attack_dataset="sinc", attack_points=1, attack_radii=(1.0, 2.0), attack_steps=5, attack_restarts=1,
+        lbfgs_iters=5, defect_seeds=(0,), defect_dataset="sinc",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the model's pieces
+
+
+def test_fixed_sigma_kl_matches_the_closed_form_and_monte_carlo():
+    torch.manual_seed(0)
+    mu = torch.randn(4, 3, dtype=torch.float64)
+    for sigma in (0.1, 0.5, 1.0, 2.0):
+        got = H.fixed_sigma_kl(mu, sigma)
+        want = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).sum(-1)
+        assert torch.allclose(got, want, rtol=1e-12)
+        # Monte Carlo: E_q[log q(z) - log p(z)] with many samples
+        z = mu + sigma * torch.randn(200_000, *mu.shape, dtype=torch.float64)
+        mc = (Normal(mu, sigma).log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1).mean(0)
+        assert torch.allclose(got, mc, atol=0.02 + 0.01 * got.abs().max().item())
+    assert torch.allclose(H.fixed_sigma_kl(torch.zeros(2, 5), 1.0), torch.zeros(2))
+
+
+def test_sample_latent_scales_by_sigma_not_its_square():
+    torch.manual_seed(1)
+    mu = torch.full((100_000, 1), 2.0)
+    z = H.sample_latent(mu, 0.1)
+    assert abs(z.std().item() - 0.1) < 0.002  # sigma^2 would give 0.01
+    assert abs(z.mean().item() - 2.0) < 0.002
+    eps = torch.randn(3, 4)
+    assert torch.equal(H.sample_latent(mu[:3].expand(3, 4), 0.5, eps), 2.0 + 0.5 * eps)
+
+
+def test_model_halves_are_plain_sequentials_the_estimators_accept():
+    from genlab import lipschitz
+
+    model = H.HarmonicVAE((3, 8, 8), latent=4, sigma_enc=0.5, hidden=16)
+    assert [type(m) for m in model.encoder] == [nn.Linear, nn.Sigmoid] * 3 + [nn.Linear]
+    assert [type(m) for m in model.decoder] == [nn.Linear, nn.Sigmoid] * 3 + [nn.Linear]
+    assert model.encoder[0].in_features == 192 and model.decoder[-1].out_features == 192
+    x = torch.rand(5, 3, 8, 8)
+    x_hat, mu = model(x)
+    assert x_hat.shape == x.shape and mu.shape == (5, 4)
+    assert lipschitz.spectral_product_bound(model.decoder) > 0
+
+
+def test_reference_answers_pass_their_checks():
+    checks.check_sample_latent(H.sample_latent)
+    checks.check_fixed_sigma_kl(H.fixed_sigma_kl)
+    checks.check_noisy_step(H.noisy_step)
+
+
+def test_checks_catch_the_2022_defects():
+    def squared(mu, sigma, eps=None):
+        eps = torch.randn_like(mu) if eps is None else eps
+        return mu + sigma**2 * eps
+
+    def kl_2022(mu, sigma):
+        sigma = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device)
+        return (sigma**2 + mu**2 - torch.log(sigma) - 0.5).sum(-1)
+
+    def slope_one(net):
+        return math.prod(torch.linalg.matrix_norm(m.weight.detach(), ord=2).item() for m in net if isinstance(m, nn.Linear))
+
+    for check, wrong in [(checks.check_sample_latent, squared), (checks.check_fixed_sigma_kl, kl_2022),
+                         (checks.check_product_bound, slope_one)]:
+        with pytest.raises(AssertionError):
+            check(wrong)
+
+
+# ----------------------------------------------------------------------------------------------
+# summaries and verdicts
+
+
+def test_trend_verdict():
+    assert R.trend_verdict({1.0: 2.2, 0.5: 5.2, 0.1: 17.9}) == "holds"  # falls as the std grows
+    assert R.trend_verdict({1.0: 313191, 0.5: 85023, 0.1: 574363}) == "does not hold"
+    assert R.trend_verdict({1.0: 985252, 0.5: 235366, 0.0: 29040}) == "does not hold"  # rises
+    assert R.trend_verdict({1.0: 3.0, 0.5: 3.0, 0.0: 4.0}) == "does not hold"  # a tie is no fall
+    assert R.trend_verdict({1.0: math.nan, 0.5: 1.0}) == "does not hold"
+
+
+def test_published_rows_get_the_verdicts_the_tables_imply():
+    def verdict(table, dataset, sweep):
+        return R.trend_verdict({v: table[(dataset, sweep, v)][0] for v in R.SWEEPS[sweep]})
+
+    for dataset in ("sinc", "cifar10", "celeba"):
+        assert verdict(PAPER, dataset, "sigma_enc") == verdict(PAPER, dataset, "sigma_n") == "holds"
+        assert verdict(REPRO_2022, dataset, "sigma_n") == "does not hold"
+    # the 2022 decoder numbers do fall with sigma_enc on sinc, and only there
+    assert [verdict(REPRO_2022, d, "sigma_enc") for d in ("sinc", "cifar10", "celeba")] == [
+        "holds", "does not hold", "does not hold"]
+
+
+def test_mean_std_uses_the_sample_std_of_the_2022_tables():
+    # the report's seeds for sinc, sigma_enc = 1.0, and its "571.8 +- 432.3"
+    mean, std = R.mean_std([1071.063, 323.527, 320.910])
+    assert round(mean, 1) == 571.8 and round(std, 1) == 432.3
+    assert math.isnan(R.mean_std([1.0])[1])
+
+
+def test_with_relu_is_the_slope_one_relaxation():
+    from genlab import lipschitz
+
+    torch.manual_seed(2)
+    net = H.sigmoid_mlp([5, 12, 12, 3])
+    right = lipschitz.lipsdp(net)
+    wrong = lipschitz.lipsdp(R.with_relu(net))
+    assert right < wrong <= lipschitz.spectral_product_bound(R.with_relu(net)) * (1 + 1e-6)
+    assert any(isinstance(m, nn.Sigmoid) for m in net)  # the original is left alone
+
+
+# ----------------------------------------------------------------------------------------------
+# the runner
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_grid_writes_tables_and_resumes_from_the_cache(tiny, tmp_path, monkeypatch):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = R.run_grid(tiny, out, cache)
+    # sigma_enc = 0.5 without noise belongs to both sweeps: one network, trained once per seed
+    assert first.trained == 10 and first.reused == 2
+    folder = out / "smoke"
+    for name in ("runs.csv", "lipschitz.csv", "trends.csv", "lipschitz.md"):
+        assert (folder / name).is_file(), name
+    runs = read_csv(folder / "runs.csv")
+    assert len(runs) == 12
+    for r in runs:
+        assert float(r["lower"]) <= float(r["lipsdp"]) * (1 + R.ORDER_TOLERANCE)
+        assert float(r["lipsdp"]) <= float(r["product"]) * (1 + R.ORDER_TOLERANCE)
+    rows = read_csv(folder / "lipschitz.csv")
+    assert len(rows) == 6 and all(r["n_seeds"] == "2" for r in rows)
+    row = next(r for r in rows if r["sweep"] == "sigma_enc" and float(r["value"]) == 0.1)
+    assert float(row["paper_mean"]) == 17.9 and float(row["repro2022_mean"]) == 4604.2
+    md = (folder / "lipschitz.md").read_text()
+    assert "| paper |" in md and "| 2022 reproduction |" in md and "LipSDP" in md
+    assert {r["lipsdp"] for r in read_csv(folder / "trends.csv")} <= {"holds", "does not hold"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached network was trained again")
+
+    monkeypatch.setattr(R, "train_model", no_training)
+    again = R.run_grid(tiny, out, cache)
+    assert again.trained == 0 and again.reused == 12
+    assert [r["status"] for r in again.runs] == ["cached"] * 12
+    monkeypatch.undo()
+
+    changed = R.run_grid(replace(tiny, seeds=(0,), epochs={"sinc": 2}), out, cache)
+    assert changed.trained == 5 and [r["status"] for r in changed.runs].count("retrained") == 5
+
+
+def test_attack_and_defects_write_their_tables(tiny, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    rows = R.run_attack(tiny, out, cache)
+    assert {(r["radius"], r["method"]) for r in rows} == {(1.0, "pgd"), (1.0, "lbfgs"), (2.0, "pgd"), (2.0, "lbfgs")}
+    for r in rows:
+        assert r["delta_norm_max"] <= r["radius"] * (1 + 1e-5) and r["damage_mean"] >= 0
+    assert (out / "smoke" / "attack.md").read_text().count("|") > 10
+    defects = R.run_defects(tiny, out, cache)
+    assert {r["defect"] for r in defects} == {"sigma-squared", "wrong-kl", "slope-1", "mixed-pair"}
+    for r in defects:
+        if r["defect"] == "slope-1":
+            assert r["defective"] > r["correct"]  # slopes up to 1 can only loosen the bound
+    assert "sigma-squared" in (out / "smoke" / "defects.md").read_text()
+
+
+def test_cli_writes_tables_and_provenance(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "make_plan", lambda profile, **kw: tiny)
+    assert R.main(["--profile", "smoke", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--no-attack"]) == 0
+    readme = (tmp_path / "o" / "smoke" / "README.md").read_text()
+    assert "python -m genlab.experiments.harmonic --profile smoke" in readme and "commit" in readme
+
+
+def test_log_likelihood_degradation():
+    x = torch.zeros(2, 4)
+    clean = torch.full((2, 4), 0.5)  # squared error 1 per example
+    assert torch.allclose(R.log_likelihood_degradation(x, clean, clean), torch.zeros(2))
+    worse = torch.ones(2, 4)  # squared error 4: the log-likelihood falls by 3 units of 1
+    assert torch.allclose(R.log_likelihood_degradation(x, clean, worse), torch.full((2,), -3.0))

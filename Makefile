@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.genlab-installed
 DEBS   := dataset-fashion-mnist bubblewrap chromium
 
 export GENLAB_PROFILE ?= smoke
-export MPLBACKEND ?= Agg
 # Two test workers or two grading kernels share two cores: one torch thread each
 # (several threads per process made the small models 10-20x slower here).
 export OMP_NUM_THREADS ?= 1

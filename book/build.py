@@ -64,6 +64,9 @@ def build() -> Path:
     write_chapters()
     install_mathjax()
     env = {**os.environ, "GENLAB_BATCH": "1"}
+    # A non-inline MPLBACKEND (Agg, set for headless scripts) reaches the kernels and stops
+    # ipykernel from choosing its inline backend: the chapters would render without figures.
+    env.pop("MPLBACKEND", None)
     env.setdefault("GENLAB_PROFILE", "smoke")
     jb = Path(sys.executable).parent / "jupyter-book"
     subprocess.run([str(jb), "build", str(BOOK), "--warningiserror", "--keep-going", "--quiet"], check=True, env=env)

@@ -35,9 +35,9 @@ NOTES_TITLE = "**Grading notes** (added by the course's grader)"
 @dataclass
 class Result:
     student: str
-    score: float = 0.0
-    max_score: float = 0.0
-    needs_manual: bool = False
+    auto_score: float = 0.0
+    auto_max: float = 0.0
+    manual_max: float = 0.0  # points a person still has to grade (written answers)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -163,16 +163,20 @@ def grade(name: str, *, jobs: int = 2, root: Path = ROOT) -> list[Result]:
                 sub = gb.find_submission(m.name, r.student)
             except MissingEntry:  # autograde never recorded it; r.error says why
                 continue
-            r.score, r.max_score, r.needs_manual = sub.score, sub.max_score, sub.needs_manual_grade
+            grades = [g for nb in sub.notebooks for g in nb.grades]
+            auto = [g for g in grades if g.auto_score is not None]
+            r.auto_score = sum(g.auto_score for g in auto)
+            r.auto_max = sum(g.max_score for g in auto)
+            r.manual_max = sum(g.max_score for g in grades if g.needs_manual_grade)
     return results
 
 
 def table(results: list[Result]) -> str:
     """A plain-text grade table."""
-    rows = [("student", "score", "max", "manual", "seconds", "notes")]
+    rows = [("student", "autograded", "to grade by hand", "seconds", "notes")]
     for r in results:
         rows.append((
-            r.student, f"{r.score:g}", f"{r.max_score:g}", "pending" if r.needs_manual else "-",
+            r.student, f"{r.auto_score:g} / {r.auto_max:g}", f"{r.manual_max:g} points" if r.manual_max else "-",
             f"{r.seconds:.1f}", r.error or (f"{len(r.notes)} note(s)" if r.notes else ""),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples:
         write_samples(manifest.load(args.assignment))
     results = grade(args.assignment, jobs=args.jobs)
+    print(f"\n{args.assignment}: {manifest.load(args.assignment).title}")
     print(table(results))
     print(f"feedback: {ROOT / 'feedback'}   grades: {ROOT / 'grades.csv'}")
     if any(r.error for r in results):

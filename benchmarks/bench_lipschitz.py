@@ -30,7 +30,7 @@ import time
 import torch
 from torch import nn
 
-from genlab.lipschitz import lipsdp_report, spectral_product_bound
+from genlab.lipschitz import eclipse_fast_bound, lipsdp_report, spectral_product_bound
 
 from common import timed
 
@@ -47,18 +47,11 @@ def sigmoid_mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
 
 
 def eclipse_fast(net: nn.Module):
-    """(seconds, bound) from eclipse-nn's ECLipsE-Fast, or (None, reason) if it cannot run."""
+    """(seconds, bound) of ECLipsE-Fast, or (None, reason) if it cannot run."""
     try:
-        from eclipse_nn import LipConstEstimator
-    except Exception as exc:  # not installed, or broken
-        return None, f"eclipse-nn unavailable ({type(exc).__name__}: {exc}); pip install eclipse-nn"
-    try:
-        def run():
-            return float(LipConstEstimator(model=net).estimate(method="ECLipsE_Fast"))
-
-        return timed(run, 3)
-    except Exception as exc:
-        return None, f"ECLipsE-Fast failed ({type(exc).__name__}: {exc})"
+        return timed(lambda: eclipse_fast_bound(net), 3)
+    except ImportError as exc:
+        return None, str(exc)
 
 
 def describe(widths: list[int]) -> str:

@@ -12,6 +12,7 @@ from torch import nn
 from genlab.lipschitz import (
     LipschitzError,
     UnsupportedLayerError,
+    eclipse_fast_bound,
     jacobian_lower_bound,
     lipsdp,
     lipsdp_report,
@@ -154,6 +155,36 @@ def test_lower_le_lipsdp_le_product_on_random_nets(act):
     assert neuron <= layer * (1 + 1e-3) and layer <= product * (1 + 1e-6)
     # LipSDP is really tighter than the product here, and the lower bound is not trivial
     assert neuron < 0.9 * product and lower > 0.2 * neuron
+
+
+@pytest.mark.parametrize("c", [0.5, 3.0])
+def test_eclipse_fast_exact_on_a_scaled_identity(c):
+    """f(x) = relu(c x) has constant c; ECLipsE-Fast's layer-wise certificate is tight here."""
+    net = nn.Sequential(linear(c * torch.eye(4)), nn.ReLU(), linear(torch.eye(4)))
+    assert eclipse_fast_bound(net) == pytest.approx(c, rel=1e-9)
+    W = torch.randn(3, 5, generator=gen(11), dtype=torch.float64)  # no activation: the spectral norm
+    assert eclipse_fast_bound(nn.Sequential(linear(W))) == pytest.approx(float(torch.linalg.matrix_norm(W, 2)))
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_eclipse_fast_between_lipsdp_and_product(act):
+    """Its certificate is one feasible point of the layer-wise LMI: never below LipSDP-layer."""
+    net = mlp([5, 12, 10, 3], ACTS[act], seed=7, gain=2.0)
+    fast = eclipse_fast_bound(net)
+    assert lipsdp(net, "layer") <= fast * (1 + 1e-3)
+    assert fast <= spectral_product_bound(net) * (1 + 1e-9)
+    # the sigmoid's slope 1/4 is used (with slope 1 the bound would be ~16x larger)
+    if act == "sigmoid":
+        relu_twin = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.Sigmoid) else m for m in net])
+        assert fast < 0.1 * eclipse_fast_bound(relu_twin)
+
+
+def test_eclipse_fast_names_unsupported_layers_and_a_missing_package(monkeypatch):
+    with pytest.raises(UnsupportedLayerError, match="Conv1d"):
+        eclipse_fast_bound(nn.Sequential(nn.Linear(3, 3), nn.Conv1d(1, 1, 1)))
+    monkeypatch.setitem(__import__("sys").modules, "eclipse_nn", None)
+    with pytest.raises(ImportError, match="pip install eclipse-nn"):
+        eclipse_fast_bound(mlp([2, 3, 2]))
 
 
 def test_lipsdp_is_not_fooled_by_the_sigmoid_slope():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from autograder.checks import harmonic as checks
+from genlab import lipschitz
 from genlab.experiments import harmonic as R
 from genlab.experiments.harmonic_reference import PAPER, REPRO_2022
 from genlab.models import harmonic as H
@@ -56,7 +58,6 @@ def test_sample_latent_scales_by_sigma_not_its_square():
 
 
 def test_model_halves_are_plain_sequentials_the_estimators_accept():
-    from genlab import lipschitz
 
     model = H.HarmonicVAE((3, 8, 8), latent=4, sigma_enc=0.5, hidden=16)
     assert [type(m) for m in model.encoder] == [nn.Linear, nn.Sigmoid] * 3 + [nn.Linear]
@@ -124,7 +125,6 @@ def test_mean_std_uses_the_sample_std_of_the_2022_tables():
 
 
 def test_with_relu_is_the_slope_one_relaxation():
-    from genlab import lipschitz
 
     torch.manual_seed(2)
     net = H.sigmoid_mlp([5, 12, 12, 3])
@@ -156,12 +156,14 @@ def test_tiny_grid_writes_tables_and_resumes_from_the_cache(tiny, tmp_path, monk
     for r in runs:
         assert float(r["lower"]) <= float(r["lipsdp"]) * (1 + R.ORDER_TOLERANCE)
         assert float(r["lipsdp"]) <= float(r["product"]) * (1 + R.ORDER_TOLERANCE)
+        assert float(r["lower"]) <= float(r["eclipse"]) * (1 + R.ORDER_TOLERANCE) and float(r["eclipse_s"]) >= 0
     rows = read_csv(folder / "lipschitz.csv")
     assert len(rows) == 6 and all(r["n_seeds"] == "2" for r in rows)
     row = next(r for r in rows if r["sweep"] == "sigma_enc" and float(r["value"]) == 0.1)
     assert float(row["paper_mean"]) == 17.9 and float(row["repro2022_mean"]) == 4604.2
     md = (folder / "lipschitz.md").read_text()
     assert "| paper |" in md and "| 2022 reproduction |" in md and "LipSDP" in md
+    assert "| this run: ECLipsE-Fast |" in md and "ECLipsE-Fast / LipSDP" in md
     assert {r["lipsdp"] for r in read_csv(folder / "trends.csv")} <= {"holds", "does not hold"}
 
     def no_training(*args, **kwargs):
@@ -171,6 +173,16 @@ def test_tiny_grid_writes_tables_and_resumes_from_the_cache(tiny, tmp_path, monk
     again = R.run_grid(tiny, out, cache)
     assert again.trained == 0 and again.reused == 12
     assert [r["status"] for r in again.runs] == ["cached"] * 12
+    monkeypatch.undo()
+
+    # an estimator missing from the cache (added later) is computed alone; LipSDP is not solved again
+    for path in (cache / "smoke").rglob("*.estimates.json"):
+        known = json.loads(path.read_text())
+        path.write_text(json.dumps({k: {e: v for e, v in est.items() if not e.startswith("eclipse")}
+                                    for k, est in known.items()}))
+    monkeypatch.setattr(lipschitz, "lipsdp", no_training)
+    filled = R.run_grid(tiny, out, cache)
+    assert [r["eclipse"] for r in filled.runs] == [r["eclipse"] for r in again.runs]
     monkeypatch.undo()
 
     changed = R.run_grid(replace(tiny, seeds=(0,), epochs={"sinc": 2}), out, cache)

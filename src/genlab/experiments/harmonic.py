@@ -9,7 +9,7 @@ Two sweeps of the sigmoid MLP VAE (genlab.models.harmonic) per dataset and seed:
 - ``sigma_n`` in {1.0, 0.5, 0.0} with sigma_enc = 0.5: the encoder's constant should fall as the
   input-noise std sigma_N grows.
 Every trained network gets three estimates (Jacobian lower bound <= LipSDP-neuron <= product of
-spectral norms); tables of mean +- std over seeds go to ``<out>/<profile>/`` beside the paper's and
+spectral norms) and, for comparison, ECLipsE-Fast (a closed-form upper bound), each timed; tables of mean +- std over seeds go to ``<out>/<profile>/`` beside the paper's and
 the 2022 reproduction's numbers, with a verdict on each predicted trend. The maximum-damage attack
 runs on the sigma_enc = 1.0 image model; ``--defects`` re-creates the 2022 report's mistakes.
 Checkpoints live in ``<cache>/<profile>/`` (default ``~/.cache/genlab/harmonic``) and are reused when their
@@ -51,7 +51,9 @@ SIGMA_ENC_RIGHT = 0.5  # encoder std of the input-noise sweep
 LATENT = {"sinc": 1, "cifar10": 64, "celeba": 64}
 TITLES = {"sinc": "sinc(5t)", "cifar10": "CIFAR-10", "celeba": "CelebA 64x64"}
 SYMBOL = {"sigma_enc": "σ_enc", "sigma_n": "σ_N"}
-ESTIMATORS = ("lower", "lipsdp", "product")
+ESTIMATORS = ("lower", "lipsdp", "eclipse", "product")
+LABELS = {"lower": "Jacobian lower bound", "lipsdp": "LipSDP-neuron", "eclipse": "ECLipsE-Fast",
+          "product": "product bound"}
 # All three are valid bounds, computed in float64; this slack only absorbs rounding.
 ORDER_TOLERANCE = 1e-6
 
@@ -320,7 +322,10 @@ def estimates_path(checkpoint: Path) -> Path:
 
 
 def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: torch.Tensor, plan: Plan) -> dict[str, float]:
-    """:func:`estimate`, remembered beside the checkpoint per network half and estimator settings."""
+    """:func:`estimate`, remembered beside the checkpoint per network half and estimator settings.
+
+    Only missing estimators are computed, so adding one does not redo the expensive LipSDP solves.
+    """
     key = json.dumps({"network": network, "points": plan.lower_points, "steps": plan.lower_steps,
                       "method": plan.lipsdp_method, "options": dict(plan.lipsdp_options or {})}, sort_keys=True)
     path = estimates_path(checkpoint)
@@ -328,39 +333,45 @@ def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: 
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        known[key] = estimate(net, points, plan)
+    if any(name not in known.get(key, {}) for name in ESTIMATORS):
+        known[key] = estimate(net, points, plan, known.get(key))
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
     return known[key]
 
 
-def estimate(net: nn.Sequential, points: torch.Tensor, plan: Plan) -> dict[str, float]:
-    """Lower bound, LipSDP-neuron and product bound of ``net``, with their run times; checks their order."""
+def estimate(net: nn.Sequential, points: torch.Tensor, plan: Plan,
+             known: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Every estimator of ``ESTIMATORS`` on ``net`` with its run time (those in ``known`` are kept); checks their order."""
     from genlab import lipschitz
 
     net = _cpu64(net)
-    out: dict[str, float] = {}
+    out: dict[str, float] = dict(known or {})
     for name, fn in (
         ("lower", lambda: lipschitz.jacobian_lower_bound(net, points, steps=plan.lower_steps,
                                                          generator=torch.Generator().manual_seed(0))),
         ("lipsdp", lambda: lipschitz.lipsdp(net, variant="neuron", method=plan.lipsdp_method,
                                             solver_options=plan.lipsdp_options)),
+        ("eclipse", lambda: lipschitz.eclipse_fast_bound(net)),
         ("product", lambda: lipschitz.spectral_product_bound(net)),
     ):
+        if name in out:
+            continue
         t0 = time.perf_counter()
         out[name] = float(fn())
         out[f"{name}_s"] = time.perf_counter() - t0
-    check_order(out["lower"], out["lipsdp"], out["product"])
+    check_order(out["lower"], out["lipsdp"], out["product"], out["eclipse"])
     return out
 
 
-def check_order(lower: float, lipsdp: float, product: float) -> None:
-    """Raise AssertionError unless lower <= LipSDP <= product (up to rounding)."""
+def check_order(lower: float, lipsdp: float, product: float, eclipse: float | None = None) -> None:
+    """Raise AssertionError unless lower <= LipSDP <= product and lower <= ECLipsE-Fast (up to rounding)."""
     slack = 1 + ORDER_TOLERANCE
     if not lower <= lipsdp * slack:
         raise AssertionError(f"lower bound {lower:.6g} exceeds LipSDP {lipsdp:.6g}")
     if not lipsdp <= product * slack:
         raise AssertionError(f"LipSDP {lipsdp:.6g} exceeds the product bound {product:.6g}")
+    if eclipse is not None and not lower <= eclipse * slack:
+        raise AssertionError(f"lower bound {lower:.6g} exceeds ECLipsE-Fast {eclipse:.6g}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,7 +467,7 @@ def trends(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
             if not sel:
                 continue
             entry = {"dataset": name, "trend": f"{NETWORK[sweep]} constant falls as {sweep} grows"}
-            for col in ("lower", "lipsdp", "product", "paper", "repro2022"):
+            for col in (*ESTIMATORS, "paper", "repro2022"):
                 entry[col] = trend_verdict({float(r["value"]): float(r[f"{col}_mean"]) for r in sel})
             out.append(entry)
     return out
@@ -481,8 +492,9 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
-def lipschitz_markdown(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, str]], plan: Plan) -> str:
-    """Markdown tables in the layout of the reference: one table per dataset, then the verdicts."""
+def lipschitz_markdown(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, str]], plan: Plan,
+                       runs: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown tables in the layout of the reference: one table per dataset, the verdicts, the estimators' cost."""
     cols = [(s, v) for s in SWEEPS for v in SWEEPS[s]]
     head = "| numbers | " + " | ".join(f"{NETWORK[s][:3]}, {SYMBOL[s]}={v}" for s, v in cols) + " |"
     lines = [f"# Lipschitz constants ({plan.profile} profile)", ""]
@@ -493,19 +505,37 @@ def lipschitz_markdown(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Map
         stand_in = f" — stand-in: {some['stand_in']}" if some["stand_in"] else ""
         lines += [f"## {TITLES[name]}{stand_in}", "", f"Seeds: {some['n_seeds']}.", "", head,
                   "|---" * (len(cols) + 1) + "|"]
-        labels = [("lower", "this run: Jacobian lower bound"), ("lipsdp", "this run: LipSDP-neuron"),
-                  ("product", "this run: product bound"), ("paper", "paper"), ("repro2022", "2022 reproduction")]
+        labels = [*((e, f"this run: {LABELS[e]}") for e in ESTIMATORS), ("paper", "paper"),
+                  ("repro2022", "2022 reproduction")]
         for key, label in labels:
             cells = [fmt(by[c][f"{key}_mean"], by[c][f"{key}_std"]) if c in by else "—" for c in cols]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    sources = [*ESTIMATORS, "paper", "repro2022"]
     lines += ["## Predicted trends", "",
-              "| dataset | trend | lower bound | LipSDP | product | paper | 2022 reproduction |",
-              "|---|---|---|---|---|---|---|"]
+              "| dataset | trend | " + " | ".join([*(LABELS[e] for e in ESTIMATORS), "paper", "2022 reproduction"]) + " |",
+              "|---" * (len(sources) + 2) + "|"]
     for v in verdicts:
-        lines.append(f"| {TITLES[v['dataset']]} | {v['trend'].replace('sigma_enc', 'σ_enc').replace('sigma_n', 'σ_N')} | "
-                     f"{v['lower']} | {v['lipsdp']} | {v['product']} | {v['paper']} | {v['repro2022']} |")
+        trend = v["trend"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N")
+        lines.append(f"| {TITLES[v['dataset']]} | {trend} | " + " | ".join(v[c] for c in sources) + " |")
+    lines += ["", *cost_markdown(runs)]
     return "\n".join(lines) + "\n"
+
+
+def cost_markdown(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Median time of each estimator per network half, and how far each upper bound sits above LipSDP."""
+    lines = ["## Cost and tightness of the estimators", "",
+             "Median over the networks of each row; bound ratios are per network, then the median.", "",
+             "| dataset | network | " + " | ".join(f"{LABELS[e]} (s)" for e in ESTIMATORS)
+             + " | ECLipsE-Fast / LipSDP | product / LipSDP |", "|---" * (len(ESTIMATORS) + 4) + "|"]
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["network"]), []).append(r)
+    for (name, network), rs in groups.items():
+        times = [f"{np.median([float(r[f'{e}_s']) for r in rs]):.3g}" for e in ESTIMATORS]
+        ratios = [f"{np.median([float(r[e]) / float(r['lipsdp']) for r in rs]):.3g}" for e in ("eclipse", "product")]
+        lines.append(f"| {TITLES[name]} | {network} | " + " | ".join(times + ratios) + " |")
+    return lines
 
 
 def write_tables(plan: Plan, runs: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
@@ -514,7 +544,7 @@ def write_tables(plan: Plan, runs: Sequence[Mapping[str, Any]], out_dir: Path) -
     verdicts = trends(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "lipschitz.md"
-    md.write_text(lipschitz_markdown(rows, verdicts, plan))
+    md.write_text(lipschitz_markdown(rows, verdicts, plan, runs))
     return [_write_csv(out_dir / "runs.csv", runs), _write_csv(out_dir / "lipschitz.csv", rows),
             _write_csv(out_dir / "trends.csv", verdicts), md]
 

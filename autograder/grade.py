@@ -35,9 +35,11 @@ NOTES_TITLE = "**Grading notes** (added by the course's grader)"
 @dataclass
 class Result:
     student: str
-    auto_score: float = 0.0
+    auto_score: float = 0.0  # code cells: the hidden and visible tests
     auto_max: float = 0.0
-    manual_max: float = 0.0  # points a person still has to grade (written answers)
+    written_score: float = 0.0  # written answers (nbgrader scores an untouched one 0 by itself)
+    written_max: float = 0.0
+    written_pending: float = 0.0  # points of written answers a person still has to grade
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -164,19 +166,23 @@ def grade(name: str, *, jobs: int = 2, root: Path = ROOT) -> list[Result]:
             except MissingEntry:  # autograde never recorded it; r.error says why
                 continue
             grades = [g for nb in sub.notebooks for g in nb.grades]
-            auto = [g for g in grades if g.auto_score is not None]
-            r.auto_score = sum(g.auto_score for g in auto)
-            r.auto_max = sum(g.max_score for g in auto)
-            r.manual_max = sum(g.max_score for g in grades if g.needs_manual_grade)
+            code = [g for g in grades if g.cell.cell_type == "code"]
+            written = [g for g in grades if g.cell.cell_type != "code"]
+            r.auto_score, r.auto_max = sum(g.score for g in code), sum(g.max_score for g in code)
+            r.written_score, r.written_max = sum(g.score for g in written), sum(g.max_score for g in written)
+            r.written_pending = sum(g.max_score for g in written if g.needs_manual_grade)
     return results
 
 
 def table(results: list[Result]) -> str:
     """A plain-text grade table."""
-    rows = [("student", "autograded", "to grade by hand", "seconds", "notes")]
+    rows = [("student", "autograded", "written answers", "seconds", "notes")]
     for r in results:
+        written = f"{r.written_score:g} / {r.written_max:g}"
+        if r.written_pending:
+            written += f" ({r.written_pending:g} to grade by hand)"
         rows.append((
-            r.student, f"{r.auto_score:g} / {r.auto_max:g}", f"{r.manual_max:g} points" if r.manual_max else "-",
+            r.student, f"{r.auto_score:g} / {r.auto_max:g}", written,
             f"{r.seconds:.1f}", r.error or (f"{len(r.notes)} note(s)" if r.notes else ""),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

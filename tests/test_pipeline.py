@@ -162,6 +162,19 @@ def test_feedback_shows_calls_and_messages_never_check_code(graded):
     assert "AssertionError" in page_text(mistakes)
 
 
+def test_grade_table_splits_autograded_and_written_points(graded):
+    m, _, results, _ = graded
+    correct, blank = results["demo-correct"], results["demo-blank"]
+    assert correct.auto_score == correct.auto_max == sum(autograded_cells(m).values())
+    assert correct.auto_max + correct.written_max == m.points
+    assert correct.written_pending == correct.written_max > 0  # model answers wait for a person
+    assert blank.auto_score == blank.written_score == blank.written_pending == 0  # untouched answers score 0
+    table = grade.table([correct, blank]).splitlines()
+    assert "written answers" in table[0]
+    assert f"{correct.auto_max:g} / {correct.auto_max:g}" in table[1] and "to grade by hand" in table[1]
+    assert "to grade by hand" not in table[2]
+
+
 def test_export_writes_grades(graded):
     m, root, _, _ = graded
     rows = (root / "grades.csv").read_text().splitlines()

@@ -58,7 +58,6 @@ def test_sample_latent_scales_by_sigma_not_its_square():
 
 
 def test_model_halves_are_plain_sequentials_the_estimators_accept():
-
     model = H.HarmonicVAE((3, 8, 8), latent=4, sigma_enc=0.5, hidden=16)
     assert [type(m) for m in model.encoder] == [nn.Linear, nn.Sigmoid] * 3 + [nn.Linear]
     assert [type(m) for m in model.decoder] == [nn.Linear, nn.Sigmoid] * 3 + [nn.Linear]
@@ -125,7 +124,6 @@ def test_mean_std_uses_the_sample_std_of_the_2022_tables():
 
 
 def test_with_relu_is_the_slope_one_relaxation():
-
     torch.manual_seed(2)
     net = H.sigmoid_mlp([5, 12, 12, 3])
     right = lipschitz.lipsdp(net)

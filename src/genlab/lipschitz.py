@@ -91,9 +91,9 @@ from torch import nn
 
 __all__ = [
     "LipSDPResult",
-    "eclipse_fast_bound",
     "LipschitzError",
     "UnsupportedLayerError",
+    "eclipse_fast_bound",
     "jacobian_lower_bound",
     "lipsdp",
     "lipsdp_report",

@@ -4,6 +4,7 @@ chapter ae_to_cvae that use them as their oracle."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from autograder import probing
 from autograder.checks import ae_to_cvae as checks
 from genlab.latent import interpolate
 from genlab.losses import bernoulli_nll, gaussian_kl, vae_loss
@@ -229,30 +231,24 @@ def test_condition_appends_the_label_code_after_the_features():
 
 
 # ----------------------------------------------------------------------------- the chapter's hidden-test checks
-
-REFERENCES = {
-    "check_encoder": Encoder,
-    "check_decoder": Decoder,
-    "check_ae_train_step": ae_train_step,
-    "check_reparameterize": reparameterize,
-    "check_gaussian_kl": gaussian_kl,
-    "check_vae_loss": vae_loss,
-    "check_interpolate": interpolate,
-    "check_one_hot": one_hot,
-    "check_condition": condition,
-}
+# Each probe runs here in-process: the "student" run and the reference run, then the comparison.
 
 
-def test_every_check_has_a_reference():
-    assert {name for name in dir(checks) if name.startswith("check_")} == set(REFERENCES)
+def test_every_probe_is_verified_against_its_package_reference():
+    found = probing.checks_of(checks)
+    assert {c.exercise for c in found.values()} == {
+        "encoder", "decoder", "ae_train_step", "reparameterize", "gaussian_kl", "vae_loss", "interpolate",
+        "one_hot", "condition"}
+    assert found["probe_gaussian_kl"].reference is gaussian_kl and found["check_gaussian_kl"] is found["probe_gaussian_kl"]
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("name", sorted(n for n in probing.checks_of(checks) if n.startswith("probe_")))
 def test_checks_accept_the_reference(name):
-    getattr(checks, name)(REFERENCES[name])
+    check = getattr(checks, name)
+    check(check.reference)
 
 
-def _step(swap=False, clear=True, reduce_pixels="sum"):
+def _step(swap=False, clear=True, reduce_pixels="sum", as_float=lambda loss: loss.item()):
     def step(model, optimizer, x):
         if clear:
             optimizer.zero_grad()
@@ -265,7 +261,7 @@ def _step(swap=False, clear=True, reduce_pixels="sum"):
             loss = F.binary_cross_entropy(pred, tgt, reduction="none").sum(1).mean()
         loss.backward()
         optimizer.step()
-        return loss.item()
+        return as_float(loss)
 
     return step
 
@@ -278,6 +274,17 @@ def _kl_reversed(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
     mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype).expand_as(mu_q)
     logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype).expand_as(mu_q)
     return gaussian_kl(mu_p, logstd_p, mu_q, logstd_q)
+
+
+def _kl_torch_distributions(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype).expand_as(mu_q)
+    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype).expand_as(mu_q)
+    return kl_divergence(Normal(mu_q, logstd_q.exp()), Normal(mu_p, logstd_p.exp())).sum(-1)
+
+
+def _kl_float32_inside(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    out = gaussian_kl(mu_q.float(), logstd_q.float(), torch.as_tensor(mu_p).float(), torch.as_tensor(logstd_p).float())
+    return out.to(mu_q.dtype)
 
 
 def _loss(beta_on_rec=False, swap=False, pixel_mean=False):
@@ -302,6 +309,20 @@ class _EncoderReluOut(nn.Module):
         return self.net(x)
 
 
+class _EncoderOutputLayerFirst(nn.Module):
+    """Correct, but registers its layers in another order than forward() uses them."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.out = nn.Linear(64, o)
+        self.hidden2 = nn.Linear(256, 64)
+        self.hidden1 = nn.Linear(i, 256)
+
+    def forward(self, x):
+        h = F.relu(self.hidden1(x.flatten(1)))
+        return self.out(F.relu(self.hidden2(h)))
+
+
 class _DecoderNoSigmoid(nn.Module):
     def __init__(self, i, o):
         super().__init__()
@@ -311,33 +332,90 @@ class _DecoderNoSigmoid(nn.Module):
         return self.net(z)
 
 
+class _DecoderFunctional(nn.Module):
+    """Correct: the layers in a ModuleList, activations from torch.nn.functional."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(i, 64), nn.Linear(64, 256), nn.Linear(256, o)])
+
+    def forward(self, z):
+        for layer in self.layers[:-1]:
+            z = torch.relu(layer(z))
+        return torch.sigmoid(self.layers[-1](z))
+
+
+def _reparameterize_reseeding(mu, logstd, eps=None):
+    if eps is None:
+        torch.manual_seed(0)  # "for reproducibility": every call draws the same noise
+        eps = torch.randn_like(mu)
+    return mu + logstd.exp() * eps
+
+
+def _warns(loss):
+    warnings.warn("a warning on stderr is no error", UserWarning)
+    return float(loss)
+
+
+CORRECT = {
+    "encoder-output-layer-registered-first": ("probe_encoder", _EncoderOutputLayerFirst),
+    "decoder-module-list": ("probe_decoder", _DecoderFunctional),
+    "ae-step-float-of-a-tensor": ("probe_ae_train_step", _step(as_float=lambda loss: float(loss))),
+    "ae-step-that-warns": ("probe_ae_train_step", _step(as_float=_warns)),
+    "ae-step-mean-of-sums-via-sum": ("probe_ae_train_step", _step(as_float=lambda loss: loss)),
+    "reparam-normal-noise-by-hand": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls.exp() * (
+        torch.normal(torch.zeros_like(mu), torch.ones_like(mu)) if eps is None else eps)),
+    "kl-torch-distributions": ("probe_gaussian_kl", _kl_torch_distributions),
+    "kl-float32-inside": ("probe_gaussian_kl", _kl_float32_inside),
+    "interpolate-float32-weights": ("probe_interpolate", lambda z0, z1, steps: torch.stack(
+        [(1 - w) * z0 + w * z1 for w in torch.linspace(0, 1, steps).tolist()])),
+    "one-hot-scatter": ("probe_one_hot", lambda y, k=10: torch.zeros(len(y), k, device=y.device).scatter_(
+        1, y.long()[:, None], 1.0)),
+}
+
 MISTAKES = {
-    "encoder-relu-on-codes": ("check_encoder", _EncoderReluOut),
-    "decoder-without-sigmoid": ("check_decoder", _DecoderNoSigmoid),
-    "ae-step-no-zero-grad": ("check_ae_train_step", _step(clear=False)),
-    "ae-step-bce-swapped": ("check_ae_train_step", _step(swap=True)),
-    "ae-step-bce-pixel-mean": ("check_ae_train_step", _step(reduce_pixels="mean")),
-    "reparam-variance": ("check_reparameterize", lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (
-        torch.randn_like(mu) if eps is None else eps)),
-    "reparam-logstd-as-std": ("check_reparameterize", lambda mu, ls, eps=None: mu + ls * (
-        torch.randn_like(mu) if eps is None else eps)),
-    "reparam-detached": ("check_reparameterize", lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach()),
-    "kl-seed-constant": ("check_gaussian_kl", _kl_seed_constant),
-    "kl-wrong-direction": ("check_gaussian_kl", _kl_reversed),
-    "kl-not-summed": ("check_gaussian_kl", lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape)),
-    "vae-loss-beta-on-reconstruction": ("check_vae_loss", _loss(beta_on_rec=True)),
-    "vae-loss-bce-swapped": ("check_vae_loss", _loss(swap=True)),
-    "vae-loss-pixel-mean": ("check_vae_loss", _loss(pixel_mean=True)),
-    "interpolate-misses-end": ("check_interpolate", lambda z0, z1, steps: torch.stack(
-        [z0 + i / steps * (z1 - z0) for i in range(steps)])),
-    "one-hot-width-from-data": ("check_one_hot", lambda y, k=10: F.one_hot(y.long()).float()),
-    "one-hot-integer": ("check_one_hot", lambda y, k=10: F.one_hot(y.long(), k)),
-    "condition-label-first": ("check_condition", lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1)),
+    "encoder-relu-on-codes": ("probe_encoder", _EncoderReluOut, "no activation"),
+    "decoder-without-sigmoid": ("probe_decoder", _DecoderNoSigmoid, "Sigmoid"),
+    "ae-step-no-zero-grad": ("probe_ae_train_step", _step(clear=False), "zero_grad"),
+    "ae-step-bce-swapped": ("probe_ae_train_step", _step(swap=True), "reconstruction FIRST"),
+    "ae-step-bce-pixel-mean": ("probe_ae_train_step", _step(reduce_pixels="mean"), "summed over pixels"),
+    "reparam-variance": ("probe_reparameterize", lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (
+        torch.randn_like(mu) if eps is None else eps), "the variance"),
+    "reparam-logstd-as-std": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls * (
+        torch.randn_like(mu) if eps is None else eps), "standard deviation is exp"),
+    "reparam-detached": ("probe_reparameterize", lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach(),
+                         "no .detach"),
+    "reparam-torch-normal-without-eps": ("probe_reparameterize", lambda mu, ls, eps=None: (
+        mu + ls.exp() * eps if eps is not None else torch.normal(mu, ls.exp())), "torch.normal"),
+    "reparam-noise-on-the-default-device": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls.exp() * (
+        torch.randn(mu.shape) if eps is None else eps), "device"),
+    "reparam-reseeds": ("probe_reparameterize", _reparameterize_reseeding, "new noise on every call"),
+    "kl-seed-constant": ("probe_gaussian_kl", _kl_seed_constant, "log.sigma_p/sigma_q"),
+    "kl-wrong-direction": ("probe_gaussian_kl", _kl_reversed, "KL.p .. q."),
+    "kl-not-summed": ("probe_gaussian_kl", lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape),
+                      "summed over the last dimension"),
+    "vae-loss-beta-on-reconstruction": ("probe_vae_loss", _loss(beta_on_rec=True), "beta multiplies"),
+    "vae-loss-bce-swapped": ("probe_vae_loss", _loss(swap=True), "arguments are swapped"),
+    "vae-loss-pixel-mean": ("probe_vae_loss", _loss(pixel_mean=True), "averaged over pixels"),
+    "interpolate-misses-end": ("probe_interpolate", lambda z0, z1, steps: torch.stack(
+        [z0 + i / steps * (z1 - z0) for i in range(steps)]), "last is z1"),
+    "one-hot-width-from-data": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long()).float(), "shape"),
+    "one-hot-integer": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long(), k), "dtype"),
+    "one-hot-on-the-cpu": ("probe_one_hot", lambda y, k=10: torch.eye(k)[y.long()], "labels.device"),
+    "condition-label-first": ("probe_condition", lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1),
+                              "AFTER the features"),
+    "condition-detached": ("probe_condition", lambda h, y, k=10: condition(h.detach(), y, k), "detach"),
 }
 
 
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_checks_accept_correct_answers_in_other_styles(name):
+    check, right = CORRECT[name]
+    getattr(checks, check)(right)
+
+
 @pytest.mark.parametrize("name", sorted(MISTAKES))
-def test_checks_reject_typical_mistakes(name):
-    check, wrong = MISTAKES[name]
-    with pytest.raises(AssertionError):
+def test_checks_reject_typical_mistakes_with_a_hint(name):
+    check, wrong, hint = MISTAKES[name]
+    with pytest.raises(probing.Failed, match=hint):
         getattr(checks, check)(wrong)

@@ -1,270 +1,224 @@
-"""Hidden-test checks of the chapter "From autoencoders to conditional VAEs" (``ae_to_cvae``).
+"""Hidden tests of the chapter "From autoencoders to conditional VAEs" (``ae_to_cvae``).
 
-Every ``check_*`` takes the student's object, compares it with the reference in ``genlab`` on
-random inputs (several shapes, float32 and float64, on ``genlab.device()``), checks the properties
-the exercise asks for, and raises ``AssertionError`` with a message the student can act on.
+Each ``probe_<exercise>`` runs twice (see autograder/probing.py): in the student's kernel, where it
+records what the student's object returns on seeded inputs, and in the grader, where the
+reference from ``genlab`` meets the same inputs and every record is compared.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-import genlab
+from autograder.probing import Trial, check, close, legacy_names
 from genlab import latent, losses, train
 from genlab.models import mlp
 
 DTYPES = (torch.float32, torch.float64)
-# Tolerances per dtype: float32 sums of a few hundred terms keep about 5 significant digits.
-TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
 
 
-# ----------------------------------------------------------------------------- helpers
+def _linear_shapes(net: nn.Module) -> list[list[int]]:
+    """Weight shapes of the module's Linear layers, sorted: the architecture, whatever the registration order."""
+    return sorted(list(m.weight.shape) for m in net.modules() if isinstance(m, nn.Linear))
 
 
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(shape: Sequence[int], gen: torch.Generator, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
-    return (scale * torch.randn(tuple(shape), generator=gen, dtype=torch.float64)).to(genlab.device(), dtype)
-
-
-def _rand(shape: Sequence[int], gen: torch.Generator, dtype=torch.float32, low=0.0, high=1.0) -> torch.Tensor:
-    u = torch.rand(tuple(shape), generator=gen, dtype=torch.float64)
-    return (low + (high - low) * u).to(genlab.device(), dtype)
-
-
-def _call(fn: Callable, *args, what: str, **kwargs):
-    """Call the student's code; turn a crash into an AssertionError that says where it happened."""
-    try:
-        return fn(*args, **kwargs)
-    except AssertionError:
-        raise
-    except Exception as exc:  # the student's code may raise anything
-        raise AssertionError(f"{what} raised {type(exc).__name__}: {exc}") from None
-
-
-def _as_tensor(value, what: str) -> torch.Tensor:
-    assert isinstance(value, torch.Tensor), f"{what} should return a torch.Tensor, got {type(value).__name__}"
-    return value
-
-
-def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, hint: str = "", **tol) -> None:
-    tol = tol or TOL.get(expected.dtype, TOL[torch.float32])
-    assert tuple(actual.shape) == tuple(expected.shape), (
-        f"{what}: expected shape {tuple(expected.shape)}, got {tuple(actual.shape)}. {hint}".strip()
-    )
-    actual = actual.detach().to(expected.device, expected.dtype)
-    if not torch.allclose(actual, expected.detach(), **tol):
-        diff = (actual - expected).abs()
-        i = int(diff.flatten().argmax())
-        raise AssertionError(
-            f"{what}: wrong values (largest difference {diff.max().item():.3g} at flat index {i}: "
-            f"got {actual.flatten()[i].item():.6g}, expected {expected.flatten()[i].item():.6g}). {hint}".strip()
-        )
-
-
-def _linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
-
-
-def _check_mlp(cls, args: tuple[int, int], hidden: tuple[int, int], reference_cls, kind: str) -> None:
-    """Shared check of the encoder and decoder MLPs: layer sizes, then the function they compute."""
-    in_size, out_size = args
-    torch.manual_seed(0)
-    net = _call(cls, *args, what=f"{kind}{args}")
-    assert isinstance(net, nn.Module), f"{kind} must be an nn.Module subclass"
-    sizes = [in_size, *hidden, out_size]
-    expected = [(sizes[i + 1], sizes[i]) for i in range(3)]
-    got = [tuple(m.weight.shape) for m in _linears(net)]
-    assert got == expected, (
-        f"{kind}{args}: expected three nn.Linear layers {' -> '.join(map(str, sizes))}, i.e. weight shapes "
-        f"{expected}; found {got}"
-    )
-    assert all(m.bias is not None for m in _linears(net)), f"{kind}{args}: every nn.Linear should keep its bias"
-    reference = reference_cls(*args)
-    n_ref = sum(p.numel() for p in reference.parameters())
-    n_got = sum(p.numel() for p in net.parameters())
-    assert n_got == n_ref, f"{kind}{args}: {n_got} parameters, expected {n_ref} (only the three linear layers)"
-    for mine, ref in zip(_linears(net), _linears(reference)):  # same weights: compare the functions
-        ref.weight.data.copy_(mine.weight.data)
-        ref.bias.data.copy_(mine.bias.data)
-    gen = _generator(sum(args))
+def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
+    """Shared probe of the encoder and decoder: layer sizes, then the function computed with fixed weights."""
+    name = f"{kind}{args}"
+    net = t.call(cls, *args, what=name)
+    t.same(f"{name}/layers", _linear_shapes(net), what=f"{name}: the nn.Linear weight shapes (out, in)",
+           hint="Three nn.Linear layers with the sizes of the table, each with its bias, and nothing else.")
+    t.same(f"{name}/parameters", sum(p.numel() for p in net.parameters()), what=f"{name}: the number of parameters",
+           hint="Only the three linear layers have parameters.")
+    t.init_module(net)
     for dtype in DTYPES:
-        net.to(genlab.device(), dtype)
-        reference.to(genlab.device(), dtype)
+        net.to(t.device, dtype)
         for n in (1, 5):
-            if kind == "Encoder" and in_size == 784:
-                x = _rand((n, 1, 28, 28), gen, dtype)
+            if kind == "Encoder" and args[0] == 784:
+                x = t.rand(n, 1, 28, 28, dtype=dtype)
             elif kind == "Encoder":
-                x = _rand((n, in_size), gen, dtype)
+                x = t.rand(n, args[0], dtype=dtype)
             else:
-                x = _randn((n, in_size), gen, dtype, scale=2.0)
-            y = _as_tensor(_call(net, x, what=f"{kind}{args} on input of shape {tuple(x.shape)}"), f"{kind}.forward")
-            if kind == "Decoder":
-                assert y.min() >= 0 and y.max() <= 1, "Decoder outputs must be probabilities in [0, 1]: end with a Sigmoid"
-            hint = (
-                "Check the order of the layers and where the activations go: ReLU after the first two "
-                "linear layers only" + (", and a Sigmoid at the very end." if kind == "Decoder" else
-                                        "; the last layer has no activation (means and log-stds can be negative).")
-            )
-            _assert_close(y, reference(x), f"{kind}{args} on input of shape {tuple(x.shape)}", hint)
+                x = t.randn(n, args[0], dtype=dtype, scale=2.0)
+            out = t.call(net, x, what=f"{name} on input of shape {tuple(x.shape)}")
+            t.same(f"{name}/{dtype}/{n}", out, what=f"{name} on input of shape {tuple(x.shape)}, {dtype}", hint=hint)
 
 
-# ----------------------------------------------------------------------------- auto-encoder
-
-
-def check_encoder(Encoder) -> None:
+@check(mlp.Encoder)
+def probe_encoder(t: Trial, Encoder) -> None:
     """``Encoder(input_size, out_size)``: flatten, input_size -> 256 -> 64 -> out_size with ReLUs between."""
+    hint = ("ReLU after the first two linear layers only; the last layer has no activation "
+            "(codes, means and log-stds can be negative).")
     for args in [(784, 16), (784, 4), (30, 3)]:
-        _check_mlp(Encoder, args, (256, 64), mlp.Encoder, "Encoder")
+        _mlp(t, Encoder, args, "Encoder", hint)
 
 
-def check_decoder(Decoder) -> None:
+@check(mlp.Decoder)
+def probe_decoder(t: Trial, Decoder) -> None:
     """``Decoder(in_size, output_size)``: in_size -> 64 -> 256 -> output_size, ReLUs, sigmoid output."""
+    hint = "ReLU after the first two linear layers, and a Sigmoid at the very end (outputs are probabilities)."
     for args in [(16, 784), (4, 784), (3, 30)]:
-        _check_mlp(Decoder, args, (64, 256), mlp.Decoder, "Decoder")
+        _mlp(t, Decoder, args, "Decoder", hint)
 
 
-def _tiny_autoencoder(d: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(d, 6), nn.ReLU(), nn.Linear(6, d), nn.Sigmoid())
+def _tiny_autoencoder() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 6), nn.ReLU(), nn.Linear(6, 36), nn.Sigmoid())
 
 
-def check_ae_train_step(ae_train_step) -> None:
-    """One step = zero_grad, BCE(recon, x) summed over pixels and averaged over the batch, backward, step."""
-    dev = genlab.device()
+@check(train.ae_train_step)
+def probe_ae_train_step(t: Trial, ae_train_step) -> None:
+    """zero_grad, BCE(recon, x) summed over pixels and averaged over the batch, backward, one step."""
     for dtype, shape in [(torch.float32, (8, 1, 6, 6)), (torch.float64, (5, 36)), (torch.float32, (3, 1, 6, 6))]:
-        gen = _generator(len(shape) + shape[0])
-        mine = _tiny_autoencoder(36, seed=shape[0]).to(dev, dtype)
-        ref = _tiny_autoencoder(36, seed=shape[0]).to(dev, dtype)
-        opt_mine = torch.optim.SGD(mine.parameters(), lr=0.05)
-        opt_ref = torch.optim.SGD(ref.parameters(), lr=0.05)
-        before = [p.detach().clone() for p in mine.parameters()]
-        # grey values and exact 0/1 pixels, as in real images
-        batches = [_rand(shape, gen, dtype), (_rand(shape, gen, dtype) > 0.6).to(dtype)]
-        for k, x in enumerate(batches, start=1):
-            loss = _call(ae_train_step, mine, opt_mine, x.clone(), what=f"ae_train_step (step {k})")
-            expected_loss = train.ae_train_step(ref, opt_ref, x.clone())
-            assert isinstance(loss, (float, torch.Tensor)), "ae_train_step should return the loss (a float)"
-            loss = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
-            assert math.isclose(loss, expected_loss, rel_tol=1e-4, abs_tol=1e-4), (
-                f"step {k} on a batch of shape {shape}: returned loss {loss:.6g}, expected {expected_loss:.6g}. "
-                "Return the loss computed before the update: binary cross-entropy of the input x under the "
-                "reconstruction, F.binary_cross_entropy(recon, target) with the reconstruction FIRST and "
-                "the target x second, summed over pixels and averaged over the batch."
-            )
-            if k == 1 and all(torch.equal(b, p.detach()) for b, p in zip(before, mine.parameters())):
-                raise AssertionError(
-                    "the parameters did not change after one step: call loss.backward() and then "
-                    "optimizer.step() (and clear gradients before the backward pass, not between backward and step)"
-                )
-            for (name, p), q in zip(mine.named_parameters(), ref.parameters()):
-                if not torch.allclose(p.detach(), q.detach(), rtol=1e-4, atol=1e-5):
-                    if k == 1:
-                        hint = ("the first update differs from one SGD step on the loss: check the loss (BCE "
-                                "argument order: reconstruction first, target second; sum over pixels, mean "
-                                "over the batch) and that you call backward() then optimizer.step() once")
-                    else:
-                        hint = ("the first update was right but the second was not: the gradients of the "
-                                "previous step were still there. Call optimizer.zero_grad() before backward()")
-                    raise AssertionError(f"parameter {name!r} after step {k}: {hint}")
+        model = t.init_module(_tiny_autoencoder()).to(t.device, dtype)
+        for p in model.parameters():  # stale gradients, as a previous step would leave them
+            p.grad = torch.ones_like(p)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        grey = t.rand(*shape, dtype=dtype)
+        binary = (t.rand(*shape, dtype=dtype) > 0.6).to(dtype)  # exact 0/1 pixels, as in real images
+        for k, x in enumerate((grey, binary), start=1):
+            case = f"step {k} on a batch of shape {shape}, {dtype}"
+            loss = t.call(ae_train_step, model, optimizer, x.clone(), what=f"ae_train_step ({case})")
+            t.same(f"{shape}/{dtype}/loss{k}", loss, what=f"the loss returned at {case}",
+                   hint="Return the loss of the batch computed before the update: binary cross-entropy of x "
+                        "under the reconstruction, F.binary_cross_entropy(recon, target) with the reconstruction "
+                        "FIRST, summed over pixels and averaged over the batch.")
+            for name, p in model.named_parameters():
+                t.same(f"{shape}/{dtype}/{name}/{k}", p, what=f"parameter {name!r} after {case}",
+                       hint="One optimizer step on the gradient of that loss: call optimizer.zero_grad() before "
+                            "loss.backward() (old gradients are still there), then optimizer.step() once.")
 
 
-# ----------------------------------------------------------------------------- VAE
-
-
-def check_reparameterize(reparameterize) -> None:
-    """``z = mu + exp(logstd) * eps``: values with a given eps, gradients, and the sampling distribution."""
-    dev = genlab.device()
+@check(mlp.reparameterize)
+def probe_reparameterize(t: Trial, reparameterize) -> None:
+    """``z = mu + exp(logstd) * eps``: values and gradients with a given eps; fresh N(0, 1) noise without."""
+    hint = ("The standard deviation is exp(logstd): z = mu + exp(logstd) * eps. Not exp(logstd)**2 (the "
+            "variance), not logstd itself, and use the eps you are given.")
     for dtype in DTYPES:
         for shape in [(3,), (4, 5), (2, 3, 4)]:
-            gen = _generator(len(shape))
-            mu = _randn(shape, gen, dtype, scale=2.0).requires_grad_()
-            logstd = _rand(shape, gen, dtype, low=-1.0, high=1.0).requires_grad_()
-            eps = _randn(shape, gen, dtype)
-            z = _as_tensor(_call(reparameterize, mu, logstd, eps, what="reparameterize(mu, logstd, eps)"),
-                           "reparameterize")
-            assert z.dtype == dtype, f"reparameterize returned {z.dtype} for {dtype} inputs"
-            expected = mlp.reparameterize(mu.detach(), logstd.detach(), eps)
-            hint = ("The standard deviation is exp(logstd): z = mu + exp(logstd) * eps. Not exp(logstd)**2 "
-                    "(that is the variance), not logstd itself, and use the eps you are given.")
-            _assert_close(z, expected, f"reparameterize with shape {shape}, {dtype}", hint)
-            weights = _randn(shape, gen, dtype)
-            assert z.requires_grad, ("the sample is cut off from the graph: compute it from mu and logstd with "
-                                     "torch operations (no .detach(), .item(), numpy or torch.normal)")
+            mu = t.randn(*shape, dtype=dtype, scale=2.0).requires_grad_()
+            logstd = t.rand(*shape, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
+            eps, weights = t.randn(*shape, dtype=dtype), t.randn(*shape, dtype=dtype)
+            case = f"shape {shape}, {dtype}"
+            z = t.call(reparameterize, mu, logstd, eps, what=f"reparameterize(mu, logstd, eps), {case}")
+            t.same(f"z/{case}", z, what=f"reparameterize(mu, logstd, eps), {case}", hint=hint)
+            t.same(f"z.requires_grad/{case}", z.requires_grad, what=f"the sample's link to the graph, {case}",
+                   hint="Compute z from mu and logstd with torch operations: no .detach(), .item(), numpy or "
+                        "torch.normal, so that gradients reach the encoder.")
             (z * weights).sum().backward()
-            assert mu.grad is not None and logstd.grad is not None, "gradients must reach both mu and logstd"
-            _assert_close(mu.grad, weights, "gradient of the sample with respect to mu", "dz/dmu must be 1.")
-            _assert_close(logstd.grad, weights * torch.exp(logstd.detach()) * eps,
-                          "gradient of the sample with respect to logstd", "dz/dlogstd must be exp(logstd) * eps.")
-    # Without eps: fresh standard normal noise, independent for every entry.
-    torch.manual_seed(1234)
-    n = 200_000
-    mu = torch.tensor([-2.0, 0.0, 1.0, 3.0], device=dev)
-    logstd = torch.tensor([-1.0, 0.0, 0.5, 1.0], device=dev)
-    z = _as_tensor(_call(reparameterize, mu.expand(n, 4), logstd.expand(n, 4), what="reparameterize(mu, logstd)"),
-                   "reparameterize")
-    assert tuple(z.shape) == (n, 4), f"reparameterize(mu, logstd) returned shape {tuple(z.shape)}, expected {(n, 4)}"
-    z = z.detach().double()
-    std = torch.exp(logstd).double()
-    mean_err = ((z.mean(0) - mu.double()) / (std / math.sqrt(n))).abs().max().item()
-    rel_std_err = ((z.std(0) / std) - 1).abs().max().item()
-    assert mean_err < 6 and rel_std_err < 0.02, (
-        f"without eps, samples of N(mu, exp(logstd)^2) should have mean mu and std exp(logstd); got means "
-        f"{z.mean(0).tolist()} and stds {z.std(0).tolist()} for mu={mu.tolist()}, "
-        f"exp(logstd)={std.tolist()}. Draw eps with torch.randn_like(mu) (standard normal, one per entry)."
-    )
-    z2 = _call(reparameterize, mu, logstd, what="reparameterize(mu, logstd)")
-    z3 = _call(reparameterize, mu, logstd, what="reparameterize(mu, logstd)")
-    assert not torch.equal(z2, z3), "two calls without eps returned the same sample: draw new noise on every call"
+            t.same(f"dmu/{case}", mu.grad, what=f"the gradient of the sample with respect to mu, {case}",
+                   hint="dz/dmu must be 1.")
+            t.same(f"dlogstd/{case}", logstd.grad, what=f"the gradient with respect to logstd, {case}",
+                   hint="dz/dlogstd must be exp(logstd) * eps.")
+    _probe_fresh_noise(t, reparameterize)
 
 
-def check_gaussian_kl(gaussian_kl) -> None:
+def _sample_statistics(got, _want, records) -> str | None:
+    """Samples of N(mu, exp(logstd)^2) in the grader: mean, spread and shape of the noise."""
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (40_000, 4):
+        return f"expected samples of shape (40000, 4), got {got if isinstance(got, str) else tuple(getattr(got, 'shape', ()))}"
+    mu, std = torch.tensor([-2.0, 0.0, 1.0, 3.0]), torch.tensor([-1.0, 0.0, 0.5, 1.0]).exp()
+    z = got.double()
+    eps = (z - mu) / std
+    mean_err = (eps.mean(0) * math.sqrt(len(z))).abs().max().item()  # in standard errors
+    spread = eps.std(0)
+    if mean_err > 6 or (spread - 1).abs().max() > 0.03:
+        squared = " (that is the variance exp(2 logstd), not the standard deviation)" if (
+            ((z - mu).std(0) / std**2 - 1).abs().max() < 0.03) else ""
+        return (f"samples of N(mu, exp(logstd)^2) should have mean mu and standard deviation exp(logstd); got "
+                f"means {[round(v, 3) for v in z.mean(0).tolist()]} and standard deviations "
+                f"{[round(v, 3) for v in z.std(0).tolist()]} for mu = {mu.tolist()} and exp(logstd) = "
+                f"{[round(v, 3) for v in std.tolist()]}{squared}. Draw eps with torch.randn_like(mu).")
+    kurtosis = (eps - eps.mean(0)).pow(4).mean(0) / spread.pow(4)
+    if (kurtosis - 3).abs().max() > 0.3:
+        return f"the noise is not normal (kurtosis {kurtosis.tolist()}, a normal's is 3): use torch.randn_like, not torch.rand_like"
+    return None
+
+
+def _differs(got, _want, records) -> str | None:
+    first = records.get("fresh/first")
+    if isinstance(got, torch.Tensor) and isinstance(first, torch.Tensor) and got.shape == first.shape and torch.equal(got, first):
+        return "two calls without eps returned the same sample: draw new noise on every call (do not re-seed)"
+    return None
+
+
+def _gradients_without_eps(got, _want, records) -> str | None:
+    """Without eps the sample must still carry gradients: d z / d logstd = z - mu."""
+    z, weights = records.get("grad/z"), records.get("grad/weights")
+    if not isinstance(got, torch.Tensor) or not isinstance(z, torch.Tensor) or not isinstance(weights, torch.Tensor):
+        return "no gradient reached logstd: the sample must be computed from mu and logstd (not torch.normal)"
+    return close(got, weights * (z - records.get("grad/mu", 0)), rtol=1e-4, atol=1e-5)
+
+
+def _probe_fresh_noise(t: Trial, reparameterize) -> None:
+    """Without eps: fresh standard normal noise, drawn on the inputs' device, that gradients flow through."""
+    mu = torch.tensor([-2.0, 0.0, 1.0, 3.0], device=t.device).expand(40_000, 4)
+    logstd = torch.tensor([-1.0, 0.0, 0.5, 1.0], device=t.device).expand(40_000, 4)
+    with t.default_device_elsewhere():
+        z = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd) without eps (noise created on "
+                   "mu's device: torch.randn_like(mu), or torch.randn(..., device=mu.device))")
+    t.check("fresh/first", z, what="reparameterize(mu, logstd) without eps", test=_sample_statistics)
+    again = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd), a second call")
+    t.check("fresh/second", again, what="a second call of reparameterize(mu, logstd)", test=_differs)
+    mu_g = t.randn(6, 3).requires_grad_()
+    logstd_g = t.rand(6, 3, low=-1.0, high=1.0).requires_grad_()
+    weights = t.randn(6, 3)
+    z = t.call(reparameterize, mu_g, logstd_g, what="reparameterize(mu, logstd) with requires_grad inputs")
+    (z * weights).sum().backward()
+    t.note("grad/z", z)
+    t.note("grad/mu", mu_g)
+    t.note("grad/weights", weights)
+    t.check("grad/dlogstd", logstd_g.grad, what="the gradient with respect to logstd when no eps is given",
+            test=_gradients_without_eps,
+            hint="Without eps, still compute mu + exp(logstd) * eps with eps = torch.randn_like(mu): a sample "
+                 "from torch.normal(mu, std) does not pass gradients back to logstd.")
+    t.same("grad/dmu", mu_g.grad, what="the gradient with respect to mu when no eps is given", hint="dz/dmu must be 1.")
+
+
+def _kl_diagnosis(got, want, records, case: tuple) -> str | None:
+    """Name a swapped-argument KL when that is what came back."""
+    problem = close(got, want)
+    if problem and isinstance(got, torch.Tensor):
+        mu_q, ls_q, mu_p, ls_p = case
+        if close(got, losses.gaussian_kl(mu_p, ls_p, mu_q, ls_q)) is None:
+            return problem + ": that is KL(p || q); the arguments of q (the encoder's) come first"
+    return problem
+
+
+@check(losses.gaussian_kl)
+def probe_gaussian_kl(t: Trial, gaussian_kl) -> None:
     """Closed-form KL(q || p) of diagonal Gaussians, summed over the last dimension."""
+    hint = ("Per dimension KL(q||p) = log(sigma_p/sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2, "
+            "summed over the last dimension only.")
     for dtype in DTYPES:
         for shape in [(7,), (5, 3), (2, 4, 6)]:
-            gen = _generator(sum(shape))
-            mu_q, mu_p = _randn(shape, gen, dtype, 1.5), _randn(shape, gen, dtype, 1.5)
-            ls_q = _rand(shape, gen, dtype, -1.5, 1.0)
-            ls_p = _rand(shape, gen, dtype, -1.0, 1.0)
-            hint = ("Per dimension KL(q||p) = log(sigma_p/sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) "
-                    "- 1/2, summed over the last dimension. q (the first two arguments) comes first.")
-            got = _as_tensor(_call(gaussian_kl, mu_q, ls_q, mu_p, ls_p, what="gaussian_kl(mu_q, logstd_q, mu_p, logstd_p)"),
-                             "gaussian_kl")
-            _assert_close(got, losses.gaussian_kl(mu_q, ls_q, mu_p, ls_p),
-                          f"gaussian_kl on inputs of shape {shape}, {dtype}", hint)
-            assert got.dtype == dtype, f"gaussian_kl returned {got.dtype} for {dtype} inputs"
-            prior = _as_tensor(_call(gaussian_kl, mu_q, ls_q, what="gaussian_kl(mu_q, logstd_q)"), "gaussian_kl")
-            _assert_close(prior, losses.gaussian_kl(mu_q, ls_q),
-                          f"gaussian_kl(mu_q, logstd_q) against the standard normal prior, shape {shape}", hint)
-            assert (got >= -1e-6).all() and (prior >= -1e-6).all(), "a KL divergence is never negative"
-            same = _call(gaussian_kl, mu_q, ls_q, mu_q.clone(), ls_q.clone(), what="gaussian_kl(q, q)")
-            assert same.abs().max().item() <= 1e-6, (
-                f"KL(q||q) must be 0, got up to {same.abs().max().item():.3g}: check the constant -1/2 per dimension"
-            )
-            shifted = gaussian_kl(mu_q, ls_q, mu_q + 0.5, ls_q)
-            assert (shifted > 0).all(), "KL between Gaussians with different means must be positive"
-        # Gradients reach every parameter of q.
-        mu = _randn((4, 3), _generator(7), dtype).requires_grad_()
-        ls = _rand((4, 3), _generator(8), dtype, -1, 1).requires_grad_()
-        out = _call(gaussian_kl, mu, ls, what="gaussian_kl(mu, logstd) with requires_grad inputs")
+            mu_q, mu_p = t.randn(*shape, dtype=dtype, scale=1.5), t.randn(*shape, dtype=dtype, scale=1.5)
+            ls_q, ls_p = t.rand(*shape, dtype=dtype, low=-1.5, high=1.0), t.rand(*shape, dtype=dtype, low=-1.0, high=1.0)
+            case = f"shape {shape}, {dtype}"
+            got = t.call(gaussian_kl, mu_q, ls_q, mu_p, ls_p, what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}")
+            args = tuple(a.cpu() for a in (mu_q, ls_q, mu_p, ls_p))
+            t.check(f"pq/{case}", got, what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}", hint=hint,
+                    test=lambda g, w, r, args=args: _kl_diagnosis(g, w, r, args))
+            prior = t.call(gaussian_kl, mu_q, ls_q, what=f"gaussian_kl(mu_q, logstd_q), {case}")
+            t.same(f"prior/{case}", prior, what=f"gaussian_kl(mu_q, logstd_q) against N(0, I), {case}", hint=hint)
+            same = t.call(gaussian_kl, mu_q, ls_q, mu_q.clone(), ls_q.clone(), what=f"gaussian_kl(q, q), {case}")
+            t.same(f"qq/{case}", same, what=f"KL(q || q), {case}", hint="KL(q || q) is 0: keep the -1/2 per dimension.")
+        mu = t.randn(4, 3, dtype=dtype).requires_grad_()
+        logstd = t.rand(4, 3, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
+        out = t.call(gaussian_kl, mu, logstd, what=f"gaussian_kl(mu, logstd) with requires_grad inputs, {dtype}")
         out.sum().backward()
-        assert mu.grad is not None and ls.grad is not None, "gradients of the KL must reach mu and logstd"
-        expected_mu, expected_ls = torch.autograd.grad(losses.gaussian_kl(mu, ls).sum(), (mu, ls))
-        _assert_close(mu.grad, expected_mu, "gradient of the KL with respect to mu")
-        _assert_close(ls.grad, expected_ls, "gradient of the KL with respect to logstd")
+        t.same(f"dmu/{dtype}", mu.grad, what=f"the gradient of the KL with respect to mu, {dtype}")
+        t.same(f"dlogstd/{dtype}", logstd.grad, what=f"the gradient of the KL with respect to logstd, {dtype}")
 
 
-def _vae_loss_diagnosis(got: float, recon, x, mu, ls, beta: float) -> str:
+def _vae_loss_diagnosis(got, want, records, case: tuple) -> str | None:
     """Name the mistake when the value matches a known wrong variant of the loss."""
-    rec = losses.bernoulli_nll(recon, x)
-    kl = losses.gaussian_kl(mu, ls)
-    swapped = torch.nn.functional.binary_cross_entropy(
-        x.flatten(1), recon.flatten(1), reduction="none").sum(1)
+    problem = close(got, want)
+    if problem is None:
+        return None
+    recon, x, mu, ls, beta = case
+    rec, kl = losses.bernoulli_nll(recon, x), losses.gaussian_kl(mu, ls)
+    swapped = nn.functional.binary_cross_entropy(x.flatten(1), recon.flatten(1), reduction="none").sum(1)
     variants = {
         "beta multiplies the reconstruction term; it weights the KL term": (beta * rec + kl).mean(),
         "the loss is summed over the batch; average it over the batch": (rec + beta * kl).sum(),
@@ -275,113 +229,92 @@ def _vae_loss_diagnosis(got: float, recon, x, mu, ls, beta: float) -> str:
             (swapped + beta * kl).mean(),
     }
     for text, value in variants.items():
-        if math.isclose(got, float(value), rel_tol=1e-4, abs_tol=1e-5):
-            return text
-    return ("expected the mean over the batch of [BCE summed over pixels + beta * KL(q || N(0, I)) summed over "
-            "latent dimensions]")
+        if close(got, value) is None:
+            return f"{problem}: {text}"
+    return (f"{problem}. Expected the mean over the batch of [BCE summed over pixels + beta * KL(q || N(0, I)) "
+            "summed over latent dimensions]")
 
 
-def check_vae_loss(vae_loss) -> None:
+@check(losses.vae_loss)
+def probe_vae_loss(t: Trial, vae_loss) -> None:
     """Mean over the batch of (BCE summed over pixels + beta * KL to the standard normal)."""
     for dtype in DTYPES:
         for n, image_shape, nz in [(4, (1, 28, 28), 3), (1, (12,), 5), (6, (1, 28, 28), 2)]:
-            gen = _generator(n + nz)
-            recon = _rand((n, math.prod(image_shape)), gen, dtype, 0.02, 0.98)
-            grey = _rand((n, *image_shape), gen, dtype)
-            for x in (grey, (grey > 0.5).to(dtype)):
-                mu, ls = _randn((n, nz), gen, dtype), _rand((n, nz), gen, dtype, -1.0, 0.5)
-                for beta in (0.3, 4.0, 0.0, 1.0):  # informative values first, for the diagnosis
-                    got = _as_tensor(_call(vae_loss, recon, x, mu, ls, beta, what="vae_loss(recon, x, mu, logstd, beta)"),
-                                     "vae_loss")
-                    assert got.dim() == 0, f"vae_loss must return a scalar (0-dim tensor), got shape {tuple(got.shape)}"
-                    expected = losses.vae_loss(recon, x, mu, ls, beta)
-                    if not torch.allclose(got.detach().to(dtype), expected, **TOL[dtype]):
-                        raise AssertionError(
-                            f"vae_loss with beta={beta}, x of shape {tuple(x.shape)}, {dtype}: got "
-                            f"{got.item():.6g}, expected {expected.item():.6g}: "
-                            + _vae_loss_diagnosis(got.item(), recon, x, mu, ls, beta)
-                        )
-                default = _call(vae_loss, recon, x, mu, ls, what="vae_loss(recon, x, mu, logstd)")
-                _assert_close(default, losses.vae_loss(recon, x, mu, ls, 1.0), "vae_loss with the default beta",
-                              "The default is beta = 1, the plain negative ELBO.")
-        recon = _rand((3, 10), _generator(5), dtype, 0.05, 0.95).requires_grad_()
-        mu = _randn((3, 2), _generator(6), dtype).requires_grad_()
-        ls = _rand((3, 2), _generator(7), dtype, -1, 1).requires_grad_()
-        x = _rand((3, 10), _generator(8), dtype)
-        _call(vae_loss, recon, x, mu, ls, 2.0, what="vae_loss with requires_grad inputs").backward()
-        for name, t in [("recon", recon), ("mu", mu), ("logstd", ls)]:
-            assert t.grad is not None, f"no gradient reached {name}: keep the loss a differentiable torch expression"
+            recon = t.rand(n, math.prod(image_shape), dtype=dtype, low=0.02, high=0.98)
+            grey = t.rand(n, *image_shape, dtype=dtype)
+            for kind, x in (("grey", grey), ("binary", (grey > 0.5).to(dtype))):
+                mu, ls = t.randn(n, nz, dtype=dtype), t.rand(n, nz, dtype=dtype, low=-1.0, high=0.5)
+                for beta in (0.3, 4.0, 0.0, 1.0):
+                    case = f"beta={beta}, {kind} x of shape {(n, *image_shape)}, {dtype}"
+                    got = t.call(vae_loss, recon, x, mu, ls, beta, what=f"vae_loss(recon, x, mu, logstd, beta), {case}")
+                    args = tuple(a.cpu() for a in (recon, x, mu, ls)) + (beta,)
+                    t.check(f"{case}", got, what=f"vae_loss with {case}",
+                            test=lambda g, w, r, args=args: _vae_loss_diagnosis(g, w, r, args))
+                default = t.call(vae_loss, recon, x, mu, ls, what="vae_loss(recon, x, mu, logstd)")
+                t.same(f"default/{kind}/{n}/{dtype}", default, what="vae_loss with the default beta",
+                       hint="The default is beta = 1, the plain negative ELBO.")
+        recon = t.rand(3, 10, dtype=dtype, low=0.05, high=0.95).requires_grad_()
+        mu = t.randn(3, 2, dtype=dtype).requires_grad_()
+        ls = t.rand(3, 2, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
+        x = t.rand(3, 10, dtype=dtype)
+        t.call(vae_loss, recon, x, mu, ls, 2.0, what="vae_loss with requires_grad inputs").backward()
+        for name, tensor in (("recon", recon), ("mu", mu), ("logstd", ls)):
+            t.same(f"grad/{name}/{dtype}", tensor.grad, what=f"the gradient of the loss with respect to {name}",
+                   hint="Keep the loss one differentiable torch expression (no .item() or detach on the way).")
 
 
-# ----------------------------------------------------------------------------- latent space and CVAE
-
-
-def check_interpolate(interpolate) -> None:
+@check(latent.interpolate)
+def probe_interpolate(t: Trial, interpolate) -> None:
     """``steps`` evenly spaced codes from z0 to z1, both ends included: shape (steps, nz)."""
     for dtype in DTYPES:
         for nz, steps in [(2, 2), (5, 7), (32, 10), (3, 4)]:
-            gen = _generator(nz * steps)
-            z0, z1 = _randn((nz,), gen, dtype, 2.0), _randn((nz,), gen, dtype, 2.0)
-            got = _as_tensor(_call(interpolate, z0, z1, steps, what=f"interpolate(z0, z1, {steps})"), "interpolate")
-            assert tuple(got.shape) == (steps, nz), (
-                f"interpolate(z0, z1, {steps}) with codes of shape ({nz},) must return shape ({steps}, {nz}), "
-                f"got {tuple(got.shape)}"
-            )
-            _assert_close(got[0], z0, "the first interpolated code", "It must be z0 itself.")
-            _assert_close(got[-1], z1, "the last interpolated code",
-                          f"It must be z1 itself: use weights t = 0, 1/(steps-1), ..., 1 ({steps} values).")
-            _assert_close(got, latent.interpolate(z0, z1, steps), f"interpolate(z0, z1, {steps}), {dtype}",
-                          "Points must be evenly spaced on the straight line: (1 - t) * z0 + t * z1.")
-            assert got.dtype == dtype, f"interpolate returned {got.dtype} for {dtype} codes"
+            z0, z1 = t.randn(nz, dtype=dtype, scale=2.0), t.randn(nz, dtype=dtype, scale=2.0)
+            got = t.call(interpolate, z0, z1, steps, what=f"interpolate(z0, z1, {steps})")
+            t.same(f"{nz}/{steps}/{dtype}", got, what=f"interpolate(z0, z1, {steps}) with codes of shape ({nz},), {dtype}",
+                   hint=f"Return shape ({steps}, {nz}): rows (1 - t) z0 + t z1 for t = 0, 1/(steps-1), ..., 1, so the "
+                        "first row is z0 and the last is z1.")
 
 
-def check_one_hot(one_hot) -> None:
-    """Float32 one-hot rows of width ``num_classes`` on the labels' device."""
-    dev = genlab.device()
+@check(mlp.one_hot)
+def probe_one_hot(t: Trial, one_hot) -> None:
+    """Float32 one-hot rows of width ``num_classes``, on the labels' device."""
     cases = [
-        (torch.tensor([3, 0, 9, 3, 1]), 10),
-        (torch.tensor([0, 1, 1]), 10),  # the highest classes are absent from this batch
-        (torch.tensor([2, 0]), 3),
-        (torch.arange(10).flip(0), 10),
+        (t.randint(0, 10, 7), 10),
+        (t.randint(0, 2, 3), 10),  # the highest classes are absent from this batch
+        (t.randint(0, 3, 4), 3),
+        (torch.arange(10, device=t.device).flip(0), 10),
     ]
     for labels, k in cases:
         for ltype in (torch.int64, torch.int32):
-            y = labels.to(dev, ltype)
-            got = _as_tensor(_call(one_hot, y, k, what=f"one_hot(labels, {k})"), "one_hot")
-            expected = mlp.one_hot(y, k)
-            assert tuple(got.shape) == (len(y), k), (
-                f"one_hot({labels.tolist()}, num_classes={k}) must have shape ({len(y)}, {k}), got "
-                f"{tuple(got.shape)}: the width is num_classes, whatever labels the batch happens to hold"
-            )
-            assert got.dtype == torch.float32, (
-                f"one_hot must return float32 (it is concatenated with images and codes), got {got.dtype}"
-            )
-            assert got.device == y.device, f"one_hot returned a tensor on {got.device}, labels were on {y.device}"
-            _assert_close(got, expected, f"one_hot({labels.tolist()}, {k})", "Row i must have a single 1 in column labels[i].")
-    default = _call(one_hot, torch.tensor([1, 2], device=dev), what="one_hot(labels)")
-    assert tuple(default.shape) == (2, 10), "the default number of classes is 10"
+            y = labels.to(ltype)
+            with t.default_device_elsewhere():
+                got = t.call(one_hot, y, k, what=f"one_hot(labels, {k}) (the result must be on the labels' device)")
+            t.same(f"{k}/{y.tolist()}/{ltype}", got, what=f"one_hot({y.tolist()}, num_classes={k}) with {ltype} labels",
+                   exact_dtype=True,
+                   hint=f"Float32, shape ({len(y)}, {k}) whatever labels the batch holds, a single 1 per row in "
+                        "column labels[i], created on labels.device.")
+    default = t.call(one_hot, torch.tensor([1, 2], device=t.device), what="one_hot(labels)")
+    t.same("default", default, what="one_hot(labels) with the default number of classes",
+           hint="The default number of classes is 10.")
 
 
-def check_condition(condition) -> None:
+@check(mlp.condition)
+def probe_condition(t: Trial, condition) -> None:
     """``condition(h, labels, num_classes)`` = [flattened h, one_hot(labels)] along dimension 1."""
-    dev = genlab.device()
     for dtype in DTYPES:
         for shape, k in [((4, 1, 28, 28), 10), ((3, 8), 10), ((5, 6), 4), ((2, 2, 3, 3), 10)]:
-            gen = _generator(sum(shape))
-            h = _rand(shape, gen, dtype).requires_grad_()
-            labels = torch.randint(0, k, (shape[0],), generator=gen).to(dev)
-            labels[0] = 0  # keep the batch from holding every class
-            got = _as_tensor(_call(condition, h, labels, k, what=f"condition(h of shape {shape}, labels, {k})"),
-                             "condition")
-            width = math.prod(shape[1:]) + k
-            assert tuple(got.shape) == (shape[0], width), (
-                f"condition on h of shape {shape} with {k} classes must return shape ({shape[0]}, {width}): "
-                "flatten h to (N, D), then concatenate along dimension 1"
-            )
-            expected = mlp.condition(h.detach(), labels, k)
-            _assert_close(got, expected, f"condition(h of shape {shape}, labels, {k})",
-                          "The flattened features come first and the one-hot label code last.")
-            assert got.dtype == dtype, f"condition returned {got.dtype} for {dtype} features"
-            assert got.requires_grad, "condition cut h off from the graph: do not detach it (gradients must reach the encoder)"
-            got.sum().backward()
-            assert h.grad is not None, "gradients must flow back into h through condition"
+            h = t.rand(*shape, dtype=dtype).requires_grad_()
+            labels = t.randint(0, k, shape[0])
+            case = f"h of shape {shape}, {k} classes, {dtype}"
+            got = t.call(condition, h, labels, k, what=f"condition({case})")
+            t.same(case, got, what=f"condition({case})",
+                   hint="Flatten h to (N, D), then concatenate the one-hot code AFTER the features, along dimension 1.")
+            hint = "Do not detach h: gradients must flow back into the encoder."
+            linked = getattr(got, "requires_grad", None)
+            t.same(f"requires_grad/{case}", linked, what=f"the output's link to h ({case})", hint=hint)
+            if linked:
+                got.sum().backward()
+                t.same(f"grad/{case}", h.grad, what=f"the gradient reaching h through condition ({case})", hint=hint)
+
+
+legacy_names(globals())

@@ -6,6 +6,7 @@ edition of the package (``make release``) ships those functions without a body.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,8 +59,19 @@ def vae_loss(
     # END REFERENCE
 
 
-def bits_per_dim(nll_nats: torch.Tensor, dims: int) -> torch.Tensor:
-    """Convert a negative log-likelihood in nats per example into bits per dimension."""
-    if dims <= 0:
-        raise ValueError(f"dims must be positive, got {dims}")
-    return nll_nats / (dims * math.log(2))
+def bits_per_dim(nll: torch.Tensor | float, img_shape: Sequence[int]) -> torch.Tensor | float:
+    """Negative log-likelihood in nats per example -> bits per dimension.
+
+    ``img_shape`` is the shape of the batch, batch dimension first (``x.shape``, e.g.
+    (N, C, H, W)): the bits are spread over the dimensions of one example, C * H * W, never over N.
+    ``nll`` is one value per example (N,) or any shape (a batch mean, say); the result has its shape.
+    """
+    if isinstance(img_shape, torch.Tensor) or not isinstance(img_shape, Sequence) or len(img_shape) < 2:
+        raise ValueError(f"img_shape must be the shape of a batch, (N, d1, ..., dK) with the batch size first, "
+                         f"got {img_shape!r}")
+    if any(not isinstance(d, int) or d <= 0 for d in img_shape):
+        raise ValueError(f"img_shape must hold positive integers, got {tuple(img_shape)}")
+    # BEGIN REFERENCE
+    dims_per_example = math.prod(img_shape[1:])
+    return nll * math.log2(math.e) / dims_per_example
+    # END REFERENCE

@@ -1,0 +1,726 @@
+"""Unit tests of genlab.theory and genlab.losses.bits_per_dim (chapter vae_theory), and of the chapter's
+hidden-test checks run in-process: the reference passes, correct answers written in other styles
+pass, and each typical mistake fails with a message that points at the fix."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autograder import probing
+from autograder.checks import vae_theory as checks
+from genlab import theory
+from genlab.losses import bits_per_dim, gaussian_kl
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _model(d: int = 3, m: int = 5, seed: int = 0) -> theory.LinearGaussian:
+    return theory.LinearGaussian.random(d, m, generator=torch.Generator().manual_seed(seed))
+
+
+# ============================================================================= genlab.theory
+
+
+def test_sample_categorical_frequencies_shape_and_dtype():
+    probs = torch.tensor([[0.2, 0.0, 0.8], [0.5, 0.5, 0.0]])
+    draws = theory.sample_categorical(probs.expand(50_000, 2, 3).contiguous())
+    assert draws.shape == (50_000, 2) and draws.dtype == torch.long
+    freq = torch.nn.functional.one_hot(draws, 3).double().mean(0)
+    assert torch.allclose(freq, probs.double(), atol=0.01)
+    assert freq[0, 1] == 0 and freq[1, 2] == 0, "a category of probability 0 came up"
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([0.5, 0.4]), "probs must sum to one"),
+    (torch.tensor([1.2, -0.2]), "probs must be non-negative"),
+    (torch.tensor([0.5, float("nan")]), "probs must sum to one"),
+    (torch.tensor([1, 0]), "probs must hold floating-point"),
+    (torch.tensor(1.0), r"probs must have shape \(\.\.\., k\)"),
+])
+def test_sample_categorical_rejects_bad_probs(bad, match):
+    with pytest.raises(ValueError, match=match):
+        theory.sample_categorical(bad)
+
+
+def test_mc_log_likelihood_is_stable_and_exact_for_equal_terms():
+    values = torch.tensor([-1000.0, -1001.0, -1002.0], dtype=torch.float64)
+    z = torch.zeros(3, 2, dtype=torch.float64)
+    got = theory.mc_log_likelihood(lambda _z: values, z)
+    expected = -1000 + math.log((1 + math.exp(-1) + math.exp(-2)) / 3)
+    assert math.isclose(float(got), expected, rel_tol=1e-12)
+    assert torch.isfinite(got)
+
+
+def test_mc_log_likelihood_converges_on_the_linear_gaussian_model():
+    model = _model(2, 4)
+    x, _ = model.sample(3, torch.Generator().manual_seed(1))
+    z = torch.randn(400_000, 3, 2, dtype=torch.float64)
+    got = theory.mc_log_likelihood(model.log_likelihood(x), z)
+    assert torch.allclose(got, model.log_evidence(x), atol=0.02)
+
+
+def test_mc_log_likelihood_names_a_bad_log_likelihood():
+    with pytest.raises(ValueError, match="log_px_given_z"):
+        theory.mc_log_likelihood(lambda z: z.sum(), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="z must hold L >= 1 samples"):
+        theory.mc_log_likelihood(lambda z: z.sum(-1), torch.zeros(0, 2))
+
+
+def test_importance_sampling_with_the_exact_posterior_has_no_error():
+    model = _model(4, 6)
+    x, _ = model.sample(5, torch.Generator().manual_seed(2))
+    mu, logstd = model.posterior(x)
+    eps = torch.randn(3, 5, 4, dtype=torch.float64)
+    got = theory.importance_log_likelihood(model.log_likelihood(x), mu, logstd, eps)
+    assert torch.allclose(got, model.log_evidence(x), atol=1e-10)
+
+
+def test_importance_sampling_with_the_prior_as_proposal_is_plain_monte_carlo():
+    model = _model(2, 3)
+    x, _ = model.sample(1, torch.Generator().manual_seed(3))
+    eps = torch.randn(50, 1, 2, dtype=torch.float64)
+    zeros = torch.zeros(1, 2, dtype=torch.float64)
+    got = theory.importance_log_likelihood(model.log_likelihood(x), zeros, zeros, eps)
+    assert torch.allclose(got, theory.mc_log_likelihood(model.log_likelihood(x), eps))
+
+
+@pytest.mark.parametrize("fn", [theory.importance_log_likelihood, theory.mc_elbo])
+def test_gaussian_estimators_name_arguments_that_do_not_fit(fn):
+    log_lik = lambda z: z.sum(-1)  # noqa: E731
+    mu = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"eps must have shape \(L, \.\.\., D\) with D = 3"):
+        fn(log_lik, mu, mu, torch.zeros(10, 4, 2))
+    with pytest.raises(ValueError, match="logstd must have the shape of mu"):
+        fn(log_lik, mu, torch.zeros(4, 2), torch.zeros(10, 4, 3))
+    with pytest.raises(ValueError, match="eps .* must be .* broadcasts with mu"):
+        fn(log_lik, mu, mu, torch.zeros(10, 5, 3))
+    with pytest.raises(ValueError, match="log_px_given_z"):
+        fn(lambda z: z.sum(), mu, mu, torch.zeros(10, 4, 3))
+
+
+def test_entropy_cross_entropy_and_kl_known_values():
+    p = torch.tensor([0.5, 0.5, 0.0])
+    q = torch.tensor([0.25, 0.25, 0.5])
+    assert math.isclose(float(theory.entropy(p)), math.log(2), rel_tol=1e-6)
+    assert math.isclose(float(theory.entropy(torch.full((8,), 1 / 8))), math.log(8), rel_tol=1e-6)
+    assert float(theory.entropy(torch.tensor([0.0, 1.0]))) == 0.0
+    assert math.isclose(float(theory.cross_entropy(p, q)), math.log(4), rel_tol=1e-6)
+    assert math.isclose(float(theory.categorical_kl(p, q)), math.log(2), rel_tol=1e-6)
+    assert float(theory.categorical_kl(q, p)) == math.inf
+    assert float(theory.cross_entropy(q, p)) == math.inf
+    assert float(theory.categorical_kl(p, p)) == 0.0
+
+
+def test_kl_is_cross_entropy_minus_entropy_and_broadcasts():
+    p = torch.softmax(torch.randn(7, dtype=torch.float64), -1)
+    q = torch.softmax(torch.randn(4, 7, dtype=torch.float64), -1)
+    kl = theory.categorical_kl(p, q)
+    assert kl.shape == (4,) and (kl > 0).all()
+    assert torch.allclose(kl, theory.cross_entropy(p, q) - theory.entropy(p))
+
+
+@pytest.mark.parametrize("fn", [theory.cross_entropy, theory.categorical_kl])
+def test_pairs_of_distributions_are_checked(fn):
+    good = torch.tensor([0.5, 0.5])
+    with pytest.raises(ValueError, match="q must sum to one"):
+        fn(good, torch.tensor([0.5, 0.6]))
+    with pytest.raises(ValueError, match="p must be non-negative"):
+        fn(torch.tensor([1.5, -0.5]), good)
+    with pytest.raises(ValueError, match="same number of categories"):
+        fn(good, torch.tensor([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="must broadcast"):
+        fn(torch.full((3, 2), 0.5), torch.full((4, 2), 0.5))
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        fn(good, [0.5, 0.5])
+
+
+def test_elbo_equals_log_evidence_at_the_posterior_and_its_gap_is_the_kl():
+    model = _model(3, 5)
+    x, _ = model.sample(2, torch.Generator().manual_seed(4))
+    mu, logstd = model.posterior(x)
+    log_px = model.log_evidence(x)
+    exact = theory.mc_elbo(model.log_likelihood(x), mu, logstd, torch.randn(5, 2, 3, dtype=torch.float64))
+    assert torch.allclose(exact, log_px, atol=1e-10)
+    q_mu, q_logstd = 0.5 * mu, logstd + 0.4
+    elbo = theory.mc_elbo(model.log_likelihood(x), q_mu, q_logstd, torch.randn(200_000, 2, 3, dtype=torch.float64))
+    gap = gaussian_kl(q_mu, q_logstd, mu, logstd)
+    assert (elbo < log_px).all()
+    assert torch.allclose(log_px - elbo, gap, atol=0.02)
+
+
+def test_elbo_is_differentiable_in_mu_and_logstd():
+    model = _model(2, 3)
+    x, _ = model.sample(1, torch.Generator().manual_seed(5))
+    mu = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    logstd = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    theory.mc_elbo(model.log_likelihood(x), mu, logstd, torch.randn(100, 1, 2, dtype=torch.float64)).sum().backward()
+    assert mu.grad is not None and logstd.grad is not None and mu.grad.abs().sum() > 0
+
+
+def test_mc_gaussian_kl_agrees_with_the_closed_form():
+    mu_q, logstd_q = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.2, -0.5, 0.0], dtype=torch.float64)
+    mu_p, logstd_p = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64), torch.tensor([0.3, 0.0, -0.2], dtype=torch.float64)
+    eps = torch.randn(400_000, 3, dtype=torch.float64)
+    assert math.isclose(float(theory.mc_gaussian_kl(mu_q, logstd_q, eps)), float(gaussian_kl(mu_q, logstd_q)), abs_tol=0.01)
+    got = theory.mc_gaussian_kl(mu_q, logstd_q, eps, mu_p, logstd_p)
+    assert math.isclose(float(got), float(gaussian_kl(mu_q, logstd_q, mu_p, logstd_p)), abs_tol=0.02)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        theory.mc_gaussian_kl(mu_q, logstd_q, torch.zeros(3))
+
+
+def test_reparam_and_score_function_gradients_are_unbiased():
+    f = lambda z: (z**2).sum(-1)  # noqa: E731  E[f] = sum mu^2 + sigma^2
+    mu = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    sigma = torch.tensor([[1.0, 0.5], [0.3, 2.0]], dtype=torch.float64)
+    eps = torch.randn(400_000, 2, 2, dtype=torch.float64)
+    g_mu, g_sigma = theory.reparam_gradient(f, mu, sigma, eps)
+    assert g_mu.shape == g_sigma.shape == (2, 2)
+    assert torch.allclose(g_mu, 2 * mu, atol=0.02) and torch.allclose(g_sigma, 2 * sigma, atol=0.02)
+    s_mu, s_sigma = theory.score_function_gradient(f, mu, sigma, eps)
+    assert torch.allclose(s_mu, 2 * mu, atol=0.1) and torch.allclose(s_sigma, 2 * sigma, atol=0.2)
+
+
+def test_reparam_gradient_of_a_linear_function_is_exact_and_per_entry():
+    w = torch.tensor([1.0, -2.0, 3.0])
+    mu, sigma = torch.randn(4, 3), torch.rand(4, 3)
+    g_mu, g_sigma = theory.reparam_gradient(lambda z: z @ w, mu, sigma, torch.randn(7, 4, 3))
+    assert torch.allclose(g_mu, w.expand(4, 3))  # one gradient per batch entry, not divided by the batch size
+    with torch.no_grad():  # works inside no_grad too
+        assert torch.allclose(theory.reparam_gradient(lambda z: z @ w, mu, sigma, torch.randn(7, 4, 3))[0], w.expand(4, 3))
+
+
+@pytest.mark.parametrize("fn", [theory.reparam_gradient, theory.score_function_gradient])
+def test_gradient_estimators_reject_a_negative_sigma(fn):
+    with pytest.raises(ValueError, match="sigma is a standard deviation and must be non-negative"):
+        fn(lambda z: z.sum(-1), torch.zeros(2), torch.tensor([1.0, -0.1]), torch.randn(5, 2))
+
+
+def test_linear_gaussian_identities():
+    model = _model(3, 5)
+    x, _ = model.sample(4, torch.Generator().manual_seed(6))
+    mu, logstd = model.posterior(x)
+    z = torch.randn(9, 4, 3, dtype=torch.float64)
+    log_joint = model.log_likelihood(x)(z) + (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+    log_post = (-0.5 * ((z - mu) / logstd.exp()) ** 2 - logstd - 0.5 * LOG_2PI).sum(-1)
+    assert torch.allclose(log_joint - log_post, model.log_evidence(x).expand(9, 4), atol=1e-10)  # Bayes' rule
+    std = 1 / math.sqrt(1 + 2.0**2)  # column_norm 2, noise 1
+    assert torch.allclose(logstd.exp(), torch.full_like(logstd, std))
+
+
+def test_linear_gaussian_evidence_by_quadrature_in_one_dimension():
+    model = theory.LinearGaussian(torch.tensor([[1.5], [-0.5]], dtype=torch.float64),
+                                  torch.tensor([0.3, 0.1], dtype=torch.float64), 0.7)
+    x = torch.tensor([1.0, -0.2], dtype=torch.float64)
+    grid = torch.linspace(-10, 10, 200_001, dtype=torch.float64).unsqueeze(-1)
+    integrand = model.log_likelihood(x)(grid) - 0.5 * grid[:, 0] ** 2 - 0.5 * LOG_2PI
+    quad = torch.logsumexp(integrand, 0) + math.log(float(grid[1, 0] - grid[0, 0]))
+    assert math.isclose(float(model.log_evidence(x)), float(quad), abs_tol=1e-8)
+
+
+def test_linear_gaussian_checks_its_arguments():
+    with pytest.raises(ValueError, match="bias must have shape"):
+        theory.LinearGaussian(torch.zeros(3, 2), torch.zeros(2), 1.0)
+    with pytest.raises(ValueError, match="noise_std must be a positive number"):
+        theory.LinearGaussian(torch.zeros(3, 2), torch.zeros(3), -1.0)
+    with pytest.raises(ValueError, match="latent_dim <= data_dim"):
+        theory.LinearGaussian.random(5, 3)
+    skew = theory.LinearGaussian(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.zeros(2), 1.0)
+    with pytest.raises(ValueError, match="columns of weight are orthogonal"):
+        skew.posterior(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., M = 5\)"):
+        _model().log_likelihood(torch.zeros(4))
+
+
+def test_pixel_histograms_and_log_likelihood():
+    images = torch.randint(0, 4, (30, 1, 2, 3), dtype=torch.uint8)
+    labels = torch.arange(30) % 3
+    probs = theory.pixel_histograms(images, levels=4)
+    assert probs.shape == (6, 4) and torch.allclose(probs.sum(-1), torch.ones(6, dtype=torch.float64))
+    by_class = theory.pixel_histograms(images, labels, num_classes=3, levels=4, pseudo_count=0.5)
+    assert by_class.shape == (3, 6, 4)
+    ll = theory.pixel_log_likelihood(by_class, images[:5])
+    assert ll.shape == (3, 5)
+    manual = sum(math.log(by_class[1, m, int(v)]) for m, v in enumerate(images[2].flatten()))
+    assert math.isclose(float(ll[1, 2]), manual, rel_tol=1e-12)
+    with pytest.raises(ValueError, match=r"images must hold values in \[0, 4\)"):
+        theory.pixel_histograms(images + 4, levels=4)
+    with pytest.raises(ValueError, match="probs must be"):
+        theory.pixel_log_likelihood(probs, torch.zeros(2, 7, dtype=torch.long))
+
+
+def test_bits_per_dim():
+    nll = torch.tensor([784 * math.log(2), 2 * 784 * math.log(2)])
+    assert torch.allclose(bits_per_dim(nll, (2, 1, 28, 28)), torch.tensor([1.0, 2.0]))
+    assert torch.allclose(bits_per_dim(nll, torch.Size([2, 784])), torch.tensor([1.0, 2.0]))
+    assert math.isclose(bits_per_dim(3072 * math.log(2) * 8, [64, 3, 32, 32]), 8.0)
+    for bad in [(784,), 784, torch.tensor([2, 784]), (2, 0, 28), (2, 1.5)]:
+        with pytest.raises(ValueError, match="img_shape must"):
+            bits_per_dim(nll, bad)
+
+
+# ============================================================================= the checks, in-process
+#
+# Correct answers in several styles pass; each wrong answer fails with a message pointing at the fix.
+# Seeds are fresh on every run, so the checks are run a few times each.
+
+REPEATS = 3
+
+
+def _passes(probe, fn):
+    for _ in range(REPEATS):
+        probe(fn)
+
+
+def _fails(probe, fn, match):
+    with pytest.raises(probing.Failed, match=match):
+        probe(fn)
+
+
+def _rows_sum_to_one(probs):
+    if ((probs.sum(-1) - 1).abs() > 1e-3).any():
+        raise ValueError("probs must sum to one over the last dimension")
+
+
+# ----------------------------------------------------------------------------- sample_categorical
+
+
+def categorical_inverse_cdf(probs):
+    _rows_sum_to_one(probs)
+    u = torch.rand(*probs.shape[:-1], 1, dtype=probs.dtype, device=probs.device)
+    return (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def categorical_gumbel_max(probs):
+    _rows_sum_to_one(probs)
+    gumbel = -torch.log(-torch.log(torch.rand_like(probs).clamp_min(1e-30)))
+    return torch.argmax(torch.log(probs) + gumbel, dim=-1)
+
+
+def categorical_one_number_per_image(probs):
+    _rows_sum_to_one(probs)
+    u = torch.rand(probs.shape[0], *[1] * (probs.dim() - 1), dtype=probs.dtype, device=probs.device)
+    return (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def categorical_one_number_per_pixel_for_the_batch(probs):
+    _rows_sum_to_one(probs)
+    u = torch.rand(*probs.shape[1:-1], 1, dtype=probs.dtype, device=probs.device)
+    return (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def categorical_off_by_one(probs):
+    _rows_sum_to_one(probs)
+    u = torch.rand(*probs.shape[:-1], 1, dtype=probs.dtype, device=probs.device)
+    return (probs.cumsum(-1) < u).sum(-1).add(1).clamp(max=probs.shape[-1] - 1)
+
+
+def categorical_without_the_check(probs):
+    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+
+
+def categorical_float(probs):
+    return categorical_inverse_cdf(probs).float()
+
+
+def categorical_distributions(probs):
+    _rows_sum_to_one(probs)
+    return torch.distributions.Categorical(probs=probs).sample()
+
+
+def categorical_default_device(probs):
+    _rows_sum_to_one(probs)
+    u = torch.rand(*probs.shape[:-1], 1, dtype=probs.dtype)
+    return (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+@pytest.mark.parametrize("fn", [theory.sample_categorical, categorical_inverse_cdf, categorical_gumbel_max])
+def test_check_sample_categorical_passes_correct_answers(fn):
+    _passes(checks.probe_sample_categorical, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (categorical_one_number_per_image, "not drawn independently.*separate random number for every pixel"),
+    (categorical_one_number_per_pixel_for_the_batch, "do not follow probs.*fresh random draw"),
+    (categorical_off_by_one, "probability 0|do not follow probs"),
+    (categorical_without_the_check, "rows that sum to 0.8.*expected a ValueError whose message names 'probs'"),
+    (categorical_float, "dtype torch.long"),
+    (categorical_distributions, "torch.distributions is not available"),
+    (categorical_default_device, "must be created on probs.device"),
+])
+def test_check_sample_categorical_fails_wrong_answers(fn, match):
+    _fails(checks.probe_sample_categorical, fn, match)
+
+
+# ----------------------------------------------------------------------------- mc_log_likelihood
+
+
+def mc_ll_shifted(log_px_given_z, z):
+    values = log_px_given_z(z)
+    top = values.max(dim=0).values
+    return top + torch.log(torch.exp(values - top).mean(dim=0))
+
+
+def mc_ll_logsumexp_of_shifted(log_px_given_z, z):
+    return torch.logsumexp(log_px_given_z(z) - math.log(z.shape[0]), dim=0)
+
+
+def mc_ll_mean_of_logs(log_px_given_z, z):
+    return log_px_given_z(z).mean(0)
+
+
+def mc_ll_without_log_l(log_px_given_z, z):
+    return torch.logsumexp(log_px_given_z(z), 0)
+
+
+def mc_ll_naive(log_px_given_z, z):
+    return torch.log(torch.exp(log_px_given_z(z)).mean(0))
+
+
+@pytest.mark.parametrize("fn", [theory.mc_log_likelihood, mc_ll_shifted, mc_ll_logsumexp_of_shifted])
+def test_check_mc_log_likelihood_passes_correct_answers(fn):
+    _passes(checks.probe_mc_log_likelihood, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (mc_ll_mean_of_logs, "mean of the log-likelihoods, a lower bound"),
+    (mc_ll_without_log_l, "log of the SUM of the likelihoods: subtract log L"),
+    (mc_ll_naive, "underflows to 0.*logsumexp"),
+])
+def test_check_mc_log_likelihood_fails_wrong_answers(fn, match):
+    _fails(checks.probe_mc_log_likelihood, fn, match)
+
+
+# ----------------------------------------------------------------------------- importance sampling
+
+
+def _log_normal(x, mu, logstd):
+    return (-0.5 * ((x - mu) / torch.exp(logstd)) ** 2 - logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def is_via_z(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    log_w = log_px_given_z(z) + _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - _log_normal(z, mu, logstd)
+    return torch.logsumexp(log_w, 0) - math.log(len(eps))
+
+
+def is_without_constants(log_px_given_z, mu, logstd, eps):
+    z = mu + logstd.exp() * eps
+    log_w = log_px_given_z(z) - 0.5 * (z**2).sum(-1) + (0.5 * eps**2 + logstd).sum(-1)  # the 2 pi terms cancel
+    n = torch.tensor(float(eps.shape[0]), dtype=log_w.dtype, device=log_w.device)
+    return torch.logsumexp(log_w, dim=0) - torch.log(n)
+
+
+def is_weights_q_over_p(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    log_w = log_px_given_z(z) - _log_normal(z, 0 * z, 0 * z) + _log_normal(z, mu, logstd)
+    return torch.logsumexp(log_w, 0) - math.log(len(eps))
+
+
+def is_mean_of_log_weights(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    return (log_px_given_z(z) + _log_normal(z, 0 * z, 0 * z) - _log_normal(z, mu, logstd)).mean(0)
+
+
+def is_with_distributions(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    q = torch.distributions.Normal(mu, logstd.exp())
+    log_w = log_px_given_z(z) + _log_normal(z, 0 * z, 0 * z) - q.log_prob(z).sum(-1)
+    return torch.logsumexp(log_w, 0) - math.log(len(eps))
+
+
+@pytest.mark.parametrize("fn", [theory.importance_log_likelihood, is_via_z, is_without_constants])
+def test_check_importance_passes_correct_answers(fn):
+    _passes(checks.probe_importance_log_likelihood, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (is_weights_q_over_p, "weights are upside down: w = p\\(z\\) / q\\(z \\| x\\)"),
+    (is_mean_of_log_weights, "mean of the log-weights \\(the ELBO\\)"),
+    (is_with_distributions, "torch.distributions is not available"),
+])
+def test_check_importance_fails_wrong_answers(fn, match):
+    _fails(checks.probe_importance_log_likelihood, fn, match)
+
+
+# ----------------------------------------------------------------------------- entropy, cross-entropy, KL
+
+
+def entropy_where(p):
+    return -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(dim=-1)
+
+
+def entropy_masked(p):
+    logs = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+    return -(p * logs).sum(-1)
+
+
+def entropy_in_bits(p):
+    return -torch.special.xlogy(p, p).sum(-1) / math.log(2)
+
+
+def entropy_naive(p):
+    return -(p * torch.log(p)).sum(-1)
+
+
+@pytest.mark.parametrize("fn", [theory.entropy, entropy_where, entropy_masked])
+def test_check_entropy_passes_correct_answers(fn):
+    _passes(checks.probe_entropy, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (entropy_in_bits, "that is in bits; the entropy is asked in nats"),
+    (entropy_naive, "NaN where the answer is a number.*0 log 0 = 0"),
+])
+def test_check_entropy_fails_wrong_answers(fn, match):
+    _fails(checks.probe_entropy, fn, match)
+
+
+def cross_entropy_where(p, q):
+    p, q = torch.broadcast_tensors(p, q)
+    terms = torch.where(p > 0, -p * torch.log(q), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def cross_entropy_swapped(p, q):
+    return -torch.special.xlogy(q, p).sum(-1)
+
+
+def cross_entropy_naive(p, q):
+    return -(p * torch.log(q)).sum(-1)
+
+
+@pytest.mark.parametrize("fn", [theory.cross_entropy, cross_entropy_where])
+def test_check_cross_entropy_passes_correct_answers(fn):
+    _passes(checks.probe_cross_entropy, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (cross_entropy_swapped, "that is H\\(q, p\\): the arguments are swapped"),
+    (cross_entropy_naive, "NaN where the answer is a number"),
+])
+def test_check_cross_entropy_fails_wrong_answers(fn, match):
+    _fails(checks.probe_cross_entropy, fn, match)
+
+
+def kl_where(p, q):
+    p, q = torch.broadcast_tensors(p, q)
+    terms = torch.where(p > 0, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def kl_from_entropies(p, q):
+    return -torch.special.xlogy(p, q).sum(-1) + torch.special.xlogy(p, p).sum(-1)
+
+
+def kl_swapped(p, q):
+    return kl_where(q, p)
+
+
+def kl_naive(p, q):
+    return (p * torch.log(p / q)).sum(-1)
+
+
+def kl_in_bits(p, q):
+    return kl_where(p, q) / math.log(2)
+
+
+@pytest.mark.parametrize("fn", [theory.categorical_kl, kl_where, kl_from_entropies])
+def test_check_categorical_kl_passes_correct_answers(fn):
+    _passes(checks.probe_categorical_kl, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (kl_swapped, "that is KL\\(q \\|\\| p\\): the arguments are swapped"),
+    (kl_naive, "NaN where the answer is a number.*0 log 0 = 0"),
+    (kl_in_bits, "that is in bits"),
+])
+def test_check_categorical_kl_fails_wrong_answers(fn, match):
+    _fails(checks.probe_categorical_kl, fn, match)
+
+
+# ----------------------------------------------------------------------------- ELBO
+
+
+def elbo_via_z(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    log_w = log_px_given_z(z) + _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - _log_normal(z, mu, logstd)
+    return log_w.mean(dim=0)
+
+
+def elbo_reconstruction_minus_kl_estimate(log_px_given_z, mu, logstd, eps):
+    z = mu + logstd.exp() * eps
+    reconstruction = log_px_given_z(z).mean(0)
+    kl_estimate = (-0.5 * eps**2 - logstd + 0.5 * z**2).sum(-1).mean(0)
+    return reconstruction - kl_estimate
+
+
+def elbo_log_mean_weight(log_px_given_z, mu, logstd, eps):
+    return is_via_z(log_px_given_z, mu, logstd, eps)
+
+
+def elbo_without_log_q(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    return (log_px_given_z(z) + _log_normal(z, 0 * z, 0 * z)).mean(0)
+
+
+def elbo_detached(log_px_given_z, mu, logstd, eps):
+    return elbo_via_z(log_px_given_z, mu.detach(), logstd.detach(), eps)
+
+
+@pytest.mark.parametrize("fn", [theory.mc_elbo, elbo_via_z, elbo_reconstruction_minus_kl_estimate])
+def test_check_mc_elbo_passes_correct_answers(fn):
+    _passes(checks.probe_mc_elbo, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (elbo_log_mean_weight, "importance-sampled log-likelihood.*MEAN of the log-weights"),
+    (elbo_without_log_q, "log q\\(z \\| x\\) is missing"),
+    (elbo_detached, "gradient of mc_elbo .* with respect to mu: expected a torch.Tensor.*differentiable"),
+])
+def test_check_mc_elbo_fails_wrong_answers(fn, match):
+    _fails(checks.probe_mc_elbo, fn, match)
+
+
+# ----------------------------------------------------------------------------- Monte-Carlo KL
+
+
+def mc_kl_with_constants(mu_q, logstd_q, eps, mu_p=0.0, logstd_p=0.0):
+    mu_p = torch.as_tensor(mu_p).to(mu_q)
+    logstd_p = torch.as_tensor(logstd_p).to(mu_q)
+    z = mu_q + torch.exp(logstd_q) * eps
+    return (_log_normal(z, mu_q, logstd_q) - _log_normal(z, mu_p.expand_as(z), logstd_p.expand_as(z))).mean(0)
+
+
+def mc_kl_loop(mu_q, logstd_q, eps, mu_p=0.0, logstd_p=0.0):
+    total = 0
+    for e in eps:  # one sample at a time
+        z = mu_q + logstd_q.exp() * e
+        log_q = (-0.5 * e**2 - logstd_q).sum(-1)
+        log_p = (-0.5 * (z - mu_p) ** 2 * torch.exp(-2 * torch.as_tensor(logstd_p).to(z)) - logstd_p).sum(-1)
+        total = total + (log_q - log_p)
+    return total / len(eps)
+
+
+def mc_kl_samples_from_p(mu_q, logstd_q, eps, mu_p=0.0, logstd_p=0.0):
+    mu_p = torch.as_tensor(mu_p).to(mu_q)
+    logstd_p = torch.as_tensor(logstd_p).to(mu_q)
+    z = mu_p + torch.exp(logstd_p) * eps
+    return (_log_normal(z, mu_q, logstd_q) - _log_normal(z, mu_p.expand_as(z), logstd_p.expand_as(z))).mean(0)
+
+
+def mc_kl_backwards(mu_q, logstd_q, eps, mu_p=0.0, logstd_p=0.0):
+    return -mc_kl_with_constants(mu_q, logstd_q, eps, mu_p, logstd_p)
+
+
+@pytest.mark.parametrize("fn", [theory.mc_gaussian_kl, mc_kl_with_constants, mc_kl_loop])
+def test_check_mc_gaussian_kl_passes_correct_answers(fn):
+    _passes(checks.probe_mc_gaussian_kl, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (mc_kl_samples_from_p, "the samples come from p; KL\\(q \\|\\| p\\) is an expectation under q"),
+    (mc_kl_backwards, "that is log p - log q"),
+])
+def test_check_mc_gaussian_kl_fails_wrong_answers(fn, match):
+    _fails(checks.probe_mc_gaussian_kl, fn, match)
+
+
+# ----------------------------------------------------------------------------- reparameterised gradient
+
+
+def reparam_backward(f, mu, sigma, eps):
+    mu = mu.detach().clone().requires_grad_()
+    sigma = sigma.detach().clone().requires_grad_()
+    z = mu + sigma * eps
+    f(z).mean(0).sum().backward()
+    return mu.grad, sigma.grad
+
+
+def reparam_grad_outputs(f, mu, sigma, eps):
+    mu_, sigma_ = mu.clone().requires_grad_(True), sigma.clone().requires_grad_(True)
+    estimate = f(mu_ + sigma_ * eps).mean(dim=0)
+    return tuple(torch.autograd.grad(estimate, [mu_, sigma_], grad_outputs=torch.ones_like(estimate)))
+
+
+def reparam_sigma_squared(f, mu, sigma, eps):
+    mu = mu.detach().clone().requires_grad_()
+    sigma = sigma.detach().clone().requires_grad_()
+    f(mu + sigma**2 * eps).mean(0).sum().backward()
+    return mu.grad, sigma.grad
+
+
+def reparam_batch_mean(f, mu, sigma, eps):
+    mu = mu.detach().clone().requires_grad_()
+    sigma = sigma.detach().clone().requires_grad_()
+    f(mu + sigma * eps).mean().backward()
+    return mu.grad, sigma.grad
+
+
+def reparam_is_reinforce(f, mu, sigma, eps):
+    return theory.score_function_gradient(f, mu, sigma, eps)
+
+
+@pytest.mark.parametrize("fn", [theory.reparam_gradient, reparam_backward, reparam_grad_outputs])
+def test_check_reparam_gradient_passes_correct_answers(fn):
+    _passes(checks.probe_reparam_gradient, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (reparam_sigma_squared, "z = mu \\+ sigma\\^2 \\* eps: sigma is the standard deviation"),
+    (reparam_batch_mean, "divided by the batch size"),
+    (reparam_is_reinforce, "score-function \\(REINFORCE\\) estimate"),
+])
+def test_check_reparam_gradient_fails_wrong_answers(fn, match):
+    _fails(checks.probe_reparam_gradient, fn, match)
+
+
+# ----------------------------------------------------------------------------- bits per dimension
+
+
+def bpd_divide_by_ln2(nll, img_shape):
+    return nll / (math.log(2) * math.prod(img_shape[1:]))
+
+
+def bpd_tensor_product(nll, img_shape):
+    dims = torch.tensor(list(img_shape)[1:]).prod().item()
+    return nll * math.log2(math.e) / dims
+
+
+def bpd_with_batch(nll, img_shape):
+    return nll * math.log2(math.e) / math.prod(img_shape)
+
+
+def bpd_in_nats(nll, img_shape):
+    return nll / math.prod(img_shape[1:])
+
+
+@pytest.mark.parametrize("fn", [bits_per_dim, bpd_divide_by_ln2, bpd_tensor_product])
+def test_check_bits_per_dim_passes_correct_answers(fn):
+    _passes(checks.probe_bits_per_dim, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (bpd_with_batch, "also divides by the batch size"),
+    (bpd_in_nats, "nats per dimension; multiply by log2\\(e\\)"),
+])
+def test_check_bits_per_dim_fails_wrong_answers(fn, match):
+    _fails(checks.probe_bits_per_dim, fn, match)
+
+
+# ----------------------------------------------------------------------------- every check
+
+
+@pytest.mark.parametrize("name", sorted(probing.checks_of(checks)))
+def test_every_check_reports_an_unwritten_exercise(name):
+    def blank(*_args, **_kwargs):
+        raise NotImplementedError("graded exercise: write it in the chapter notebook")
+
+    with pytest.raises(probing.Failed, match="NotImplementedError"):
+        probing.checks_of(checks)[name](blank)

@@ -12,3 +12,6 @@ from genlab.models.mlp import (
 from genlab.models.harmonic import HarmonicVAE
 
 __all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "HarmonicVAE", "VAE", "condition", "one_hot", "reparameterize"]
+from genlab.models.resnet import CifarResNet, resnet18
+
+__all__ += ["CifarResNet", "resnet18"]

@@ -6,14 +6,15 @@ The standard commands work unchanged from here:
     nbgrader generate_feedback <assignment>
     nbgrader export
 """
-import os
 from pathlib import Path
 
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import GetGrades
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput,
+                                    SaveAutoGrades)
 
 from autograder.course import gradebook_url
 from autograder.feedback import SanitizeErrors
+from autograder.preprocessors import GradeExecute, VerifyProbes
 
 here = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -38,15 +39,13 @@ c.OverwriteCells.missing_cell_notification = (
 # Hidden tests hold only check calls; their tracebacks would show the checks' code.
 c.GenerateFeedback.preprocessors = [GetGrades, SanitizeErrors, CSSHTMLHeaderPreprocessor]
 
-# Generous per-cell limit; an assignment's manifest can only make grading stricter.
+# Execution and verdicts: the kernel runs in a jail (autograder/sandbox.py) and only probes; the
+# verdict of every hidden test is decided here, outside it (autograder/preprocessors/).
+c.Autograde.autograde_preprocessors = [
+    GradeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, VerifyProbes,
+    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+]
+# A generous per-cell limit; each assignment's manifest sets its own (and the whole run's).
 c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
 c.Execute.kernel_name = "python3"
-
-# The sandbox (bubblewrap) wraps each submission's kernel where bwrap is installed;
-# GENLAB_SANDBOX=0 turns it off (for instance on a machine without user namespaces).
-if os.environ.get("GENLAB_SANDBOX", "1") != "0":
-    from autograder import sandbox
-
-    if sandbox.available():
-        c.Execute.kernel_manager_class = sandbox.SandboxKernelManager

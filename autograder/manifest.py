@@ -32,6 +32,7 @@ class Manifest:
     gpu: str = "optional"
     time_limit_s: int = 600
     memory_limit_mb: int = 6144
+    disk_limit_mb: int = 1024
     cell_timeout_s: int = 300
     mistakes: tuple[Mistake, ...] = field(default_factory=tuple)
 
@@ -81,7 +82,7 @@ def load(name_or_path: str | Path) -> Manifest:
     cells = [m.cell for m in mistakes]
     if len(cells) != len(set(cells)):
         raise ValueError(f"{path}: two mistakes replace the same cell; give each mistake its own cell")
-    for key in ("time_limit_s", "memory_limit_mb", "cell_timeout_s"):
+    for key in ("time_limit_s", "memory_limit_mb", "disk_limit_mb", "cell_timeout_s"):
         if key in data and (not isinstance(data[key], int) or data[key] <= 0):
             raise ValueError(f"{path}: {key} must be a positive integer, got {data[key]!r}")
     return Manifest(
@@ -93,6 +94,7 @@ def load(name_or_path: str | Path) -> Manifest:
         gpu=gpu,
         time_limit_s=data.get("time_limit_s", 600),
         memory_limit_mb=data.get("memory_limit_mb", 6144),
+        disk_limit_mb=data.get("disk_limit_mb", 1024),
         cell_timeout_s=data.get("cell_timeout_s", 300),
         mistakes=mistakes,
     )

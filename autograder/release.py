@@ -13,8 +13,10 @@ import argparse
 import base64
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -61,14 +63,54 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
+def student_sources() -> dict[str, bytes]:
+    """The student edition of genlab: every module, graded bodies replaced, by path (``genlab/...``)."""
+    return {
+        str(path.relative_to(PACKAGE.parent)): strip_reference(path.read_text()).encode()
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def kernel_site() -> Path:
+    """A folder for a grading kernel's ``PYTHONPATH``: the student edition and the probes, nothing else.
+
+    The hidden tests import ``autograder.checks.<assignment>``; those modules and
+    ``autograder/probing.py`` hold no reference code, so the kernel gets them as they are. The
+    folder is named after its content and made once per machine (atomically, so parallel graders
+    can share it).
+    """
+    files = student_sources()
+    grading = ROOT / "autograder"
+    for path in [grading / "__init__.py", grading / "probing.py", *sorted((grading / "checks").glob("*.py"))]:
+        files[str(path.relative_to(ROOT))] = path.read_bytes()
+    digest = hashlib.sha256(b"".join(name.encode() + b"\0" + data for name, data in sorted(files.items())))
+    parent = Path(tempfile.gettempdir()) / "genlab-kernel-site"
+    parent.mkdir(mode=0o755, exist_ok=True)
+    site = parent / digest.hexdigest()[:20]
+    if site.is_dir():
+        return site
+    tmp = Path(tempfile.mkdtemp(dir=parent))
+    for name, data in files.items():
+        target = tmp / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        os.chmod(folder, 0o755)
+    for file in (p for p in tmp.rglob("*") if p.is_file()):
+        os.chmod(file, 0o644)
+    try:
+        os.rename(tmp, site)
+    except OSError:  # another grader made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return site
+
+
 def student_wheel(out_dir: Path) -> Path:
     """Write the student edition of genlab as a wheel and return its path."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     version = f"{project['version']}+student"
     dist_info = f"genlab-{version}.dist-info"
-    files: dict[str, bytes] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        files[str(path.relative_to(PACKAGE.parent))] = strip_reference(path.read_text()).encode()
+    files = student_sources()
     metadata = [
         "Metadata-Version: 2.1",
         "Name: genlab",

@@ -1,29 +1,51 @@
-"""A sandboxed kernel for grading: each submission's code runs under bubblewrap.
+"""The grading sandbox: each submission's kernel runs under bubblewrap in a jail of its own.
 
-Inside the sandbox the kernel has no network, sees the file system read-only, can write only
-its own submission folder and a private /tmp, cannot see the course's source notebooks, other
-submissions, the gradebook or the git history, runs as ``nobody`` and under resource limits
-(CPU time, memory, processes, file size). Because it has its own network namespace, the kernel
-talks to nbgrader over IPC sockets in a folder both sides can reach.
+A :class:`Jail` holds what confines one submission:
+
+* a **scratch folder** where the kernel runs and writes (a size-limited tmpfs where mounting is
+  allowed, a plain folder otherwise); nbgrader's own folders never meet the kernel, so nothing
+  the kernel leaves behind (a symlink, a 2 GB file) reaches what runs as root afterwards;
+* a **uid of its own** (a slot held by a lock for the jail's lifetime), so per-user limits such as
+  the process count bind this submission only;
+* a **cgroup** (v1 or v2, memory and pids) where the machine allows one, so memory and processes
+  are limited for the submission as a whole, forks included; its processes are killed at the end.
+
+:class:`SandboxKernelManager` starts the kernel through :func:`bwrap_command`: a fresh mount
+namespace with only what a kernel needs bound read-only (the system's programs and libraries,
+the Python environment, the student edition of genlab, the data), a private /tmp, no network, an
+environment built from an allow-list, and message-based interrupts (a signal would reach
+bubblewrap, not the kernel).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import glob
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
-from autograder import manifest
-
-COURSE_ROOT = manifest.ROOT
-NOBODY = 65534
-# What a kernel needs from the course folder; everything else in it is hidden.
-VISIBLE_IN_COURSE = ("src", "autograder", ".venv", "pyproject.toml", "data")
+UID_BASE = 2_000_000  # uids of sandboxed submissions: UID_BASE + slot, unused by any account
+SLOTS = 4096
+LOCKS = Path("/run/genlab-sandbox")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What a Python kernel reads from /etc: the loader's cache, fonts, time zone, alternatives' links.
+ETC_PATHS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts", "localtime", "timezone",
+             "nsswitch.conf", "mime.types")
+# Variables a kernel may inherit from the grader; everything else (a gradebook URL with its
+# password, tokens, the grader's paths) stays outside.
+PASSED_ENV = ("GENLAB_PROFILE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+              "NVIDIA_VISIBLE_DEVICES", "GENLAB_PROGRESS", "TZ")
 
 
 def available() -> bool:
@@ -31,101 +53,305 @@ def available() -> bool:
     return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("bwrap", "setpriv", "prlimit"))
 
 
-def limits_for(cwd: Path) -> dict[str, int]:
-    """Resource limits for the assignment whose submission folder is ``cwd``."""
-    try:
-        m = manifest.load(cwd.name)
-        time_s, memory_mb = m.time_limit_s, m.memory_limit_mb
-    except (FileNotFoundError, ValueError):
-        time_s, memory_mb = 600, 6144
-    return {
-        # CPU seconds across threads: a 2-core machine spends up to twice the wall time.
-        "cpu": 2 * time_s,
-        "data": memory_mb * 2**20,
-        "nproc": 1024,  # counts threads of every sandbox sharing the uid `nobody`
-        "fsize": 256 * 2**20,
-        "nofile": 1024,
-    }
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use, as a whole."""
+
+    memory_mb: int = 6144
+    cpu_s: int = 1200
+    processes: int = 512
+    disk_mb: int = 1024
+    file_mb: int = 512
+    open_files: int = 1024
 
 
-class _Mounts:
-    """bwrap arguments for tmpfs mounts with selected paths bound back into them."""
+# ----------------------------------------------------------------------------- cgroups
 
-    def __init__(self) -> None:
-        self.args: list[str] = []
-        self.tmpfs: list[Path] = []
 
-    def hide(self, path: Path, perms: str = "0755") -> None:
-        self.args += ["--perms", perms, "--tmpfs", str(path)]
-        self.tmpfs.append(path)
+def _cgroup_layout() -> tuple[str, dict[str, Path]] | None:
+    """("v1" | "v2", {controller: parent folder for genlab's groups}) where memory and pids can be limited."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        controllers = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+        if {"memory", "pids"} <= set(controllers):
+            return "v2", {"memory": CGROUP_ROOT / "genlab", "pids": CGROUP_ROOT / "genlab"}
+        return None
+    if (CGROUP_ROOT / "memory" / "cgroup.procs").exists() and (CGROUP_ROOT / "pids" / "cgroup.procs").exists():
+        return "v1", {"memory": CGROUP_ROOT / "memory" / "genlab", "pids": CGROUP_ROOT / "pids" / "genlab"}
+    return None
 
-    def bind(self, path: Path, *, writable: bool = False) -> None:
-        # bwrap creates missing folders leading to a bind point as 0700, which nobody cannot cross.
-        for top in self.tmpfs:
-            if path.is_relative_to(top) and path != top:
-                for parent in reversed(path.relative_to(top).parents[:-1]):
-                    self.args += ["--perms", "0755", "--dir", str(top / parent)]
+
+class Cgroup:
+    """A memory-and-pids cgroup for one submission (absent where the machine offers none)."""
+
+    def __init__(self, name: str, limits: Limits):
+        self.folders: list[Path] = []
+        layout = os.geteuid() == 0 and _cgroup_layout()
+        if not layout:
+            return
+        version, parents = layout
+        try:
+            if version == "v2":
+                parent = parents["memory"]
+                parent.mkdir(exist_ok=True)
+                (CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
+                (parent / "cgroup.subtree_control").write_text("+memory +pids")
+                group = parent / name
+                group.mkdir(exist_ok=True)
+                self.folders = [group]
+                self._kill_all()
+                (group / "memory.max").write_text(str(limits.memory_mb * 2**20))
+                if (group / "memory.swap.max").exists():
+                    (group / "memory.swap.max").write_text("0")
+                (group / "pids.max").write_text(str(limits.processes))
+            else:
+                for controller in ("memory", "pids"):
+                    parents[controller].mkdir(exist_ok=True)
+                    (parents[controller] / name).mkdir(exist_ok=True)
+                    self.folders.append(parents[controller] / name)
+                self._kill_all()
+                memory, pids = self.folders
+                (memory / "memory.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+                if (memory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
+                    (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+                (pids / "pids.max").write_text(str(limits.processes))
+        except OSError:
+            self.folders = []  # read-only or delegated elsewhere: fall back to per-process limits
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(f / "cgroup.procs") for f in self.folders]
+
+    def _pids(self) -> set[int]:
+        pids: set[int] = set()
+        for procs in self.procs_files:
+            try:
+                pids |= {int(p) for p in Path(procs).read_text().split()}
+            except OSError:
+                pass
+        return pids
+
+    def _kill_all(self) -> None:
+        for _ in range(50):
+            pids = self._pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel of this group hit its memory limit."""
+        for folder in self.folders:
+            for name, key in (("memory.events", "oom_kill"), ("memory.failcnt", None)):
+                path = folder / name
+                if path.exists():
+                    text = path.read_text()
+                    if key is None and text.strip() not in ("", "0"):
+                        return True
+                    if key and any(line.split()[:1] == [key] and line.split()[1] != "0" for line in text.splitlines()):
+                        return True
+        return False
+
+    def close(self) -> None:
+        self._kill_all()
+        for folder in self.folders:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+# ----------------------------------------------------------------------------- the jail
+
+
+def _claim_slot() -> tuple[int, int]:
+    """(slot, fd of its lock): a uid no other running submission on this machine holds."""
+    LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        fd = os.open(LOCKS / f"slot-{slot}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return slot, fd
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+    raise RuntimeError(f"all {SLOTS} sandbox slots are in use ({LOCKS})")
+
+
+def _mount_tmpfs(path: Path, size_mb: int) -> bool:
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700,nosuid,nodev", "tmpfs",
+                             str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+class Jail:
+    """One submission's scratch folder, uid and cgroup. Use as a context manager."""
+
+    def __init__(self, limits: Limits, *, sandboxed: bool):
+        self.limits = limits
+        self.sandboxed = sandboxed
+        self.slot: int | None = None
+        self._lock: int | None = None
+        self.cgroup: Cgroup | None = None
+        self.mounted = False
+        self.scratch = Path()
+        self.sockets = Path()
+
+    @property
+    def uid(self) -> int:
+        return UID_BASE + (self.slot or 0)
+
+    def __enter__(self) -> Jail:
+        self.scratch = Path(tempfile.mkdtemp(prefix="genlab-scratch-"))
+        self.sockets = Path(tempfile.mkdtemp(prefix="genlab-kernel-"))
+        if self.sandboxed:
+            self.slot, self._lock = _claim_slot()
+            self.cgroup = Cgroup(f"slot-{self.slot}", self.limits)
+            self.mounted = _mount_tmpfs(self.scratch, self.limits.disk_mb)
+            for folder in (self.scratch, self.sockets):
+                os.chown(folder, self.uid, self.uid)
+                os.chmod(folder, 0o700)
+        return self
+
+    def give(self, path: Path) -> None:
+        """Hand a file or folder we created in the scratch folder to the submission's uid."""
+        if self.sandboxed:
+            os.chown(path, self.uid, self.uid, follow_symlinks=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cgroup is not None:
+            self.cgroup.close()
+        if self.sandboxed:
+            _kill_uid(self.uid)
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.scratch)], capture_output=True)
+        for folder in (self.scratch, self.sockets):
+            shutil.rmtree(folder, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process that runs as ``uid`` (what a machine without cgroups has left to do)."""
+    for status in glob.glob("/proc/[0-9]*/status"):
+        try:
+            for line in Path(status).read_text().splitlines():
+                if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                    os.kill(int(Path(status).parent.name), signal.SIGKILL)
+                    break
+        except (OSError, ValueError):
+            continue
+
+
+# ----------------------------------------------------------------------------- bubblewrap
+
+
+class _Binds:
+    """bwrap arguments for read-only and writable binds at the same paths.
+
+    bwrap creates a missing folder on the way to a bind point with mode 0700, which the
+    sandbox's uid cannot cross; those folders are made 0755 first. A path inside one already
+    bound is visible already and is skipped.
+    """
+
+    def __init__(self, args: list[str]):
+        self.args = args
+        self.bound: list[Path] = []
+        self.made: set[Path] = {Path("/"), Path("/tmp")}
+
+    def _visible(self, path: Path) -> bool:
+        return any(path == b or path.is_relative_to(b) for b in self.bound)
+
+    def add(self, path: str | Path, *, writable: bool = False) -> None:
+        path = Path(path)
+        if str(path.parent) == "/" and path.is_symlink():  # merged /usr: /bin -> usr/bin
+            self.args += ["--symlink", os.readlink(path), str(path)]
+            self.made.add(path)
+            return
+        if not path.exists() or (self._visible(path) and not writable):
+            return
+        for parent in reversed(path.parents):
+            if parent not in self.made and not self._visible(parent):
+                self.args += ["--perms", "0755", "--dir", str(parent)]
+                self.made.add(parent)
         self.args += ["--bind" if writable else "--ro-bind", str(path), str(path)]
+        self.bound.append(path)
 
 
-def bwrap_command(cmd: list[str], *, cwd: Path, sockets: Path, limits: dict[str, int]) -> list[str]:
-    """Wrap a kernel command line in bubblewrap, setpriv and prlimit."""
-    m = _Mounts()
-    m.args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for dev in sorted(glob.glob("/dev/nvidia*")):  # GPU runners: keep the devices
-        m.args += ["--dev-bind", dev, dev]
-    m.hide(Path("/tmp"), perms="1777")
-    home = Path.home()
-    if home != Path("/") and not COURSE_ROOT.is_relative_to(home):
-        m.hide(home)
-        for p in {sys.base_prefix, sys.prefix, os.environ.get("GENLAB_DATA", "")}:
-            if p and Path(p).is_relative_to(home):
-                m.bind(Path(p))
-    m.hide(COURSE_ROOT)
-    for name in VISIBLE_IN_COURSE:
-        if (COURSE_ROOT / name).exists():
-            m.bind(COURSE_ROOT / name)
-    m.bind(cwd, writable=True)
-    m.bind(sockets, writable=True)
-    return [
-        "bwrap", *m.args,
-        "--chdir", str(cwd),
-        "--setenv", "HOME", "/tmp",
-        # In its own pid namespace the kernel would take its parent for dead; bwrap ends it with us.
-        "--unsetenv", "JPY_PARENT_PID",
-        "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
-        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--die-with-parent", "--new-session",
-        "--cap-add", "CAP_SETUID,CAP_SETGID",
-        "--",
-        "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+def _passwd(jail: Jail) -> Path:
+    """An /etc/passwd that names the sandbox's user (getpass and friends look it up)."""
+    path = jail.sockets / "passwd"
+    path.write_text(f"root:x:0:0:root:/root:/bin/false\nstudent:x:{jail.uid}:{jail.uid}:student:/tmp:/bin/false\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+def kernel_paths() -> list[Path]:
+    """What a kernel reads beyond the system: the Python installation and its environment."""
+    return sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix)})
+
+
+def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only: list[Path]) -> list[str]:
+    """Wrap a kernel command line in bubblewrap, setpriv and prlimit (and the jail's cgroup)."""
+    lim = jail.limits
+    args = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv",
+            "--proc", "/proc", "--dev", "/dev", "--size", str(lim.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
+    binds = _Binds(args)
+    for system in SYSTEM_PATHS:
+        binds.add(system)
+    for name in ETC_PATHS:
+        binds.add(Path("/etc") / name)
+    args += ["--ro-bind", str(_passwd(jail)), "/etc/passwd"]
+    gpus = sorted(glob.glob("/dev/nvidia*"))
+    for dev in gpus:  # GPU runners: the devices and what the driver reads from /sys
+        args += ["--dev-bind", dev, dev]
+    binds.add("/sys" if gpus else "/sys/devices/system/cpu")
+    for path in [*kernel_paths(), *read_only]:
+        binds.add(path)
+    binds.add(jail.scratch, writable=True)
+    binds.add(jail.sockets, writable=True)
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    args += ["--chdir", str(jail.scratch), "--cap-add", "CAP_SETUID,CAP_SETGID"]
+    limits = [f"--cpu={lim.cpu_s}", f"--nproc={lim.processes}", f"--fsize={lim.file_mb * 2**20}",
+              f"--nofile={lim.open_files}"]
+    if not (jail.cgroup and jail.cgroup.folders):  # no cgroup: at least each process is bounded
+        limits.append(f"--data={lim.memory_mb * 2**20}")
+    wrapped = [
+        "bwrap", *args, "--",
+        "setpriv", f"--reuid={jail.uid}", f"--regid={jail.uid}", "--clear-groups", "--no-new-privs",
         "--inh-caps=-all", "--bounding-set=-all",
-        "prlimit", *(f"--{name}={value}" for name, value in limits.items()), "--",
-        *cmd,
+        "prlimit", *limits, "--", *cmd,
     ]
+    if jail.cgroup and jail.cgroup.folders:
+        # Join the cgroup first (as root, before bubblewrap starts): every process of the kernel inherits it.
+        join = 'for f in $GENLAB_CGROUP_PROCS; do echo $$ > "$f" || exit 111; done; exec "$@"'
+        wrapped = ["/bin/sh", "-c", join, "sh", *wrapped]
+    return wrapped
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """Kernel manager that starts every kernel inside the grading sandbox."""
+    """Starts a kernel inside ``jail`` with the environment ``kernel_env`` (set before starting)."""
 
-    _sockets: Path | None = None
+    jail: Jail | None = None
+    kernel_env: dict[str, str] = {}
+    read_only: list[Path] = []
 
     async def _async_pre_start_kernel(self, **kw: Any):
-        cwd = Path(kw.get("cwd") or os.getcwd()).resolve()
-        self._sockets = Path(tempfile.mkdtemp(prefix="genlab-kernel-"))
-        os.chown(self._sockets, NOBODY, NOBODY)
-        # The kernel runs as nobody: it may write its own submission folder, nothing else.
-        for path in [cwd, *cwd.rglob("*")]:
-            os.chown(path, NOBODY, NOBODY)
+        assert self.jail is not None, "SandboxKernelManager needs a jail (see autograder.preprocessors)"
+        self.kernel_spec.interrupt_mode = "message"  # SIGINT would reach bubblewrap, not the kernel
         self.transport = "ipc"
-        self.ip = str(self._sockets / "kernel")
-        self.connection_file = str(self._sockets / "connection.json")
+        self.ip = str(self.jail.sockets / "kernel")
+        self.connection_file = str(self.jail.sockets / "connection.json")
+        kw["env"] = {**self.kernel_env, "GENLAB_CGROUP_PROCS": " ".join(
+            self.jail.cgroup.procs_files if self.jail.cgroup else [])}
         cmd, kw = await super()._async_pre_start_kernel(**kw)
         os.chmod(self.connection_file, 0o644)
-        return bwrap_command(cmd, cwd=cwd, sockets=self._sockets, limits=limits_for(cwd)), kw
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart=restart)
-        if self._sockets is not None and not restart:
-            shutil.rmtree(self._sockets, ignore_errors=True)
-            self._sockets = None
+        for path in self.jail.sockets.iterdir():
+            self.jail.give(path)
+        return bwrap_command(cmd, jail=self.jail, env=self.kernel_env, read_only=self.read_only), kw

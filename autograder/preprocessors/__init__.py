@@ -1,0 +1,5 @@
+"""nbgrader steps of the course's grader (one class per module, as nbgrader's own)."""
+from autograder.preprocessors.gradeexecute import GradeExecute, GradingFailure
+from autograder.preprocessors.verifyprobes import VerificationError, VerifyProbes
+
+__all__ = ["GradeExecute", "GradingFailure", "VerificationError", "VerifyProbes"]

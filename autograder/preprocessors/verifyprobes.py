@@ -1,0 +1,102 @@
+"""``VerifyProbes``: decide every hidden-test cell from what its probes recorded, outside the kernel.
+
+nbgrader scores a test cell from its outputs (``determine_grade``: an error or any stderr is 0,
+a number in the result is partial credit, anything else is full marks). This step therefore owns
+the outputs of the autograded test cells, and runs between ``LimitOutput`` and ``SaveAutoGrades``:
+
+* stderr becomes stdout, marked as such: a warning is no failure;
+* a result is shown as plain output: only the grader gives partial credit;
+* an error the kernel reported stays (a failed visible assert can only lower a student's own
+  grade, so hiding one gains nothing);
+* each probe the cell calls is verified (autograder/probing.py) with the seed the execution step
+  chose, and the first problem becomes the cell's error output, so feedback reads like any
+  failed test.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader import utils
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Bool
+
+from autograder import probing, status
+
+CHECKS_IMPORT = re.compile(r"^\s*from\s+autograder\.checks\.(\w+)\s+import\b", re.M)
+PROBE_CALL = re.compile(r"^\s*((?:probe|check)_\w+)\s*\(", re.M)
+STDERR_NOTE = "[printed on stderr; warnings do not cost points]\n"
+
+
+class VerificationError(RuntimeError):
+    """The grader could not verify (a broken check): the submission is left ungraded."""
+
+
+def probe_calls(source: str) -> list[tuple[str, str]]:
+    """(chapter module, probe name) for every probe a test cell calls."""
+    modules = CHECKS_IMPORT.findall(source)
+    calls = PROBE_CALL.findall(source)
+    if calls and len(set(modules)) != 1:
+        raise VerificationError(f"a hidden-test cell must import its probes from one autograder.checks module: {source!r}")
+    return [(modules[0], name) for name in calls]
+
+
+def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -> str | None:
+    """The first problem of a test cell's probes, or None when all of them verify."""
+    for module, name in calls:
+        check = getattr(importlib.import_module(f"autograder.checks.{module}"), name, None)
+        if not isinstance(check, probing.Check):
+            raise VerificationError(f"autograder.checks.{module} has no check {name}")
+        data = payloads.get(check.exercise)
+        if data is None:
+            return (f"{name}(...) recorded nothing: the hidden test did not run to its end (an error above in "
+                    "this cell, or earlier in the notebook, stopped it)")
+        try:
+            payload = probing.decode(data)
+        except Exception as exc:  # a file the submission damaged or forged in a foreign format
+            return f"{name}(...): its record could not be read ({type(exc).__name__}); do not write to .probes"
+        try:
+            problem = check.verify(payload, seed)
+        except probing.GraderError as exc:
+            raise VerificationError(str(exc)) from exc
+        if problem:
+            return problem
+    return None
+
+
+class VerifyProbes(NbGraderPreprocessor):
+    """Verify the probes of each autograded test cell and write the verdict into its outputs."""
+
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict):
+        info = resources.get("genlab_probe")
+        if info is None:
+            raise VerificationError("VerifyProbes needs GradeExecute as the execution step (see nbgrader_config.py)")
+        try:
+            for cell in nb.cells:
+                if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
+                    self._judge_cell(cell, info)
+        except VerificationError as exc:
+            status.record_failure(self, resources, f"verification failed: {exc}")
+            raise
+        return nb, resources
+
+    def _judge_cell(self, cell: NotebookNode, info: dict) -> None:
+        outputs = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                out = new_output("stream", name="stdout", text=STDERR_NOTE + out.text)
+            elif out.output_type == "execute_result":
+                out = new_output("display_data", data=out.get("data", {}), metadata=out.get("metadata", {}))
+            outputs.append(out)
+        calls = probe_calls(cell.source)
+        failed_already = any(o.output_type == "error" for o in outputs)
+        if calls and not failed_already:
+            problem = judge(calls, info["payloads"], info["seed"])
+            if problem:
+                outputs.append(new_output("error", ename="AssertionError", evalue=problem,
+                                          traceback=[f"AssertionError: {problem}"]))
+        cell.outputs = outputs

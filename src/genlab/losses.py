@@ -75,3 +75,39 @@ def bits_per_dim(nll: torch.Tensor | float, img_shape: Sequence[int]) -> torch.T
     dims_per_example = math.prod(img_shape[1:])
     return nll * math.log2(math.e) / dims_per_example
     # END REFERENCE
+
+
+def categorical_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood in nats of integer pixel levels under per-pixel categorical logits.
+
+    ``logits`` (N, K, H, W) hold K unnormalised log-probabilities for every pixel; ``target``
+    (N, 1, H, W) (or (N, H, W)) holds the observed levels in ``[0, K)``. Returns one value per
+    example, (N,): the cross-entropy summed over the pixels.
+    """
+    if logits.dim() < 3:
+        raise ValueError(f"logits must have shape (N, K, H, W), got {tuple(logits.shape)}")
+    if target.is_floating_point() or target.is_complex():
+        raise TypeError(f"target must hold integer levels, got {target.dtype}")
+    if target.numel() != logits.shape[0] * math.prod(logits.shape[2:]):
+        raise ValueError(f"target of shape {tuple(target.shape)} does not fit logits of shape {tuple(logits.shape)}: "
+                         "expected (N, 1, H, W) levels for (N, K, H, W) logits")
+    # BEGIN REFERENCE
+    levels = target.reshape(logits.shape[0], *logits.shape[2:]).long()
+    per_pixel = F.cross_entropy(logits, levels, reduction="none")
+    return per_pixel.flatten(1).sum(dim=1)
+    # END REFERENCE
+
+
+def batch_bpd(nats: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Bits per dimension of a batch: the batch mean of ``nats`` (one negative log-likelihood per
+    example, in nats) divided by ``ln 2`` times the number of values in ONE image
+    (``images.shape[1:]``, e.g. 1 x 28 x 28). Returns a 0-dim tensor.
+
+    The batch-level form of :func:`bits_per_dim`, as the conv_vae chapter's training loop logs it.
+    """
+    if nats.dim() != 1 or images.dim() < 2 or len(nats) != len(images):
+        raise ValueError(f"nats must have shape (N,) for images (N, ...), got nats {tuple(nats.shape)} "
+                         f"and images {tuple(images.shape)}")
+    # BEGIN REFERENCE
+    return bits_per_dim(nats.mean(), tuple(images.shape))
+    # END REFERENCE

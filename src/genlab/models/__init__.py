@@ -15,3 +15,6 @@ __all__ = ["AutoEncoder", "CVAE", "Decoder", "Encoder", "HarmonicVAE", "VAE", "c
 from genlab.models.resnet import CifarResNet, resnet18
 
 __all__ += ["CifarResNet", "resnet18"]
+from genlab.models.conv import BNConvAE, BNConvVAE, CategoricalConvVAE, ConvDecoder, ConvEncoder, SmallConvVAE
+
+__all__ += ["BNConvAE", "BNConvVAE", "CategoricalConvVAE", "ConvDecoder", "ConvEncoder", "SmallConvVAE"]

@@ -12,7 +12,9 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPrep
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput,
                                     SaveAutoGrades)
 
+from autograder import linkguard
 from autograder.course import gradebook_url
+from autograder.export import GradesExport
 from autograder.feedback import SanitizeErrors
 from autograder.preprocessors import GradeExecute, VerifyProbes
 
@@ -35,6 +37,12 @@ c.OverwriteCells.missing_cell_notification = (
     "**Grading note:** this cell (id: {cell_id}) was missing from your submission; "
     "it was restored from the release and scores no points.\n\n"
 )
+
+# nbgrader runs as root: its copies and chmods refuse a folder that holds a link or a special file.
+linkguard.install()
+
+# The export says which submissions are ungraded (a grading failure), instead of writing a zero.
+c.ExportApp.plugin_class = GradesExport
 
 # Hidden tests hold only check calls; their tracebacks would show the checks' code.
 c.GenerateFeedback.preprocessors = [GetGrades, SanitizeErrors, CSSHTMLHeaderPreprocessor]

@@ -2,10 +2,9 @@
 
     python -m autograder.grade <assignment> [--jobs N] [--samples]
 
-1. intake: each submitted/<student>/<assignment>/ is checked before nbgrader sees it. A renamed
-   notebook is renamed back; a file that is not a notebook is set aside (kept as
-   ``<name>.invalid``) and graded as the untouched release; duplicated graded cells are noted.
-   Notes go into a "Grading notes" cell at the top, so they reach the student's feedback.
+1. intake (autograder/intake.py): each submitted/<student>/<assignment>/ is made gradable before
+   nbgrader sees it: links and special files removed, a renamed notebook renamed back, a file
+   that is not a notebook set aside, deleted graded cells restored; notes reach the feedback.
 2. ``nbgrader autograde <assignment> --student <s>`` for each student, ``--jobs`` at a time, each
    kernel in the sandbox (see autograder/sandbox.py); one broken submission never stops the rest.
 3. ``nbgrader generate_feedback`` and ``nbgrader export``; a grade table is printed.
@@ -13,10 +12,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +22,11 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
 from autograder import manifest, notebooks
+from autograder.intake import intake
 from autograder.course import gradebook_url
 from autograder.release import nbgrader
 
 ROOT = manifest.ROOT
-NOTES_TITLE = "**Grading notes** (added by the course's grader)"
 
 
 @dataclass
@@ -43,72 +40,6 @@ class Result:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
-
-
-def _add_notes(path: Path, notes: list[str]) -> None:
-    nb = notebooks.read(path)
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(NOTES_TITLE + "\n\n" + "\n".join(f"- {n}" for n in notes)))
-    nbformat.write(nb, path)
-
-
-def intake(folder: Path, m: manifest.Manifest, release_nb: Path) -> list[str]:
-    """Make one submission folder gradable; return the notes explaining what was done."""
-    notes: list[str] = []
-    expected = folder / m.notebook
-    if not expected.exists():
-        others = sorted(p for p in folder.glob("*.ipynb"))
-        if len(others) == 1:
-            others[0].rename(expected)
-            notes.append(f"Your notebook was named `{others[0].name}`; it was graded as `{m.notebook}`.")
-        else:
-            found = ", ".join(p.name for p in others) or "no notebook"
-            shutil.copy(release_nb, expected)
-            notes.append(f"`{m.notebook}` was not found (found: {found}); the untouched release was graded.")
-    try:
-        nb = nbformat.read(expected, as_version=4)
-        nbformat.validate(nb)
-    except (json.JSONDecodeError, nbformat.reader.NotJSONError, nbformat.ValidationError, UnicodeDecodeError) as exc:
-        kept = expected.with_name(expected.name + ".invalid")
-        expected.rename(kept)
-        shutil.copy(release_nb, expected)
-        reason = str(exc).splitlines()[0][:200]
-        notes.append(
-            f"`{m.notebook}` could not be read as a notebook ({reason}). The untouched release was graded "
-            f"instead; your file is kept as `{kept.name}`. Open it in a text editor, repair it, and resubmit."
-        )
-        nb = notebooks.read(expected)
-    counts = Counter(notebooks.meta(c).get("grade_id") for c in nb.cells if notebooks.meta(c).get("grade_id"))
-    for gid, n in sorted(counts.items()):
-        if n > 1:
-            notes.append(f"Cell `{gid}` appears {n} times; only its last copy was graded.")
-    restored = restore_missing(nb, notebooks.read(release_nb))
-    if restored:
-        nbformat.write(nb, expected)
-        notes += [f"Cell `{gid}` was missing from your submission; it was restored from the release "
-                  "and scores no points." for gid in restored]
-    if notes:
-        _add_notes(expected, notes)
-    return notes
-
-
-def restore_missing(nb: nbformat.NotebookNode, release: nbformat.NotebookNode) -> list[str]:
-    """Put back the answer and test cells a student deleted, where they stood in the release.
-
-    nbgrader restores deleted test cells itself, but not answer cells: without them the tests
-    that follow fail with a NameError and no word of why.
-    """
-    present = {notebooks.meta(c).get("grade_id") for c in nb.cells}
-    restored: list[str] = []
-    position = 0
-    for cell in release.cells:
-        gid = notebooks.meta(cell).get("grade_id")
-        if gid in present:
-            position = next(i for i, c in enumerate(nb.cells) if notebooks.meta(c).get("grade_id") == gid) + 1
-        elif gid and (notebooks.meta(cell).get("solution") or notebooks.meta(cell).get("grade")):
-            nb.cells.insert(position, nbformat.from_dict(cell))
-            position += 1
-            restored.append(gid)
-    return restored
 
 
 def write_samples(m: manifest.Manifest, root: Path = ROOT) -> dict[str, Path]:
@@ -145,7 +76,7 @@ def _autograde_one(m: manifest.Manifest, student: str, root: Path) -> Result:
 
 def grade(name: str, *, jobs: int = 2, root: Path = ROOT) -> list[Result]:
     """Intake, autograde, feedback and export for every submission of assignment ``name``."""
-    m = manifest.load(name)
+    m = manifest.load(name, root)
     release_nb = root / "release" / m.name / m.notebook
     if not release_nb.exists():
         raise FileNotFoundError(f"{release_nb} is missing: run `make release` first")

@@ -54,11 +54,16 @@ def _require(data: dict, key: str, kind: type, path: Path):
     return value
 
 
-def load(name_or_path: str | Path) -> Manifest:
-    """Read and validate one manifest, by assignment name or path."""
+def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
+    """Read and validate one manifest, by path or by assignment name.
+
+    A name is looked up in ``root/assignments`` (a course of its own) and then in this course's.
+    """
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = MANIFESTS / f"{name_or_path}.toml"
+        folders = [Path(root) / "assignments"] if root is not None else []
+        path = next((f / f"{name_or_path}.toml" for f in folders if (f / f"{name_or_path}.toml").exists()),
+                    MANIFESTS / f"{name_or_path}.toml")
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in MANIFESTS.glob("*.toml"))) or "none"
         raise FileNotFoundError(f"no manifest {path}; known assignments: {known}")

@@ -170,7 +170,7 @@ def leaks(release_dir: Path, assignments: list[manifest.Manifest], root: Path = 
 
 def release(names: list[str] | None = None, root: Path = ROOT) -> list[Path]:
     """Generate the student versions of ``names`` (default: every manifest) under root/release."""
-    assignments = [manifest.load(n) for n in names] if names else manifest.all_manifests()
+    assignments = [manifest.load(n, root) for n in names] if names else manifest.all_manifests()
     made = []
     for m in assignments:
         nbgrader("generate_assignment", m.name, "--force", root=root)

@@ -86,12 +86,12 @@ def latest(db_url: str, assignment: str, student: str) -> dict[str, Any] | None:
     return max(found, key=lambda r: r["updated"]) if found else None
 
 
-def record_failure(step: Any, resources: dict, reason: str) -> None:
-    """Called by the execution step when it cannot grade: mark the submission ungraded."""
+def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: bool = False) -> None:
+    """Record the state of the submission an nbgrader step is working on (found from its resources)."""
     nbg = resources.get("nbgrader", {})
     autograded = Path(resources["metadata"]["path"])  # <course>/autograded/<student>/<assignment>
     submitted = autograded.parents[1].parent / "submitted" / nbg["student"] / nbg["assignment"]
     try:
-        set_state(nbg["db_url"], nbg["assignment"], nbg["student"], digest(submitted), "ungraded", reason)
-    except Exception as exc:  # the failure itself must still reach nbgrader
-        step.log.error("could not record that %s was left ungraded: %s", nbg.get("student"), exc)
+        set_state(nbg["db_url"], nbg["assignment"], nbg["student"], digest(submitted), state, reason, executed=executed)
+    except Exception as exc:  # grading goes on; only the record is missing
+        step.log.error("could not record %s as %s: %s", nbg.get("student"), state, exc)

@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import feedback, grade, manifest, notebooks, release
+from autograder import feedback, grade, intake, manifest, notebooks, release
 
 
 def nbg(gid: str, **kw) -> dict:
@@ -71,15 +71,15 @@ def submission(tmp_path):
 def test_intake_renames_a_single_notebook(submission):
     m, release_nb, folder = submission
     nbformat.write(source_notebook(), folder / "demo (1).ipynb")
-    notes = grade.intake(folder, m, release_nb)
+    notes = intake.intake(folder, m, release_nb)
     assert (folder / "demo.ipynb").exists() and "demo (1).ipynb" in notes[0]
-    assert notebooks.read(folder / "demo.ipynb").cells[0].source.startswith(grade.NOTES_TITLE)
+    assert notebooks.read(folder / "demo.ipynb").cells[0].source.startswith(intake.NOTES_TITLE)
 
 
 def test_intake_sets_aside_a_file_that_is_not_a_notebook(submission):
     m, release_nb, folder = submission
     (folder / "demo.ipynb").write_text('{"cells": [')
-    notes = grade.intake(folder, m, release_nb)
+    notes = intake.intake(folder, m, release_nb)
     assert "could not be read" in notes[0] and (folder / "demo.ipynb.invalid").read_text() == '{"cells": ['
     graded = notebooks.read(folder / "demo.ipynb")
     assert len(graded.cells) == len(source_notebook().cells) + 1
@@ -89,10 +89,10 @@ def test_intake_notes_duplicated_cells_and_leaves_good_ones_alone(submission):
     m, release_nb, folder = submission
     nb = source_notebook()
     nbformat.write(nb, folder / "demo.ipynb")
-    assert grade.intake(folder, m, release_nb) == []
+    assert intake.intake(folder, m, release_nb) == []
     nb.cells.append(nbformat.from_dict(nb.cells[1]))
     nbformat.write(nb, folder / "demo.ipynb")
-    assert "`f` appears 2 times" in grade.intake(folder, m, release_nb)[0]
+    assert "`f` appears 2 times" in intake.intake(folder, m, release_nb)[0]
 
 
 def test_intake_restores_deleted_answer_cells_in_place(submission):
@@ -100,7 +100,7 @@ def test_intake_restores_deleted_answer_cells_in_place(submission):
     nb = source_notebook()
     del nb.cells[1]  # the answer cell `f`
     nbformat.write(nb, folder / "demo.ipynb")
-    notes = grade.intake(folder, m, release_nb)
+    notes = intake.intake(folder, m, release_nb)
     assert "`f` was missing from your submission" in notes[0]
     graded = notebooks.read(folder / "demo.ipynb")
     assert [notebooks.meta(c).get("grade_id") for c in graded.cells[1:]] == [None, "f", "test_f", "q"]

@@ -1,9 +1,12 @@
 """Every assignment manifest agrees with its source notebook."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from autograder import manifest, notebooks
+from autograder import manifest, notebooks, probing
+from autograder.preprocessors.verifyprobes import probe_calls
 
 MANIFESTS = manifest.all_manifests()
 IDS = [m.name for m in MANIFESTS]
@@ -35,17 +38,28 @@ def test_mistakes_name_real_cells(m):
 
 
 @pytest.mark.parametrize("m", MANIFESTS, ids=IDS)
-def test_hidden_tests_only_call_checks(m):
-    """Feedback shows hidden-test lines, so they may hold nothing but imports and check calls."""
-    nb = notebooks.read(m.source)
-    for cell in nb.cells:
+def test_every_autograded_cell_is_decided_by_probes(m):
+    """Verdicts come from probes verified outside the kernel, and feedback shows hidden-test lines:
+    every autograded test cell calls probes of its chapter, and its hidden part holds nothing else."""
+    module = importlib.import_module(f"autograder.checks.{m.name}")
+    probes = {name for name in probing.checks_of(module) if name.startswith("probe_")}
+    used = set()
+    for cell in notebooks.read(m.source).cells:
+        meta = notebooks.meta(cell)
+        if not (meta.get("grade") and not meta.get("solution") and cell.cell_type == "code"):
+            continue
+        calls = probe_calls(cell.source)
+        assert calls, f"{m.name}/{meta['grade_id']}: an autograded test cell must call a probe in its hidden part"
+        for chapter, name in calls:
+            assert chapter == m.name and name in probes, f"{m.name}/{meta['grade_id']}: unknown probe {name}"
+            used.add(name)
         for a, b in notebooks.regions(cell.source, notebooks.BEGIN_HIDDEN, notebooks.END_HIDDEN):
             for line in cell.source.splitlines()[a + 1 : b]:
                 line = line.strip()
-                assert not line or line.startswith(("from autograder.checks", "import ", "check_", "#")), (
-                    f"{m.name}/{notebooks.meta(cell).get('grade_id')}: hidden test line {line!r} is test logic; "
-                    "move it into autograder/checks"
+                assert not line or line.startswith((f"from autograder.checks.{m.name} import probe_", "probe_", "#")), (
+                    f"{m.name}/{meta['grade_id']}: hidden test line {line!r} is test logic; move it into a probe"
                 )
+    assert used == probes, f"{m.name}: probes no test cell calls: {sorted(probes - used)}"
 
 
 def test_bad_manifest_names_the_file(tmp_path):

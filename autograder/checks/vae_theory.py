@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from autograder.probing import Test, Trial, check, close, describe
-from genlab import losses, theory
+from genlab import exact_models, losses, theory
 
 DTYPES = (torch.float32, torch.float64)
 NO_DISTRIBUTIONS = ("torch.distributions is switched off in this exercise: write the densities and the "
@@ -112,6 +112,20 @@ def _log_lik(t: Trial, d: int, dtype: torch.dtype, *, offset: float) -> Callable
 def _cpu(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Detached copies on the CPU (wrong variants are computed in the grader, from the reference side's inputs)."""
     return tuple(x.detach().cpu() for x in tensors)
+
+
+def _record_gradients(t: Trial, key: str, value: Any, leaves: dict[str, torch.Tensor], *, what: str, hint: str) -> None:
+    """The gradients of value.sum() with respect to each leaf (None where none flows)."""
+    grads: dict[str, Any] = {name: None for name in leaves}
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        t.doing = f"back-propagating through {what}"
+        try:
+            found = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
+            grads = dict(zip(leaves, found))
+        except RuntimeError:
+            pass
+    for name, grad in grads.items():
+        t.same(f"{key}/d{name}", grad, what=f"the gradient of {what} with respect to {name}", hint=hint)
 
 
 # ----------------------------------------------------------------------------- 1 sampling images
@@ -275,7 +289,7 @@ def _lme(x: torch.Tensor) -> torch.Tensor:
 def _exact_model(t: Trial, d: int, dtype: torch.dtype, batch: int):
     """A linear-Gaussian model, data from it, and its exact posterior (mu, logstd) on the trial's device."""
     gen = torch.Generator().manual_seed(t.integer(0, 2**31))
-    model = theory.LinearGaussian.random(d, d + 3, column_norm=1.5, generator=gen)
+    model = exact_models.LinearGaussian.random(d, d + 3, column_norm=1.5, generator=gen)
     x, _ = model.sample(batch, gen)
     mu, logstd = model.posterior(x)
     x = x.to(t.device, dtype)
@@ -283,10 +297,12 @@ def _exact_model(t: Trial, d: int, dtype: torch.dtype, batch: int):
     return log_lik, mu.to(t.device, dtype), logstd.to(t.device, dtype)
 
 
-def _weights_variants(log_lik, mu, logstd, eps, *, elbo: bool) -> list[tuple[Callable[[], Any], str]]:
+def _weights_variants(log_lik, mu, logstd, eps, kind: str) -> list[tuple[Callable[[], Any], str]]:
+    """Known wrong answers for the log-weights (``kind`` "weights"), the importance-sampled
+    log-likelihood ("is") and the ELBO ("elbo"), computed from the reference side's inputs."""
     parts = lambda: _log_weight_parts(log_lik, mu, logstd, eps)  # noqa: E731
     c = 0.5 * theory.LOG_2PI * mu.shape[-1]
-    reduce = (lambda w: w.mean(0)) if elbo else _lme
+    reduce = {"weights": lambda w: w, "is": _lme, "elbo": lambda w: w.mean(0)}[kind]
     variants = [
         (lambda: reduce(parts()[0] - parts()[1] + parts()[2]), "the weights are upside down: w = p(z) / q(z | x), "
          "i.e. log w = log p(x | z) + log p(z) - log q(z | x)"),
@@ -297,42 +313,59 @@ def _weights_variants(log_lik, mu, logstd, eps, *, elbo: bool) -> list[tuple[Cal
         (lambda: reduce(parts()[0] + parts()[1] - parts()[2] - c), "one density lacks its -(D/2) log(2 pi) "
          "constant (log q(z | x) has it too)"),
     ]
-    if elbo:
+    if kind == "elbo":
         variants.append((lambda: _lme(sum(parts()[:2]) - parts()[2]), "that is the importance-sampled log-likelihood "
                          "(log of the mean weight); the ELBO is the MEAN of the log-weights"))
-    else:
+    elif kind == "is":
         variants += [
             (lambda: (parts()[0] + parts()[1] - parts()[2]).mean(0), "that is the mean of the log-weights (the "
              "ELBO); the estimate is the log of the mean weight: logsumexp over the samples - log L"),
-            (lambda: torch.logsumexp(parts()[0] + parts()[1] - parts()[2], 0), "subtract log L"),
+            (lambda: torch.logsumexp(parts()[0] + parts()[1] - parts()[2], 0), "that is the log of the SUM of the "
+             "weights: subtract log L"),
         ]
     return variants
 
 
-@check(theory.importance_log_likelihood)
-def probe_importance_log_likelihood(t: Trial, importance_log_likelihood) -> None:
-    """log (1/L) sum_l p(x | z_l) p(z_l) / q(z_l | x) with z_l = mu + exp(logstd) eps_l."""
-    hint = ("With z = mu + exp(logstd) * eps: log w = log p(x | z) + log N(z; 0, I) - log N(z; mu, exp(logstd)^2), "
-            "each density summed over the last dimension; the estimate is logsumexp(log w, dim=0) - log L. "
-            + NO_DISTRIBUTIONS)
+WEIGHTS_HINT = ("With z = mu + exp(logstd) * eps: log w = log p(x | z) + log N(z; 0, I) - log N(z; mu, exp(logstd)^2), "
+                "each Gaussian log-density summed over the last dimension. ")
+
+
+def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: str | None = None) -> None:
+    """Shared probe of the three functions of (log_px_given_z, mu, logstd, eps)."""
     for dtype in DTYPES:
         for shape, L, offset in [((3,), 30, -2.0), ((4, 2), 25, -600.0), ((5, 1), 1, 0.0), ((2, 3, 4), 12, -50.0)]:
             log_lik = _log_lik(t, shape[-1], dtype, offset=offset)
             mu, logstd, eps = _gaussian_inputs(t, shape, L, dtype)
+            if grad_hint:
+                mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
             case = f"mu of shape {shape}, L = {L}, log-likelihoods near {offset:g}, {dtype}"
             with t.without_distributions():
-                got = t.call(importance_log_likelihood, log_lik, mu, logstd, eps,
-                             what=f"importance_log_likelihood(log_px_given_z, mu, logstd, eps), {case}")
-            t.check(case, got, what=f"importance_log_likelihood, {case}", hint=hint,
-                    test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, elbo=False), extra=_underflow))
+                got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}")
+            t.check(case, got, what=f"{name}, {case}", hint=hint,
+                    test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow))
+            if grad_hint:
+                _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint)
         log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)
         eps = t.randn(20, 4, 3, dtype=dtype)
+        case = f"the exact posterior as q (then every weight equals p(x)), {dtype}"
         with t.without_distributions():
-            got = t.call(importance_log_likelihood, log_lik, mu, logstd, eps,
-                         what=f"importance_log_likelihood with the exact posterior as proposal, {dtype}")
-        t.check(f"exact/{dtype}", got, what=f"importance_log_likelihood with the exact posterior as proposal "
-                f"(every weight equals p(x)), {dtype}", hint=hint,
-                test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, elbo=False)))
+            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}")
+        t.check(f"exact/{dtype}", got, what=f"{name} with {case}", hint=hint,
+                test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, kind)))
+
+
+@check(theory.log_importance_weights)
+def probe_log_importance_weights(t: Trial, log_importance_weights) -> None:
+    """log w_l = log p(x | z_l) + log p(z_l) - log q(z_l | x) with z_l = mu + exp(logstd) eps_l, shape (L, ...)."""
+    _probe_weights(t, log_importance_weights, "log_importance_weights", "weights",
+                   WEIGHTS_HINT + "Return one log-weight per sample, shape (L, ...). " + NO_DISTRIBUTIONS)
+
+
+@check(theory.importance_log_likelihood)
+def probe_importance_log_likelihood(t: Trial, importance_log_likelihood) -> None:
+    """log (1/L) sum_l w_l: the log of the mean importance weight, over the samples."""
+    _probe_weights(t, importance_log_likelihood, "importance_log_likelihood", "is",
+                   WEIGHTS_HINT + "The estimate is logsumexp(log w, dim=0) - log L. " + NO_DISTRIBUTIONS)
 
 
 # ----------------------------------------------------------------------------- 4 information
@@ -439,44 +472,13 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
 # ----------------------------------------------------------------------------- 5 the ELBO
 
 
-def _record_gradients(t: Trial, key: str, value: Any, leaves: dict[str, torch.Tensor], *, what: str, hint: str) -> None:
-    """The gradients of value.sum() with respect to each leaf (None where none flows)."""
-    grads: dict[str, Any] = {name: None for name in leaves}
-    if isinstance(value, torch.Tensor) and value.requires_grad:
-        t.doing = f"back-propagating through {what}"
-        try:
-            found = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
-            grads = dict(zip(leaves, found))
-        except RuntimeError:
-            pass
-    for name, grad in grads.items():
-        t.same(f"{key}/d{name}", grad, what=f"the gradient of {what} with respect to {name}", hint=hint)
-
-
 @check(theory.mc_elbo)
 def probe_mc_elbo(t: Trial, mc_elbo) -> None:
-    """(1/L) sum_l [log p(x | z_l) + log p(z_l) - log q(z_l | x)] with reparameterised z_l; its gradients."""
-    hint = ("With z = mu + exp(logstd) * eps: ELBO = mean over the samples (dim 0) of log p(x | z) + log N(z; 0, I) - "
-            "log N(z; mu, exp(logstd)^2), densities summed over the last dimension. " + NO_DISTRIBUTIONS)
-    grad_hint = ("The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps with torch "
-                 "operations (no .detach(), .item(), numpy or torch.normal) and use it everywhere.")
-    for dtype in DTYPES:
-        for shape, L, offset in [((3,), 30, -2.0), ((4, 2), 25, -300.0), ((5, 1), 1, 0.0), ((2, 3, 4), 12, -20.0)]:
-            log_lik = _log_lik(t, shape[-1], dtype, offset=offset)
-            mu, logstd, eps = _gaussian_inputs(t, shape, L, dtype)
-            mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
-            case = f"mu of shape {shape}, L = {L}, {dtype}"
-            with t.without_distributions():
-                got = t.call(mc_elbo, log_lik, mu, logstd, eps, what=f"mc_elbo(log_px_given_z, mu, logstd, eps), {case}")
-            t.check(case, got, what=f"mc_elbo, {case}", hint=hint,
-                    test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, elbo=True)))
-            _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"mc_elbo ({case})", hint=grad_hint)
-        log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)
-        eps = t.randn(7, 4, 3, dtype=dtype)
-        with t.without_distributions():
-            got = t.call(mc_elbo, log_lik, mu, logstd, eps, what=f"mc_elbo at the exact posterior, {dtype}")
-        t.check(f"exact/{dtype}", got, what=f"mc_elbo at the exact posterior (it equals log p(x) for any eps), {dtype}",
-                hint=hint, test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, elbo=True)))
+    """(1/L) sum_l log w_l, the mean log-weight with reparameterised samples; and its gradients."""
+    _probe_weights(t, mc_elbo, "mc_elbo", "elbo",
+                   WEIGHTS_HINT + "The ELBO is the mean of log w over the samples (dim 0). " + NO_DISTRIBUTIONS,
+                   grad_hint="The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps "
+                             "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it everywhere.")
 
 
 # ----------------------------------------------------------------------------- 6 the KL term by Monte Carlo

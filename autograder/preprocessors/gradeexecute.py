@@ -129,8 +129,9 @@ class GradeExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: dict, km=None):
         assignment = resources.get("nbgrader", {}).get("assignment")
+        course = Path(resources["metadata"]["path"]).parents[2]  # <course>/autograded/<student>/<assignment>
         try:
-            m = manifest.load(assignment) if assignment else None
+            m = manifest.load(assignment, course) if assignment else None
         except (FileNotFoundError, ValueError):
             m = None
         cell_timeout = m.cell_timeout_s if m is not None else self.timeout
@@ -140,6 +141,7 @@ class GradeExecute(Execute):
         warm = threading.Thread(target=_warm_up_verifier, daemon=True)
         warm.start()
         notes: list[str] = []
+        status.mark(self, resources, "running", executed=True)
         with sandbox.Jail(self._limits(m), sandboxed=sandboxed) as jail:
             self._prepare(jail, resources)
             env = self._kernel_env(jail, seed, site)
@@ -194,7 +196,7 @@ class GradeExecute(Execute):
                 self._cells(nb, resources, jail, m, cell_timeout, notes)
             return
         reason = f"the kernel did not start ({type(last).__name__}: {last})"
-        status.record_failure(self, resources, reason)
+        status.mark(self, resources, "ungraded", reason)
         raise GradingFailure(f"{reason}; the submission was left ungraded, grade it again later")
 
     def _cells(self, nb, resources, jail, m, cell_timeout: int, notes: list[str]) -> None:

@@ -80,8 +80,9 @@ class VerifyProbes(NbGraderPreprocessor):
                 if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
                     self._judge_cell(cell, info)
         except VerificationError as exc:
-            status.record_failure(self, resources, f"verification failed: {exc}")
+            status.mark(self, resources, "ungraded", f"verification failed: {exc}")
             raise
+        status.mark(self, resources, "graded")
         return nb, resources
 
     def _judge_cell(self, cell: NotebookNode, info: dict) -> None:

@@ -95,6 +95,7 @@ __all__ = [
     "UnsupportedLayerError",
     "eclipse_fast_bound",
     "jacobian_lower_bound",
+    "jacobian_spectral_norm",
     "lipsdp",
     "lipsdp_report",
     "spectral_product_bound",
@@ -244,6 +245,7 @@ def spectral_product_bound(net: nn.Module) -> float:
     The classic upper bound ``prod_k ||W_k||_2 * prod_act beta_act`` (``beta = 1/4`` for a sigmoid,
     1 for tanh and ReLU); layers are taken one by one, as they appear.
     """
+    # BEGIN REFERENCE
     bound = 1.0
     with _one_thread():
         for _, layer in _layers(net):
@@ -252,6 +254,7 @@ def spectral_product_bound(net: nn.Module) -> float:
             else:
                 bound *= SLOPES[type(layer)][1]
     return float(bound)
+    # END REFERENCE
 
 
 def eclipse_fast_bound(net: nn.Module) -> float:
@@ -272,6 +275,18 @@ def eclipse_fast_bound(net: nn.Module) -> float:
             return _spectral_norm(weights[0]) * tail
         est = LipConstEstimator(weights=[torch.from_numpy(W) for W in weights], alphas=[0.0] * len(betas), betas=betas)
         return float(est.estimate(method="ECLipsE_Fast")) * tail
+
+
+def jacobian_spectral_norm(net: nn.Module, x: torch.Tensor) -> float:
+    """``||J_f(x)||_2``, the largest singular value of the Jacobian of ``net`` at one point ``x`` (1-D).
+
+    Exact: the whole Jacobian, then its spectral norm. (The harmonic chapter asks for it by power
+    iteration; this is the reference its hidden test compares with.)
+    """
+    # BEGIN REFERENCE
+    jac = torch.autograd.functional.jacobian(lambda p: net(p.unsqueeze(0)).squeeze(0), x)
+    return float(torch.linalg.matrix_norm(jac.reshape(-1, x.numel()), ord=2))
+    # END REFERENCE
 
 
 def jacobian_lower_bound(
@@ -301,6 +316,9 @@ def jacobian_lower_bound(
     a float64 copy in eval mode on one CPU thread (these small products run much faster so on a
     busy machine) and leaves ``net`` untouched.
     """
+    # The Jacobian norm at a point is a graded exercise of the harmonic chapter: the student edition
+    # of the package ships neither this function's body nor its loop.
+    # BEGIN REFERENCE
     if steps < 0 or restarts < 0 or power_iters < 1:
         raise ValueError(f"need steps >= 0, restarts >= 0, power_iters >= 1; got {steps}, {restarts}, {power_iters}")
     f = copy.deepcopy(net).to(device="cpu", dtype=torch.float64).eval()
@@ -317,6 +335,7 @@ def jacobian_lower_bound(
     v = _unit(_randn(x.shape, generator))
     with _one_thread():
         return _ascend(f, x, v, steps, power_iters, lr)
+    # END REFERENCE
 
 
 def _randn(shape, generator: torch.Generator | None) -> torch.Tensor:
@@ -349,6 +368,7 @@ def _jvp(f: nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def _ascend(f: nn.Module, x: torch.Tensor, v: torch.Tensor, steps: int, power_iters: int, lr: float) -> float:
     """The loop of :func:`jacobian_lower_bound`."""
+    # BEGIN REFERENCE
     best = 0.0
     x_param = x.clone().requires_grad_(True)
     opt = torch.optim.Adam([x_param], lr=lr, maximize=True)
@@ -373,6 +393,7 @@ def _ascend(f: nn.Module, x: torch.Tensor, v: torch.Tensor, steps: int, power_it
         x_param.grad = grad
         opt.step()
     return best
+    # END REFERENCE
 
 
 # --------------------------------------------------------------------------------------------------

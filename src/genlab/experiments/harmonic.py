@@ -73,6 +73,7 @@ class Plan:
     lr: float = 1e-3
     lower_points: int = 64  # data points (and as many prior draws) for the Jacobian lower bound
     lower_steps: int = 100  # gradient-ascent steps of the lower bound from each point
+    power_iters: int = 100  # power iterations per point when a notebook's own Jacobian norm is used
     lipsdp_method: str = "chordal"
     lipsdp_options: Mapping[str, float] | None = None  # SCS options; the bound is certified whatever they are
     attack_dataset: str = "cifar10"
@@ -106,7 +107,7 @@ def make_plan(profile: str, *, grading: bool = False, datasets: Sequence[str] | 
     elif profile == "smoke" and grading:
         plan = Plan(
             profile="smoke", datasets=("sinc",), seeds=(0,), epochs={"sinc": 1}, train_size={"sinc": 256},
-            batch_size={"sinc": 64}, hidden=16, lower_points=4, lower_steps=5,
+            batch_size={"sinc": 64}, hidden=16, lower_points=4, lower_steps=5, power_iters=10,
             attack_dataset="sinc", attack_points=1, attack_radii=(1.0, 2.0), attack_steps=10, attack_restarts=1,
             lbfgs_iters=10, threads=1,
             notes=("grading mode: one seed, one epoch, width 16: the numbers mean nothing",),
@@ -117,7 +118,7 @@ def make_plan(profile: str, *, grading: bool = False, datasets: Sequence[str] | 
             epochs={"sinc": 4, "cifar10": 10, "celeba": 10},
             train_size=dict.fromkeys(ALL, 2048),
             batch_size={"sinc": 64, "cifar10": 32, "celeba": 32},
-            hidden=32, lower_points=16, lower_steps=10, lipsdp_options={"eps_abs": 1e-3, "eps_rel": 1e-3},
+            hidden=32, lower_points=16, lower_steps=10, power_iters=20, lipsdp_options={"eps_abs": 1e-3, "eps_rel": 1e-3},
             attack_points=4, attack_steps=60, attack_restarts=2, lbfgs_iters=60, threads=1,
             defect_dataset="cifar10",
             notes=(
@@ -322,38 +323,63 @@ def estimates_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".estimates.json")
 
 
-def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: torch.Tensor, plan: Plan) -> dict[str, float]:
+@dataclass(frozen=True)
+class Bounds:
+    """The chapter's own estimators, where a notebook supplies them (they are graded exercises there).
+
+    ``product(net)`` is the product bound; ``jacobian_norm(net, x, iters=...)`` the Jacobian's spectral
+    norm at one point by power iteration, whose maximum over the probe points is then the lower bound. Left out, genlab's own
+    are used: its product bound, and its lower bound that also climbs from each point by gradient
+    ascent (tighter; the command line's tables use it).
+    """
+
+    product: Callable[[nn.Module], float] | None = None
+    jacobian_norm: Callable[[nn.Module, torch.Tensor], float] | None = None
+
+    def key(self) -> dict[str, str]:
+        return {"product": _code_fingerprint(self.product) if self.product else "genlab",
+                "lower": _code_fingerprint(self.jacobian_norm) if self.jacobian_norm else "ascent"}
+
+
+def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: torch.Tensor, plan: Plan,
+                    bounds: Bounds = Bounds()) -> dict[str, float]:
     """:func:`estimate`, remembered beside the checkpoint per network half and estimator settings.
 
     Only missing estimators are computed, so adding one does not redo the expensive LipSDP solves.
     """
     key = json.dumps({"network": network, "points": plan.lower_points, "steps": plan.lower_steps,
-                      "method": plan.lipsdp_method, "options": dict(plan.lipsdp_options or {})}, sort_keys=True)
+                      "power_iters": plan.power_iters if bounds.jacobian_norm else None,
+                      "method": plan.lipsdp_method, "options": dict(plan.lipsdp_options or {}), **bounds.key()},
+                     sort_keys=True)
     path = estimates_path(checkpoint)
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     if any(name not in known.get(key, {}) for name in ESTIMATORS):
-        known[key] = estimate(net, points, plan, known.get(key))
+        known[key] = estimate(net, points, plan, known.get(key), bounds)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
     return known[key]
 
 
 def estimate(net: nn.Sequential, points: torch.Tensor, plan: Plan,
-             known: Mapping[str, float] | None = None) -> dict[str, float]:
+             known: Mapping[str, float] | None = None, bounds: Bounds = Bounds()) -> dict[str, float]:
     """Every estimator of ``ESTIMATORS`` on ``net`` with its run time (those in ``known`` are kept); checks their order."""
     from genlab import lipschitz
 
     net = _cpu64(net)
     out: dict[str, float] = dict(known or {})
+    if bounds.jacobian_norm is not None:
+        lower = lambda: max(float(bounds.jacobian_norm(net, p, iters=plan.power_iters)) for p in points)  # noqa: E731
+    else:
+        lower = lambda: lipschitz.jacobian_lower_bound(  # noqa: E731
+            net, points, steps=plan.lower_steps, generator=torch.Generator().manual_seed(0))
     for name, fn in (
-        ("lower", lambda: lipschitz.jacobian_lower_bound(net, points, steps=plan.lower_steps,
-                                                         generator=torch.Generator().manual_seed(0))),
+        ("lower", lower),
         ("lipsdp", lambda: lipschitz.lipsdp(net, variant="neuron", method=plan.lipsdp_method,
                                             solver_options=plan.lipsdp_options)),
         ("eclipse", lambda: lipschitz.eclipse_fast_bound(net)),
-        ("product", lambda: lipschitz.spectral_product_bound(net)),
+        ("product", lambda: (bounds.product or lipschitz.spectral_product_bound)(net)),
     ):
         if name in out:
             continue
@@ -392,8 +418,11 @@ class GridResult:
 
 @with_plan_threads
 def run_grid(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
-             step: StepFn | None = None) -> GridResult:
-    """Train (or reuse) every network of the plan, estimate its constant three ways, write the tables."""
+             step: StepFn | None = None, bounds: Bounds = Bounds()) -> GridResult:
+    """Train (or reuse) every network of the plan, estimate its constant four ways, write the tables.
+
+    ``step`` and ``bounds`` replace the package's training step and estimators (a notebook passes its own).
+    """
     t0 = time.perf_counter()
     device = device or genlab.device()
     out_dir, cache_dir = Path(out) / plan.profile, Path(cache) / plan.profile
@@ -412,7 +441,7 @@ def run_grid(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, de
         result.reused += status == "cached"
         network = NETWORK[sweep]
         est = cached_estimate(checkpoint_path(cache_dir, cfg), network, getattr(model, network),
-                              probe_points(model, network, data, plan.lower_points), plan)
+                              probe_points(model, network, data, plan.lower_points), plan, bounds)
         with torch.no_grad():
             test_sse = float(H.squared_error(model.reconstruct(data.test), data.test).mean())
         result.runs.append({
@@ -567,8 +596,11 @@ def log_likelihood_degradation(x: torch.Tensor, clean: torch.Tensor, attacked: t
 
 
 def attack_pair(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, plan: Plan, seed: int = 0,
-                methods: Sequence[str] = ("pgd", "lbfgs")) -> list[dict[str, Any]]:
-    """Maximum-damage attack (projected gradient ascent and L-BFGS-B) on one encoder/decoder pair, per radius."""
+                methods: Sequence[str] = ("pgd", "lbfgs"), project: Callable | None = None) -> list[dict[str, Any]]:
+    """Maximum-damage attack (projected gradient ascent and L-BFGS-B) on one encoder/decoder pair, per radius.
+
+    ``project`` replaces genlab's projection onto the L2 ball in the gradient ascent.
+    """
     from genlab import attacks
 
     x = x.flatten(1)
@@ -581,7 +613,7 @@ def attack_pair(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, plan: P
             if method == "pgd":
                 delta, damage = attacks.maximum_damage_attack(
                     encoder, decoder, x, radius, steps=plan.attack_steps, restarts=plan.attack_restarts,
-                    lr=plan.attack_lr, generator=torch.Generator(device=x.device).manual_seed(seed))
+                    lr=plan.attack_lr, generator=torch.Generator(device=x.device).manual_seed(seed), project=project)
             else:
                 delta, damage = attacks.lbfgs_damage(encoder, decoder, x, radius, maxiter=plan.lbfgs_iters,
                                                      generator=torch.Generator().manual_seed(seed))
@@ -609,11 +641,11 @@ def attack_target(plan: Plan, cache: str | os.PathLike, *, device: torch.device 
 
 @with_plan_threads
 def run_attack(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
-               step: StepFn | None = None) -> list[dict[str, Any]]:
+               step: StepFn | None = None, project: Callable | None = None) -> list[dict[str, Any]]:
     """Attack the sigma_enc = 1.0 model of ``plan.attack_dataset`` (first seed); write attack.csv/.md."""
     model, data = attack_target(plan, cache, device=device, step=step)
     rows = [{"dataset": data.name, "stand_in": data.stand_in or "", **r}
-            for r in attack_pair(model.encoder, model.decoder, data.test[:plan.attack_points], plan)]
+            for r in attack_pair(model.encoder, model.decoder, data.test[:plan.attack_points], plan, project=project)]
     for r in rows:
         r["paper"] = ATTACK_PAPER.get(r["radius"], math.nan)
         r["repro2022"] = ATTACK_REPRO_2022.get(r["radius"], math.nan)
@@ -673,10 +705,10 @@ def _defect_step(defect: str, sample_latent: Callable | None = None, kl: Callabl
 @with_plan_threads
 def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
                 step: StepFn | None = None, sample_latent: Callable | None = None,
-                kl: Callable | None = None) -> list[dict[str, Any]]:
+                kl: Callable | None = None, bounds: Bounds = Bounds()) -> list[dict[str, Any]]:
     """Re-create each defect of the 2022 report and record what it does to the numbers (defects.csv/.md).
 
-    ``step``, ``sample_latent`` and ``kl`` replace the package's functions (a notebook passes its own).
+    ``step``, ``sample_latent``, ``kl`` and ``bounds`` replace the package's functions (a notebook passes its own).
     """
     device = device or genlab.device()
     cache_dir = Path(cache) / plan.profile
@@ -693,7 +725,7 @@ def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *,
                     cfg = run_config(plan, data, "sigma_enc", value, seed, None if variant == "correct" else defect, use)
                     model, _ = train_or_load(cfg, data, cache_dir, use)
                     pair[variant] = cached_estimate(checkpoint_path(cache_dir, cfg), "decoder", model.decoder,
-                                                    probe_points(model, "decoder", data, points), plan)["lipsdp"]
+                                                    probe_points(model, "decoder", data, points), plan, bounds)["lipsdp"]
                 rows.append({"defect": defect, "dataset": data.name, "network": "decoder", "setting": f"sigma_enc={value}",
                              "seed": seed, "measure": "LipSDP", "correct": pair["correct"], "defective": pair[defect]})
     # 3: LipSDP told the sigmoid's slope lies in [0, 1] instead of [0, 1/4].
@@ -706,7 +738,7 @@ def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *,
             model, _ = train_or_load(cfg, data, cache_dir, step)
             net = getattr(model, NETWORK[sweep])
             right = cached_estimate(checkpoint_path(cache_dir, cfg), NETWORK[sweep], net,
-                                    probe_points(model, NETWORK[sweep], data, points), plan)["lipsdp"]
+                                    probe_points(model, NETWORK[sweep], data, points), plan, bounds)["lipsdp"]
             rows.append({"defect": "slope-1", "dataset": data.name, "network": NETWORK[sweep],
                          "setting": f"{sweep}={value}", "seed": seed, "measure": "LipSDP", "correct": right,
                          "defective": lipschitz.lipsdp(with_relu(net), variant="neuron", method=plan.lipsdp_method,
@@ -719,8 +751,9 @@ def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *,
         right, _ = train_or_load(run_config(plan, adata, "sigma_n", 1.0, seed, step=step), adata, cache_dir, step)
         x = adata.test[:plan.attack_points]
         one = replace(plan, attack_radii=plan.attack_radii[-1:])
-        (matched,) = attack_pair(left.encoder, left.decoder, x, one, methods=("pgd",))
-        (mixed,) = attack_pair(right.encoder, left.decoder, x, one, methods=("pgd",))
+        # L-BFGS-B needs no projection, so this runs before a notebook has written its own (section 5).
+        (matched,) = attack_pair(left.encoder, left.decoder, x, one, methods=("lbfgs",))
+        (mixed,) = attack_pair(right.encoder, left.decoder, x, one, methods=("lbfgs",))
         for measure in ("clean_sse", "damage_mean", "degradation"):
             rows.append({"defect": "mixed-pair", "dataset": adata.name, "network": "encoder+decoder",
                          "setting": f"C={one.attack_radii[0]:g}", "seed": seed, "measure": measure,

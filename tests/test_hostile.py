@@ -1,0 +1,386 @@
+"""Hostile submissions, graded in one batch with honest ones, through the real nbgrader commands.
+
+A small assignment (three exercises whose checks come from ae_to_cvae) with tight limits is
+released into a temporary course. Canaries are planted in the course, in the grader's home and
+/tmp, in another student's notebook and in the grader's environment. Each hostile submission is
+the blank or the correct notebook with one attack added; the batch must finish, no attack may
+gain a point over its honest score, no honest submission may lose one, no canary may reach an
+output, a feedback page or the grade table, and the course must be left as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgrader.api import Gradebook
+
+from autograder import grade, notebooks, release, sandbox
+from autograder.course import gradebook_url
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sandbox.available(), reason="needs root and bubblewrap (Debian package `bubblewrap`)")]
+
+NAME = "hostile"
+SECRET = "canary-7f3a91c2"  # the string no output may ever contain
+ENV_SECRET = "canary-env-51d0be"
+MANIFEST = f"""title = "Hostile submissions"
+notebook = "{NAME}.ipynb"
+points = 10
+due = "2027-01-01T00:00:00+00:00"
+gpu = "none"
+time_limit_s = 150
+memory_limit_mb = 1536
+disk_limit_mb = 64
+cell_timeout_s = 15
+"""
+
+SETUP = "import math, os, sys\nimport torch\nimport torch.nn.functional as F"
+ANSWERS = {
+    "interpolate": ("def interpolate(z0, z1, steps):\n", "    w = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]\n    return (1 - w) * z0 + w * z1\n", 3),
+    "one_hot": ("def one_hot(labels, num_classes=10):\n", "    return F.one_hot(labels.long(), num_classes).float()\n", 2),
+    "gaussian_kl": ("def gaussian_kl(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):\n",
+                    "    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)\n"
+                    "    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)\n"
+                    "    return (logstd_p - logstd_q + 0.5 * (torch.exp(2 * (logstd_q - logstd_p))\n"
+                    "            + (mu_q - mu_p) ** 2 * torch.exp(-2 * logstd_p) - 1)).sum(-1)\n", 5),
+}
+
+
+def _meta(gid: str, **kw) -> dict:
+    return {"nbgrader": {"grade_id": gid, "schema_version": 3, "task": False, **kw}}
+
+
+def source_notebook() -> nbformat.NotebookNode:
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [new_markdown_cell("A small assignment to attack."), new_code_cell(SETUP)]
+    for name, (head, body, points) in ANSWERS.items():
+        nb.cells.append(new_code_cell(f"{head}    ### BEGIN SOLUTION\n{body}    ### END SOLUTION",
+                                      metadata=_meta(name, solution=True, grade=False, locked=False)))
+        nb.cells.append(new_code_cell(
+            f"print('visible test of {name}')\n### BEGIN HIDDEN TESTS\n"
+            f"from autograder.checks.ae_to_cvae import probe_{name}\nprobe_{name}({name})\n### END HIDDEN TESTS",
+            metadata=_meta(f"test_{name}", solution=False, grade=True, locked=True, points=points)))
+    return nb
+
+
+# Each attack: (cell source, built on "blank" or "correct", where it goes: see build()).
+# Snooping attacks print whatever they find; the canaries must not come back.
+SNOOP = f"""
+import glob, subprocess
+found = []
+for pattern in ["{{root}}/**/*", "/root/**/*", "/tmp/**/*", "/home/**/*", "/work/**/*", "/proc/*/environ", "/proc/*/cmdline"]:
+    for path in glob.glob(pattern, recursive=True)[:2000]:
+        try:
+            found.append(path + ": " + open(path, errors="replace").read(5000))
+        except Exception as exc:
+            found.append(path + ": " + type(exc).__name__)
+print("\\n".join(found)[:200000])
+print(dict(os.environ))
+"""
+
+ATTACKS: dict[str, tuple[str, str, str]] = {
+    "patch-execute-reply": ("""
+        from ipykernel.ipkernel import IPythonKernel
+        _orig = IPythonKernel.do_execute
+        async def do_execute(self, *a, **k):
+            reply = await _orig(self, *a, **k)
+            return {**reply, "status": "ok"}
+        IPythonKernel.do_execute = do_execute
+        get_ipython().showtraceback = lambda *a, **k: None
+        """, "blank", "first"),
+    "input-transformer": ("""
+        def _skip(lines):
+            return ["pass\\n"] if any("probe_" in l or "assert" in l or "raise" in l for l in lines) else lines
+        get_ipython().input_transformers_cleanup.append(_skip)
+        """, "blank", "first"),
+    "always-close": ("""
+        torch.allclose = lambda *a, **k: True
+        torch.equal = lambda *a, **k: True
+        torch.isclose = lambda a, b, *r, **k: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+        math.isclose = lambda *a, **k: True
+        """, "blank", "first"),
+    "fake-checks-module": ("""
+        import types
+        fake = types.ModuleType("autograder.checks.ae_to_cvae")
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            setattr(fake, "probe_" + name, lambda f: None)
+        sys.modules["autograder.checks.ae_to_cvae"] = fake
+        """, "blank", "first"),
+    "forged-records": ("""
+        import autograder.checks.ae_to_cvae as checks
+        from autograder import probing
+        folder = os.environ.get("GENLAB_PROBE_DIR", ".")
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            keys = {}
+            probing.write_payload(__import__("pathlib").Path(folder), name, {"records": {}, "crash": None})
+            setattr(checks, "probe_" + name, lambda f: None)
+        """, "blank", "first"),
+    "pickle-exploit-record": ("""
+        import pickle
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch /tmp/genlab-pwned",))
+        folder = os.environ.get("GENLAB_PROBE_DIR", ".")
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            with open(os.path.join(folder, name + ".pt"), "wb") as fh:
+                pickle.dump({"records": Evil()}, fh)
+        import autograder.checks.ae_to_cvae as checks
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            setattr(checks, "probe_" + name, lambda f: None)
+        """, "blank", "first"),
+    "stack-walk-and-reference": ("""
+        import inspect, genlab.latent, genlab.losses, genlab.models.mlp
+        interpolate = genlab.latent.interpolate
+        one_hot = genlab.models.mlp.one_hot
+        gaussian_kl = genlab.losses.gaussian_kl
+        print([f.frame.f_locals.keys() for f in inspect.stack()])
+        """, "blank", "answers"),
+    "reference-from-source": ("""
+        import sys
+        sys.path[:0] = ["{root}/src", "/work/main/src", "{root}"]
+        for key in [k for k in sys.modules if k.startswith("genlab")]:
+            del sys.modules[key]
+        import genlab.latent, genlab.losses, genlab.models.mlp
+        interpolate, one_hot, gaussian_kl = genlab.latent.interpolate, genlab.models.mlp.one_hot, genlab.losses.gaussian_kl
+        """, "blank", "answers"),
+    "snoop-files-and-env": (SNOOP, "blank", "first"),
+    "network": ("""
+        import socket
+        for host, port in [("127.0.0.1", 5432), ("127.0.0.1", 22), ("8.8.8.8", 53), ("pypi.org", 443)]:
+            try:
+                socket.create_connection((host, port), timeout=2); print("open", host)
+            except OSError as exc:
+                print("closed", host, exc)
+        """, "blank", "first"),
+    "write-and-delete-outside": ("""
+        import shutil
+        for target in ["{root}/nbgrader_config.py", "{root}/source/canary.txt", "{root}/gradebook.db",
+                       "{home}/.genlab-canary", "{tmp_canary}", "/etc/passwd"]:
+            for action in (lambda p: open(p, "w").write("owned"), os.remove, shutil.rmtree):
+                try:
+                    action(target)
+                except Exception as exc:
+                    print(type(exc).__name__)
+        os.symlink("{root}/nbgrader_config.py", "hostile.ipynb.link")
+        os.symlink("{root}/source/{name}/{name}.ipynb", "link.ipynb")
+        """, "blank", "first"),
+    "fork-bomb": ("""
+        import subprocess
+        procs = []
+        try:
+            while True:
+                procs.append(subprocess.Popen(["sleep", "60"]))
+        except Exception as exc:
+            print("stopped after", len(procs), type(exc).__name__)
+        """, "correct", "last"),
+    "memory-bomb-forked": ("""
+        import multiprocessing as mp
+        def hog():
+            block = bytearray(700 * 2**20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            import time; time.sleep(30)
+        children = [mp.Process(target=hog) for _ in range(6)]
+        for c in children:
+            c.start()
+        for c in children:
+            c.join()
+        """, "correct", "last"),
+    "disk-fill": ("""
+        with open("fill.bin", "wb") as fh:
+            for _ in range(2048):
+                fh.write(b"x" * 2**20)
+        """, "correct", "last"),
+    "huge-text-output": ("print('x' * (64 * 2**20))", "correct", "last"),
+    "huge-html-output": ("""
+        from IPython.display import HTML, display
+        display(HTML("<b>" + "y" * (128 * 2**20) + "</b>"))
+        """, "correct", "last"),
+    "many-images": ("""
+        from IPython.display import Image, display
+        import base64
+        png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+        for _ in range(200000):
+            display(Image(png))
+        """, "correct", "last"),
+    "endless-cell": ("while True:\n    pass", "correct", "first"),
+    "endless-ignoring-interrupts": ("""
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:
+            pass
+        """, "correct", "last"),
+    "exit": ("os._exit(3)", "correct", "last"),
+    "segfault": ("import ctypes\nctypes.string_at(0)", "correct", "last"),
+    "kill-everything": ("import signal\nos.kill(-1, signal.SIGKILL)", "correct", "last"),
+    "stderr-warnings": ("""
+        import warnings
+        warnings.simplefilter("always")
+        _orig_interp = interpolate
+        def interpolate(z0, z1, steps):
+            warnings.warn("deprecated but fine", UserWarning)
+            print("noise", file=sys.stderr)
+            return _orig_interp(z0, z1, steps)
+        """, "correct", "in:interpolate"),
+}
+
+
+def build(code: str, base: str, where: str, release_nb, source_nb) -> nbformat.NotebookNode:
+    """A submission: the blank or correct notebook with ``code`` first, last, as every answer, or in one answer."""
+    nb = notebooks.fill(release_nb, source_nb) if base == "correct" else nbformat.from_dict(release_nb)
+    code = textwrap.dedent(code).strip()
+    answers = [c for c in nb.cells if notebooks.meta(c).get("solution")]
+    if where == "first":
+        nb.cells.insert(2, new_code_cell(code))
+    elif where == "last":
+        nb.cells.append(new_code_cell(code))
+    elif where == "answers":  # the answer cells themselves try the trick
+        for cell in answers:
+            cell.source = code
+    else:  # "in:<answer>": appended to one answer cell
+        cell = next(c for c in answers if notebooks.meta(c)["grade_id"] == where.split(":")[1])
+        cell.source += "\n" + code
+    return nb
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Hashes of the course files a submission must not change."""
+    paths = [root / "nbgrader_config.py", root / "canary-course.txt", root / "source" / "canary.txt",
+             *sorted((root / "source").rglob("*.ipynb")), *sorted((root / "release").rglob("*")),
+             *sorted((root / "assignments").glob("*"))]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile-course")
+    (root / "nbgrader_config.py").write_text((ROOT / "nbgrader_config.py").read_text())
+    (root / "assignments").mkdir()
+    (root / "assignments" / f"{NAME}.toml").write_text(MANIFEST)
+    (root / "source" / NAME).mkdir(parents=True)
+    nbformat.write(source_notebook(), root / "source" / NAME / f"{NAME}.ipynb")
+    release.release([NAME], root=root)
+    home_canary, tmp_canary = Path.home() / ".genlab-canary", Path("/tmp") / f"genlab-canary-{os.getpid()}.txt"
+    for path in (root / "canary-course.txt", root / "source" / "canary.txt", home_canary, tmp_canary):
+        path.write_text(SECRET)
+
+    release_nb = notebooks.read(root / "release" / NAME / f"{NAME}.ipynb")
+    source_nb = notebooks.read(root / "source" / NAME / f"{NAME}.ipynb")
+    fill = notebooks.fill
+    places = {"{root}": str(root), "{home}": str(Path.home()), "{name}": NAME}
+    subs: dict[str, nbformat.NotebookNode] = {
+        "honest-correct-1": fill(release_nb, source_nb),
+        "honest-blank": nbformat.from_dict(release_nb),
+        "honest-partial": fill(release_nb, source_nb, {"gaussian_kl": ANSWERS["gaussian_kl"][0] + "    return mu_q.sum(-1)\n"}),
+    }
+    subs["honest-correct-1"].cells[2].source = f"# my notes: {SECRET}\n" + subs["honest-correct-1"].cells[2].source
+    places["{tmp_canary}"] = str(tmp_canary)
+    for kind, (code, base, where) in ATTACKS.items():
+        for key, value in places.items():
+            code = code.replace(key, value)
+        subs[kind] = build(code, base, where, release_nb, source_nb)
+    subs["honest-correct-2"] = fill(release_nb, source_nb)
+    for student, nb in subs.items():
+        folder = root / "submitted" / student / NAME
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{NAME}.ipynb")
+    # links planted in a submission folder itself
+    links = root / "submitted" / "linked-files" / NAME
+    links.mkdir(parents=True)
+    nbformat.write(fill(release_nb, source_nb), links / f"{NAME}.ipynb")
+    os.symlink(root / "source" / NAME / f"{NAME}.ipynb", links / "solutions.ipynb")
+    os.symlink("/etc", links / "etc")
+    os.link(root / "canary-course.txt", links / "hardlink.txt")
+    os.mkfifo(links / "pipe")
+
+    before = fingerprint(root)
+    os.environ["GENLAB_CANARY"] = ENV_SECRET
+    try:
+        results = {r.student: r for r in grade.grade(NAME, jobs=2, root=root)}
+    finally:
+        del os.environ["GENLAB_CANARY"]
+    yield root, results, before, home_canary, tmp_canary
+    home_canary.unlink(missing_ok=True)
+    tmp_canary.unlink(missing_ok=True)
+
+
+def scores(root: Path) -> dict[str, float]:
+    with Gradebook(gradebook_url(root)) as gb:
+        out = {}
+        for sub in gb.assignment_submissions(NAME):
+            out[sub.student.id] = sum(g.score for nb in sub.notebooks for g in nb.grades if g.cell.cell_type == "code")
+        return out
+
+
+def test_the_batch_finishes_with_a_result_for_everyone(batch):
+    root, results, *_ = batch
+    assert set(results) == set(ATTACKS) | {"honest-correct-1", "honest-correct-2", "honest-blank", "honest-partial",
+                                           "linked-files"}
+    assert all(r.error is None for r in results.values()), {s: r.error for s, r in results.items() if r.error}
+
+
+def test_honest_submissions_keep_every_point(batch):
+    got = scores(batch[0])
+    assert got["honest-correct-1"] == got["honest-correct-2"] == 10
+    assert got["honest-blank"] == 0
+    assert got["honest-partial"] == 5
+    assert got["linked-files"] == 10  # graded, its links removed at intake
+
+
+def test_no_attack_gains_a_point(batch):
+    got = scores(batch[0])
+    for kind, (_, base, where) in ATTACKS.items():
+        honest = 10 if base == "correct" else 0
+        assert got[kind] <= honest, f"{kind} scored {got[kind]} (honest: {honest})"
+    # attacks placed after the tests keep what they earned before; a timed-out cell fails alone
+    for kind in ("fork-bomb", "memory-bomb-forked", "disk-fill", "huge-text-output", "huge-html-output",
+                 "many-images", "endless-cell", "endless-ignoring-interrupts", "exit", "segfault",
+                 "kill-everything", "stderr-warnings"):
+        assert got[kind] == 10, f"{kind}: {got[kind]} (the attack came after the tests)"
+
+
+def test_no_canary_reaches_outputs_feedback_or_grades(batch):
+    root, *_ = batch
+    texts = {p: p.read_text(errors="replace") for p in [*root.glob("autograded/*/*/*.ipynb"), *root.glob("feedback/*/*/*"),
+                                                         root / "grades.csv"] if p.is_file()}
+    assert len([p for p in texts if p.suffix == ".html"]) >= len(ATTACKS)
+    for path, text in texts.items():
+        if "honest-correct-1" in str(path):
+            continue  # the canary is that student's own text
+        assert SECRET not in text, f"{path} holds a canary"
+        assert ENV_SECRET not in text, f"{path} holds the grader's environment"
+    for path in root.glob("feedback/linked-files/*/*"):
+        assert path.suffix in (".html",), f"feedback copied {path.name}"
+
+
+def test_the_course_is_unchanged_and_nothing_is_left_running(batch):
+    root, _, before, home_canary, tmp_canary = batch
+    assert fingerprint(root) == before
+    assert home_canary.read_text() == SECRET and tmp_canary.read_text() == SECRET
+    assert not Path("/tmp/genlab-pwned").exists()
+    left = [p for p in Path("/proc").glob("[0-9]*") if _uid(p) >= sandbox.UID_BASE]
+    assert not left, f"processes of sandboxed submissions are still running: {left}"
+
+
+def test_feedback_explains_what_stopped_a_kernel(batch):
+    root, *_ = batch
+    page = (root / "feedback" / "endless-cell" / NAME / f"{NAME}.html").read_text()
+    assert "CellTimeoutError" in page or "Timeout" in page
+    page = (root / "feedback" / "exit" / NAME / f"{NAME}.html").read_text()
+    assert "KernelDied" in page or "kernel died" in page
+
+
+def _uid(proc: Path) -> int:
+    try:
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1

@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
 import math
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ __all__ = [
     "make_model",
     "make_plan",
     "one_cycle",
+    "split_halves",
     "train_classifier",
     "worst_of_restarts",
     "main",
@@ -72,73 +72,73 @@ Step = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], Any]
 class Plan:
     """Everything a profile decides: data sizes, the network, epochs, attack budgets.
 
-    Budgets are in pixel units (images in [0, 1]); ``pgd_train_*`` is the attack of PGD training,
-    ``pgd_eval_*`` the one of the table, ``curve_*`` the PGD measured after every epoch of the
-    FGSM-trained models, ``rs_alpha`` the step of FGSM with a random start.
+    The names are those of the notebook's sizes cell (lower case); a test checks that both agree.
+    Budgets are in pixel units (images in [0, 1]); ``eps_sweep`` is in grey levels (1/255).
+    ``epochs`` is for the standard, augmented, A and B models, ``adv_epochs`` for FGSM loss, FGSM and
+    FGSM-RS training, ``pgd_epochs`` for PGD training.
     """
 
     profile: str
+    grading: bool
     n_train: int | None  # None: the whole training set
     n_test: int | None
-    n_attack: int  # test examples every attack is evaluated on
+    n_attack: int  # test examples every attack is measured on
     blocks: tuple[int, int, int, int]
     width: int
-    batch_size: int
+    batch: int
     lr_max: float
-    epochs: Mapping[str, int]
-    eps: float = 8 / 255
-    eps_sweep: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
-    fgsm_alpha: float = 0.5
-    pgd_train_steps: int = 7
-    pgd_train_alpha: float = 2 / 255
-    pgd_eval_steps: int = 20
-    pgd_eval_alpha: float = 2 / 255
-    rs_alpha: float = 10 / 255
-    restarts: int = 10
-    curve_examples: int = 1000
-    curve_steps: int = 10
-    weight_decay: float = 5e-4
-    notes: tuple[str, ...] = field(default=())
+    epochs: int
+    adv_epochs: int
+    pgd_epochs: int
+    eps: float
+    eps_sweep: tuple[int, ...]
+    alpha_loss: float
+    pgd_train_steps: int
+    pgd_train_alpha: float
+    pgd_steps: int
+    pgd_alpha: float
+    rs_alpha: float
+    restarts: int
+    n_curve: int
+    curve_steps: int
 
     @property
     def model_name(self) -> str:
-        depth = 2 + 2 * sum(self.blocks)
-        return f"ResNet-{depth}" + ("" if self.width == 64 else f", width {self.width}")
+        depth = 2 + 2 * sum(self.blocks)  # stem and head, two convolutions per basic block
+        return f"ResNet-{depth}" + ("" if self.width == 64 else f" of width {self.width}")
 
 
-def make_plan(profile: str | None = None, *, grading: bool = False) -> Plan:
-    """The plan of ``profile`` (default: ``genlab.profile()``); ``grading`` shrinks it to the minimum."""
-    prof = genlab.profile()
-    profile = profile or prof.name
-    grading = grading or prof.grading
-    if profile == "full":
-        return Plan(
-            profile="full", n_train=None, n_test=None, n_attack=10_000, blocks=(2, 2, 2, 2), width=64,
-            batch_size=128, lr_max=0.2,
-            epochs={"standard": 30, "augmented": 30, "half": 30, "fgsm_loss": 15, "pgd": 15, "fgsm_rs": 15},
-            notes=("CIFAR-10, all 50 000 training and 10 000 test images; ResNet-18 (width 64)",
-                   "one-cycle SGD (Nesterov momentum 0.9, weight decay 5e-4, peak learning rate 0.2), batches of 128",
-                   "PGD training: 7 steps of 2/255; the table's PGD: 20 steps of 2/255; eps = 8/255 throughout",
-                   "FGSM with a random start: step 10/255 (1.25 eps), as Wong et al. 2020"),
-        )
-    if profile != "smoke":
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
-    if grading:
-        return Plan(
-            profile="smoke", n_train=128, n_test=64, n_attack=64, blocks=(1, 1, 1, 1), width=4, batch_size=64,
-            lr_max=0.05, epochs={k: 1 for k in ("standard", "augmented", "half", "fgsm_loss", "pgd", "fgsm_rs")},
-            eps_sweep=(0.0, 8 / 255), pgd_train_steps=1, pgd_eval_steps=2, restarts=2, curve_examples=64,
-            curve_steps=2, notes=("grading run: the minimum that the later cells need",),
-        )
+def make_plan(profile: str | None = None, *, grading: bool | None = None) -> Plan:
+    """The plan of ``profile`` (default ``genlab.profile()``), shrunk to the minimum while grading."""
+    current = genlab.profile()
+    prof = genlab.Profile(name=profile or current.name, grading=current.grading if grading is None else grading)
+    if prof.name not in ("smoke", "full"):
+        raise ValueError(f"profile must be 'smoke' or 'full', got {prof.name!r}")
+    P = prof  # the notebook's name for it: the pick calls below read like the notebook's sizes cell
     return Plan(
-        profile="smoke", n_train=2048, n_test=512, n_attack=256, blocks=(1, 1, 1, 1), width=8, batch_size=64,
-        lr_max=0.05, epochs={"standard": 3, "augmented": 3, "half": 3, "fgsm_loss": 3, "pgd": 2, "fgsm_rs": 3},
-        eps_sweep=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255), pgd_train_steps=2, pgd_train_alpha=5 / 255,
-        pgd_eval_steps=5, pgd_eval_alpha=2.5 / 255, restarts=4, curve_examples=256, curve_steps=5,
-        notes=("smoke profile: the first 2048 training and 512 test images; a ResNet-10 (one block per stage) "
-               "of width 8 instead of ResNet-18 of width 64; 3-4 epochs",
-               "CIFAR-10 is replaced by Fashion-MNIST padded to 3x32x32 when absent (printed)",
-               "PGD training: 2 steps of 5/255; the table's PGD: 5 steps of 2.5/255; eps = 8/255"),
+        profile=P.name,
+        grading=P.grading,
+        n_train=P.pick(smoke=2048, full=None, grading=128),
+        n_test=P.pick(smoke=512, full=None, grading=64),
+        n_attack=P.pick(smoke=256, full=10_000, grading=64),
+        blocks=P.pick(smoke=(1, 1, 1, 1), full=(2, 2, 2, 2)),
+        width=P.pick(smoke=8, full=64, grading=4),
+        batch=P.pick(smoke=64, full=128),
+        lr_max=P.pick(smoke=0.05, full=0.2),
+        epochs=P.pick(smoke=3, full=30, grading=1),
+        adv_epochs=P.pick(smoke=3, full=15, grading=1),
+        pgd_epochs=P.pick(smoke=2, full=15, grading=1),
+        eps=8 / 255,
+        eps_sweep=P.pick(smoke=(0, 2, 4, 8, 16, 32), full=(0, 1, 2, 4, 8, 16), grading=(0, 8)),
+        alpha_loss=0.5,
+        pgd_train_steps=P.pick(smoke=2, full=7, grading=1),
+        pgd_train_alpha=P.pick(smoke=5 / 255, full=2 / 255),
+        pgd_steps=P.pick(smoke=5, full=20, grading=2),
+        pgd_alpha=P.pick(smoke=2.5 / 255, full=2 / 255),
+        rs_alpha=10 / 255,
+        restarts=P.pick(smoke=4, full=10, grading=2),
+        n_curve=P.pick(smoke=256, full=1000, grading=64),
+        curve_steps=P.pick(smoke=5, full=10, grading=2),
     )
 
 
@@ -153,6 +153,16 @@ def class_names(data: TensorData) -> tuple[str, ...]:
     if data.name == "fashion-mnist" or (data.stand_in or "").startswith("fashion-mnist"):
         return FASHION_CLASSES
     raise ValueError(f"no class names known for {data.name!r} (stand-in {data.stand_in!r})")
+
+
+def split_halves(data: TensorData) -> tuple[TensorData, TensorData]:
+    """The first and the second half of ``data`` (disjoint; the first gets the extra example of an odd count)."""
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 examples to split, got {len(data)}")
+    h = (len(data) + 1) // 2
+    first = replace(data, x=data.x[:h], y=None if data.y is None else data.y[:h])
+    second = replace(data, x=data.x[h:], y=None if data.y is None else data.y[h:])
+    return first, second
 
 
 def data_statistics(data: TensorData) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -339,3 +349,207 @@ class Table:
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(self._cell(r.get(c)) for c in self.columns) + " |" for r in self.rows]
         return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# the runner: the notebook's experiments with genlab's references
+
+
+def _git_commit() -> str:
+    """The commit of the package's code, with the package files that differ from it."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
+                                 cwd=here, capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    files = [line[3:] for line in changed if line.strip()]
+    return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
+
+
+def _machine(device: torch.device) -> str:
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}{gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
+
+
+def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
+    """Train the chapter's seven networks with genlab's references, measure them, write the tables.
+
+    Writes to ``<out>/<profile>/``: ``accuracy.{csv,md}`` (clean, FGSM and PGD accuracy of every
+    network, with training times), ``sweep.csv`` (FGSM and random signs against eps),
+    ``transfer.{csv,md}``, ``fast.{csv,md}`` (one PGD run against restarts), ``curves.csv`` (FGSM
+    and PGD accuracy after every epoch of FGSM and FGSM-RS training) and ``README.md`` (command,
+    commit, machine, plan, wall times).
+    """
+    from genlab.attacks import fgsm, pgd
+    from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
+
+    start_all = time.perf_counter()
+    device = genlab.device()
+    out_dir = Path(out) / plan.profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = load("cifar10", train=True, subset=plan.n_train, device=device)
+    test = load("cifar10", train=False, subset=plan.n_test, device=device)
+    attack_set = test.subset(plan.n_attack)
+    curve_set = test.subset(plan.n_curve)
+    CE = F.cross_entropy
+    models: dict[str, nn.Module] = {}
+    seconds: dict[str, float] = {}
+
+    def batches(data: TensorData = attack_set):
+        return data.batches(256, shuffle=False)
+
+    def fgsm_attack(eps: float):
+        return lambda m, x, y: fgsm(m, CE, x, y, eps)
+
+    def pgd_attack(eps: float, alpha: float, steps: int, random_start: bool = True):
+        return lambda m, x, y: pgd(m, CE, x, y, eps, alpha, steps, random_start=random_start)
+
+    def noise_attack(eps: float):
+        return lambda m, x, y: (x + eps * torch.randint_like(x, 0, 2).mul(2).sub(1)).clamp(0, 1)
+
+    def train_one(name: str, step: Step, data: TensorData, epochs: int, *, augmented: bool, seed: int,
+                  curve: dict[str, list[float]] | None = None) -> None:
+        genlab.seed_everything(seed)
+        model = make_model(plan, train, device)
+
+        def on_epoch_end(epoch: int, history: History) -> None:
+            curve["FGSM"].append(accuracy_under_attack(model, batches(curve_set), fgsm_attack(plan.eps)))
+            curve["PGD"].append(accuracy_under_attack(model, batches(curve_set),
+                                                      pgd_attack(plan.eps, plan.pgd_alpha, plan.curve_steps)))
+
+        t0 = time.perf_counter()
+        train_classifier(model, data, step, epochs=epochs, batch_size=plan.batch, lr_max=plan.lr_max,
+                         augmented=augmented, weight_decay=5e-4, desc=name,
+                         on_epoch_end=on_epoch_end if curve is not None else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds[name] = time.perf_counter() - t0
+        models[name] = model.eval()
+        print(f"{name}: {seconds[name]:.1f} s", flush=True)
+
+    def standard_step(model, batch):
+        return CE(model(batch[0]), batch[1])
+
+    def fgsm_loss_step(model, batch):
+        return fgsm_loss(model, CE, batch[0], batch[1], plan.eps, plan.alpha_loss, attack=fgsm)
+
+    def pgd_batch_step(model, batch):
+        images, labels = adversarial_batch(model, batch[0], batch[1],
+                                           pgd_attack(plan.eps, plan.pgd_train_alpha, plan.pgd_train_steps))
+        return CE(model(images), labels)
+
+    def fgsm_step(model, batch):
+        return CE(model(fgsm(model, CE, batch[0], batch[1], plan.eps)), batch[1])
+
+    def fgsm_rs_step(model, batch):
+        return fgsm_rs_loss(model, CE, batch[0], batch[1], plan.eps, plan.rs_alpha, attack=pgd)
+
+    half_a, half_b = split_halves(train)
+    curves: dict[str, dict[str, list[float]]] = {"FGSM": {"FGSM": [], "PGD": []}, "FGSM-RS": {"FGSM": [], "PGD": []}}
+    train_one("standard", standard_step, train, plan.epochs, augmented=False, seed=0)
+    train_one("augmented", standard_step, train, plan.epochs, augmented=True, seed=0)
+    train_one("A", standard_step, half_a, plan.epochs, augmented=False, seed=10)
+    train_one("B", standard_step, half_b, plan.epochs, augmented=False, seed=11)
+    train_one("FGSM loss", fgsm_loss_step, train, plan.adv_epochs, augmented=True, seed=0)
+    train_one("PGD batches", pgd_batch_step, train, plan.pgd_epochs, augmented=True, seed=0)
+    train_one("FGSM", fgsm_step, train, plan.adv_epochs, augmented=True, seed=20, curve=curves["FGSM"])
+    train_one("FGSM-RS", fgsm_rs_step, train, plan.adv_epochs, augmented=True, seed=20, curve=curves["FGSM-RS"])
+
+    t0 = time.perf_counter()
+    genlab.seed_everything(1)
+    sweep_rows = []
+    for k in plan.eps_sweep:
+        sweep_rows.append({
+            "eps (1/255)": k,
+            "standard, FGSM": accuracy_under_attack(models["standard"], batches(), fgsm_attack(k / 255)),
+            "augmented, FGSM": accuracy_under_attack(models["augmented"], batches(), fgsm_attack(k / 255)),
+            "standard, random signs": accuracy_under_attack(models["standard"], batches(), noise_attack(k / 255)),
+        })
+    Table(sweep_rows).to_csv(out_dir / "sweep.csv")
+
+    transfer_rows = [{"attack": "none (clean)",
+                      **{f"accuracy of {t}": accuracy_under_attack(models[t], batches()) for t in ("A", "B")}}]
+    for k in (8, 16):
+        for source in ("A", "B"):
+            adversarial = [(fgsm(models[source], CE, x, y, k / 255), y) for x, y in batches()]
+            transfer_rows.append({"attack": f"FGSM {k}/255 built on {source}",
+                                  **{f"accuracy of {t}": accuracy_under_attack(models[t], adversarial) for t in ("A", "B")}})
+    _write(Table(transfer_rows, title="Transfer between networks trained on the two halves"), out_dir / "transfer")
+
+    genlab.seed_everything(2)
+    rows = []
+    for name in ("standard", "augmented", "FGSM loss", "PGD batches", "FGSM", "FGSM-RS"):
+        model = models[name]
+        rows.append({
+            "model": name,
+            "clean": accuracy_under_attack(model, batches()),
+            "FGSM": accuracy_under_attack(model, batches(), fgsm_attack(plan.eps)),
+            f"PGD-{plan.pgd_steps}": accuracy_under_attack(model, batches(), pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)),
+            "training time (s)": f"{seconds[name]:.1f}",
+        })
+    _write(Table(rows, title=f"Accuracy at eps = 8/255 on {len(attack_set)} test images"), out_dir / "accuracy")
+
+    genlab.seed_everything(3)
+    fast_rows = []
+    for name in ("PGD batches", "FGSM-RS"):
+        single = pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)
+        fast_rows.append({
+            "model": name,
+            "clean": accuracy_under_attack(models[name], batches()),
+            f"PGD-{plan.pgd_steps}, one run": accuracy_under_attack(models[name], batches(), single),
+            f"PGD-{plan.pgd_steps}, {plan.restarts} restarts": accuracy_under_attack(
+                models[name], batches(), worst_of_restarts(single, plan.restarts)),
+        })
+    _write(Table(fast_rows, title="One PGD run against restarts"), out_dir / "fast")
+    curve_rows = [{"model": name, "epoch": e + 1, "FGSM": c["FGSM"][e], f"PGD-{plan.curve_steps}": c["PGD"][e]}
+                  for name, c in curves.items() for e in range(len(c["FGSM"]))]
+    Table(curve_rows).to_csv(out_dir / "curves.csv")
+    seconds["evaluation"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - start_all
+
+    lines = [f"# Results of the {plan.profile} profile", "",
+             f"- command: `python -m genlab.experiments.adversarial {' '.join(argv)}`".replace("  ", " "),
+             f"- commit: {_git_commit()}",
+             f"- machine: {_machine(device)}",
+             f"- data: {train.stand_in or 'CIFAR-10'}; {len(train)} training images, {len(attack_set)} attacked test images",
+             f"- network: {plan.model_name}; plan: " + ", ".join(
+                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(plan).items()
+                 if k not in ("profile", "grading")),
+             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+             "", "## Accuracy at eps = 8/255", "", Table(rows).to_markdown(),
+             "", "## Transfer (FGSM built on one network, shown to both)", "", Table(transfer_rows).to_markdown(),
+             "", "## One PGD run against restarts", "", Table(fast_rows).to_markdown(), ""]
+    (out_dir / "README.md").write_text("\n".join(lines))
+    print(f"tables in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
+    return out_dir
+
+
+def _write(table: Table, stem: Path) -> None:
+    table.to_csv(stem.with_suffix(".csv"))
+    stem.with_suffix(".md").write_text((f"{table.title}\n\n" if table.title else "") + table.to_markdown() + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m genlab.experiments.adversarial",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=("smoke", "full"), default=genlab.profile().name)
+    parser.add_argument("--out", default="results/adversarial")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: 1 on a CPU in the smoke profile, torch's default otherwise)")
+    args = parser.parse_args(argv)
+    os.environ["GENLAB_PROFILE"] = args.profile  # the data's stand-in rule follows the profile
+    threads = args.threads or (1 if genlab.device().type == "cpu" and args.profile == "smoke" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    run(make_plan(args.profile, grading=False), args.out, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Unit tests of genlab.theory and genlab.losses.bits_per_dim (chapter vae_theory), and of the chapter's
+"""Unit tests of genlab.theory, genlab.exact_models and genlab.losses.bits_per_dim (chapter vae_theory), and of the chapter's
 hidden-test checks run in-process: the reference passes, correct answers written in other styles
 pass, and each typical mistake fails with a message that points at the fix."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from autograder import probing
 from autograder.checks import vae_theory as checks
-from genlab import theory
+from genlab import exact_models, theory
 from genlab.losses import bits_per_dim, gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
@@ -21,8 +21,8 @@ def _seed():
     torch.manual_seed(0)
 
 
-def _model(d: int = 3, m: int = 5, seed: int = 0) -> theory.LinearGaussian:
-    return theory.LinearGaussian.random(d, m, generator=torch.Generator().manual_seed(seed))
+def _model(d: int = 3, m: int = 5, seed: int = 0) -> exact_models.LinearGaussian:
+    return exact_models.LinearGaussian.random(d, m, generator=torch.Generator().manual_seed(seed))
 
 
 # ============================================================================= genlab.theory
@@ -215,7 +215,7 @@ def test_linear_gaussian_identities():
 
 
 def test_linear_gaussian_evidence_by_quadrature_in_one_dimension():
-    model = theory.LinearGaussian(torch.tensor([[1.5], [-0.5]], dtype=torch.float64),
+    model = exact_models.LinearGaussian(torch.tensor([[1.5], [-0.5]], dtype=torch.float64),
                                   torch.tensor([0.3, 0.1], dtype=torch.float64), 0.7)
     x = torch.tensor([1.0, -0.2], dtype=torch.float64)
     grid = torch.linspace(-10, 10, 200_001, dtype=torch.float64).unsqueeze(-1)
@@ -226,12 +226,12 @@ def test_linear_gaussian_evidence_by_quadrature_in_one_dimension():
 
 def test_linear_gaussian_checks_its_arguments():
     with pytest.raises(ValueError, match="bias must have shape"):
-        theory.LinearGaussian(torch.zeros(3, 2), torch.zeros(2), 1.0)
+        exact_models.LinearGaussian(torch.zeros(3, 2), torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="noise_std must be a positive number"):
-        theory.LinearGaussian(torch.zeros(3, 2), torch.zeros(3), -1.0)
+        exact_models.LinearGaussian(torch.zeros(3, 2), torch.zeros(3), -1.0)
     with pytest.raises(ValueError, match="latent_dim <= data_dim"):
-        theory.LinearGaussian.random(5, 3)
-    skew = theory.LinearGaussian(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.zeros(2), 1.0)
+        exact_models.LinearGaussian.random(5, 3)
+    skew = exact_models.LinearGaussian(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="columns of weight are orthogonal"):
         skew.posterior(torch.zeros(2))
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., M = 5\)"):
@@ -241,18 +241,18 @@ def test_linear_gaussian_checks_its_arguments():
 def test_pixel_histograms_and_log_likelihood():
     images = torch.randint(0, 4, (30, 1, 2, 3), dtype=torch.uint8)
     labels = torch.arange(30) % 3
-    probs = theory.pixel_histograms(images, levels=4)
+    probs = exact_models.pixel_histograms(images, levels=4)
     assert probs.shape == (6, 4) and torch.allclose(probs.sum(-1), torch.ones(6, dtype=torch.float64))
-    by_class = theory.pixel_histograms(images, labels, num_classes=3, levels=4, pseudo_count=0.5)
+    by_class = exact_models.pixel_histograms(images, labels, num_classes=3, levels=4, pseudo_count=0.5)
     assert by_class.shape == (3, 6, 4)
-    ll = theory.pixel_log_likelihood(by_class, images[:5])
+    ll = exact_models.pixel_log_likelihood(by_class, images[:5])
     assert ll.shape == (3, 5)
     manual = sum(math.log(by_class[1, m, int(v)]) for m, v in enumerate(images[2].flatten()))
     assert math.isclose(float(ll[1, 2]), manual, rel_tol=1e-12)
     with pytest.raises(ValueError, match=r"images must hold values in \[0, 4\)"):
-        theory.pixel_histograms(images + 4, levels=4)
+        exact_models.pixel_histograms(images + 4, levels=4)
     with pytest.raises(ValueError, match="probs must be"):
-        theory.pixel_log_likelihood(probs, torch.zeros(2, 7, dtype=torch.long))
+        exact_models.pixel_log_likelihood(probs, torch.zeros(2, 7, dtype=torch.long))
 
 
 def test_bits_per_dim():
@@ -435,6 +435,43 @@ def is_with_distributions(log_px_given_z, mu, logstd, eps):
     return torch.logsumexp(log_w, 0) - math.log(len(eps))
 
 
+def weights_via_z(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    return log_px_given_z(z) + _log_normal(z, torch.zeros_like(z), torch.zeros_like(z)) - _log_normal(z, mu, logstd)
+
+
+def weights_without_constants(log_px_given_z, mu, logstd, eps):
+    z = mu + logstd.exp() * eps
+    return log_px_given_z(z) - 0.5 * (z**2).sum(-1) + (0.5 * eps**2 + logstd).sum(-1)
+
+
+def weights_q_over_p(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    return log_px_given_z(z) - _log_normal(z, 0 * z, 0 * z) + _log_normal(z, mu, logstd)
+
+
+def weights_without_prior(log_px_given_z, mu, logstd, eps):
+    z = mu + torch.exp(logstd) * eps
+    return log_px_given_z(z) - _log_normal(z, mu, logstd)
+
+
+@pytest.mark.parametrize("fn", [theory.log_importance_weights, weights_via_z, weights_without_constants])
+def test_check_log_importance_weights_passes_correct_answers(fn):
+    _passes(checks.probe_log_importance_weights, fn)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (weights_q_over_p, "weights are upside down"),
+    (weights_without_prior, "the prior log p\\(z\\) is missing"),
+])
+def test_check_log_importance_weights_fails_wrong_answers(fn, match):
+    _fails(checks.probe_log_importance_weights, fn, match)
+
+
+def is_without_log_l(log_px_given_z, mu, logstd, eps):
+    return torch.logsumexp(weights_via_z(log_px_given_z, mu, logstd, eps), 0)
+
+
 @pytest.mark.parametrize("fn", [theory.importance_log_likelihood, is_via_z, is_without_constants])
 def test_check_importance_passes_correct_answers(fn):
     _passes(checks.probe_importance_log_likelihood, fn)
@@ -444,6 +481,7 @@ def test_check_importance_passes_correct_answers(fn):
     (is_weights_q_over_p, "weights are upside down: w = p\\(z\\) / q\\(z \\| x\\)"),
     (is_mean_of_log_weights, "mean of the log-weights \\(the ELBO\\)"),
     (is_with_distributions, "torch.distributions is not available"),
+    (is_without_log_l, "log of the SUM of the weights: subtract log L"),
 ])
 def test_check_importance_fails_wrong_answers(fn, match):
     _fails(checks.probe_importance_log_likelihood, fn, match)

@@ -614,3 +614,28 @@ def test_default_device_is_caught_when_the_kernel_has_another(monkeypatch):
     payload["records"]["device"] = "cuda"
     problem = check.verify(payload, seed=5)
     assert problem is not None and "create them with device=device" in problem
+
+
+# ============================================================================= the manifest's mistakes, in-process
+
+NOTEBOOK_NAMES = {
+    "math": math, "np": np, "norm": norm, "torch": torch, "F": F, "nn": nn,
+}
+
+
+def _manifest_mistakes():
+    from autograder import manifest
+
+    return manifest.load("conv_vae").mistakes
+
+
+@pytest.mark.parametrize("mistake", _manifest_mistakes(), ids=lambda m: m.name)
+def test_manifest_mistakes_fail_their_checks(mistake):
+    """Each [[mistakes]] entry, run as the notebook would define it, fails the probe of its test cell."""
+    namespace = dict(NOTEBOOK_NAMES)
+    exec(compile(mistake.code, mistake.name, "exec"), namespace)
+    (test_cell,) = mistake.fails
+    check = probing.checks_of(checks)[f"probe_{test_cell[len('test_'):]}"]
+    with pytest.raises(probing.Failed):
+        check(namespace[mistake.cell if mistake.cell not in ("conv_encoder", "conv_decoder") else
+                        {"conv_encoder": "ConvEncoder", "conv_decoder": "ConvDecoder"}[mistake.cell]])

@@ -226,3 +226,108 @@ def test_pgd_arguments():
     with pytest.raises(ValueError, match="norm"):
         pgd(model, loss, x, y, eps=0.1, alpha=0.1, steps=3, norm="1")
     assert math.isclose(float((pgd(model, loss, x, y, 0.1, 0.5, 1, norm="inf") - x).abs().max()), 0.1)
+
+
+# ------------------------------------------------------------------- FGSM and PGD: modes, and torchattacks
+
+
+def batchnorm_classifier(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), nn.Linear(64, 4))
+    return net
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_attacks_take_gradients_in_eval_mode_and_restore_every_mode(attack):
+    net = batchnorm_classifier()
+    net.train()
+    net[5].eval()  # a frozen BatchNorm inside a training model keeps its own mode
+    modes = [m.training for m in net.modules()]
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    x, y = torch.rand(6, 1, 12, 12, generator=gen(5)), torch.tensor([0, 1, 2, 3, 0, 1])
+    if attack == "fgsm":
+        adv = fgsm(net, nn.functional.cross_entropy, x, y, 0.1)
+    else:
+        adv = pgd(net, nn.functional.cross_entropy, x, y, 0.1, 0.03, 5, generator=gen(6))
+    assert [m.training for m in net.modules()] == modes
+    assert all(torch.equal(buffers[k], v) for k, v in net.named_buffers())
+    assert all(p.grad is None for p in net.parameters())
+    # the same as attacking the model in eval mode
+    net.eval()
+    if attack == "fgsm":
+        assert torch.equal(adv, fgsm(net, nn.functional.cross_entropy, x, y, 0.1))
+    else:
+        assert torch.equal(adv, pgd(net, nn.functional.cross_entropy, x, y, 0.1, 0.03, 5, generator=gen(6)))
+
+
+def test_pgd_stays_in_the_ball_around_the_original_image():
+    """Many steps of a step size close to eps: a projection around the last iterate would drift away."""
+    net = batchnorm_classifier(1).eval()
+    x, y = torch.rand(8, 1, 12, 12, generator=gen(7)), torch.randint(0, 4, (8,), generator=gen(8))
+    adv = pgd(net, nn.functional.cross_entropy, x, y, eps=0.05, alpha=0.04, steps=20, generator=gen(9))
+    assert float((adv - x).abs().max()) <= 0.05 + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1 and not adv.requires_grad
+
+
+def test_fgsm_and_pgd_validate_their_arguments():
+    net = batchnorm_classifier()
+    x, y = torch.rand(2, 1, 12, 12), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="eps"):
+        fgsm(net, nn.functional.cross_entropy, x, y, -0.1)
+    for kwargs in ({"eps": -1.0}, {"alpha": -1.0}, {"steps": -1}):
+        args = {"eps": 0.1, "alpha": 0.01, "steps": 2, **kwargs}
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            pgd(net, nn.functional.cross_entropy, x, y, **args)
+
+
+@pytest.fixture(scope="module")
+def trained_classifier():
+    """A small BatchNorm CNN trained on a task it can learn: which quadrant of the image is brightest."""
+    g = gen(11)
+    x = torch.rand(2500, 1, 12, 12, generator=g)
+    y = nn.functional.avg_pool2d(x, 6).flatten(1).argmax(1)
+    net = batchnorm_classifier(2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net.train()
+    for _ in range(2):
+        for i in range(0, 1500, 50):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(x[i:i + 50]), y[i:i + 50]).backward()
+            optimizer.step()
+    net.eval()
+    return net, x[1500:], y[1500:]
+
+
+def _accuracy(net, x, y):
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).float().mean())
+
+
+def test_fgsm_agrees_with_torchattacks(trained_classifier):
+    """Same model, same inputs, eps = 8/255: the same adversarial images, so the same robust accuracy."""
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = trained_classifier
+    assert _accuracy(net, x, y) > 0.6  # the task was learnt: robust accuracy means something
+    ours = fgsm(net, nn.functional.cross_entropy, x, y, 8 / 255)
+    theirs = torchattacks.FGSM(net, eps=8 / 255)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert _accuracy(net, ours, y) == _accuracy(net, theirs, y) < _accuracy(net, x, y) - 0.1
+
+
+def test_pgd_agrees_with_torchattacks(trained_classifier):
+    """PGD-10 (eps 8/255, step 2/255): identical without a random start; with random starts (drawn
+    differently by the two libraries) the robust accuracies agree within 2 percentage points."""
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = trained_classifier
+    ours = pgd(net, nn.functional.cross_entropy, x, y, 8 / 255, 2 / 255, 10, random_start=False)
+    theirs = torchattacks.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert _accuracy(net, ours, y) == _accuracy(net, theirs, y)
+    torch.manual_seed(12)
+    ours = pgd(net, nn.functional.cross_entropy, x, y, 8 / 255, 2 / 255, 10, random_start=True)
+    torch.manual_seed(13)
+    theirs = torchattacks.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)(x, y)
+    assert abs(_accuracy(net, ours, y) - _accuracy(net, theirs, y)) <= 0.02
+    assert _accuracy(net, ours, y) < _accuracy(net, fgsm(net, nn.functional.cross_entropy, x, y, 8 / 255), y) + 0.01

@@ -671,3 +671,23 @@ def test_probe_records_fit_the_payload_limit():
     payload = checks.probe_pgd.run(pgd, seed=1)
     assert payload["crash"] is None
     assert len(probing.encode(payload)) < probing.MAX_RECORD_BYTES / 100
+
+
+def _all_mistakes() -> list[dict]:
+    import tomllib
+
+    data = tomllib.loads((ROOT / "assignments" / "adversarial.toml").read_text())
+    return data["mistakes"] + data.get("more_mistakes", [])
+
+
+def test_every_manifest_mistake_fails_its_hidden_test_in_process():
+    """A quick stand-in for the pipeline test: each mistake of the manifest, run as the cell would define it."""
+    mistakes = _all_mistakes()
+    assert len(mistakes) == 11 and len({m["name"] for m in mistakes}) == 11
+    for mistake in mistakes:
+        namespace = {"torch": torch, "nn": nn, "F": F, "fgsm": fgsm}
+        exec(mistake["code"], namespace)
+        wrong = namespace[mistake["cell"]]
+        assert mistake["fails"] == [f"test_{mistake['cell']}"]
+        with pytest.raises(probing.Failed):
+            getattr(checks, f"probe_{mistake['cell']}")(wrong)

@@ -9,14 +9,15 @@ The standard commands work unchanged from here:
 from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput,
-                                    SaveAutoGrades)
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, GetGrades,
+                                    IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
 from autograder import linkguard
 from autograder.course import gradebook_url
 from autograder.export import GradesExport
 from autograder.feedback import SanitizeErrors
-from autograder.preprocessors import GradeExecute, VerifyProbes
+from autograder.preprocessors import GradeExecute, OverwriteCells, VerifyProbes
+from autograder.preprocessors.recordgraded import RecordGraded  # last: "graded" only once the scores are saved
 
 here = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
@@ -47,11 +48,14 @@ c.ExportApp.plugin_class = GradesExport
 # Hidden tests hold only check calls; their tracebacks would show the checks' code.
 c.GenerateFeedback.preprocessors = [GetGrades, SanitizeErrors, CSSHTMLHeaderPreprocessor]
 
+# Locked cells come back from the gradebook; warn only about real changes, not removed hidden tests.
+c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+
 # Execution and verdicts: the kernel runs in a jail (autograder/sandbox.py) and only probes; the
 # verdict of every hidden test is decided here, outside it (autograder/preprocessors/).
 c.Autograde.autograde_preprocessors = [
     GradeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, VerifyProbes,
-    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata, RecordGraded,
 ]
 # A generous per-cell limit; each assignment's manifest sets its own (and the whole run's).
 c.Execute.timeout = 600

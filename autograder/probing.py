@@ -241,6 +241,9 @@ class Trial:
             return fn(*args, **kwargs)
         try:
             return fn(*args, **kwargs)
+        except NotImplementedError as exc:
+            raise _Crash(f"{what} raised NotImplementedError{': ' + str(exc)[:300] if str(exc) else ''} "
+                         "(is the exercise written yet?)") from None
         except Exception as exc:  # the student's code may raise anything
             raise _Crash(f"{what} raised {type(exc).__name__}: {str(exc)[:500]}") from None
 

@@ -143,16 +143,15 @@ class Cgroup:
             time.sleep(0.05)
 
     def out_of_memory(self) -> bool:
-        """Whether the kernel of this group hit its memory limit."""
+        """Whether the kernel's memory cgroup killed a process of this submission."""
         for folder in self.folders:
-            for name, key in (("memory.events", "oom_kill"), ("memory.failcnt", None)):
-                path = folder / name
-                if path.exists():
-                    text = path.read_text()
-                    if key is None and text.strip() not in ("", "0"):
-                        return True
-                    if key and any(line.split()[:1] == [key] and line.split()[1] != "0" for line in text.splitlines()):
-                        return True
+            for name in ("memory.events", "memory.oom_control"):  # v2, v1: an "oom_kill <count>" line
+                try:
+                    lines = (folder / name).read_text().splitlines()
+                except OSError:
+                    continue
+                if any(line.split()[:1] == ["oom_kill"] and line.split()[1] != "0" for line in lines):
+                    return True
         return False
 
     def close(self) -> None:

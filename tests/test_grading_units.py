@@ -125,3 +125,11 @@ def test_feedback_keeps_cell_frames_and_drops_module_frames():
     ]
     out = feedback.sanitize_traceback(tb, "AssertionError", "f(1) should be 2")
     assert out == [tb[1], "AssertionError: f(1) should be 2"]
+
+
+def test_released_form_is_what_the_student_sees_of_a_test_cell():
+    from autograder.preprocessors.overwritecells import released_form
+
+    source = "assert f(0) == 0\n### BEGIN HIDDEN TESTS\nprobe_f(f)\n### END HIDDEN TESTS\n"
+    assert released_form(source) == "assert f(0) == 0"
+    assert released_form("x = 1\n") == "x = 1"

@@ -373,7 +373,11 @@ def test_feedback_explains_what_stopped_a_kernel(batch):
     page = (root / "feedback" / "endless-cell" / NAME / f"{NAME}.html").read_text()
     assert "CellTimeoutError" in page or "Timeout" in page
     page = (root / "feedback" / "exit" / NAME / f"{NAME}.html").read_text()
-    assert "KernelDied" in page or "kernel died" in page
+    assert "KernelDied" in page and "kernel died" in page
+    graded = (root / "autograded" / "memory-bomb-forked" / NAME / f"{NAME}.ipynb").read_text()
+    assert "more than 1536 MB of memory" in graded
+    graded = (root / "autograded" / "endless-ignoring-interrupts" / NAME / f"{NAME}.ipynb").read_text()
+    assert "did not stop when interrupted" in graded
 
 
 def _uid(proc: Path) -> int:
@@ -384,3 +388,17 @@ def _uid(proc: Path) -> int:
     except OSError:
         pass
     return -1
+
+
+def test_a_kernel_that_never_starts_leaves_the_submission_ungraded_not_zero(batch):
+    root = batch[0]
+    folder = root / "submitted" / "unlucky" / NAME
+    folder.mkdir(parents=True)
+    nbformat.write(notebooks.read(root / "submitted" / "honest-correct-2" / NAME / f"{NAME}.ipynb"), folder / f"{NAME}.ipynb")
+    proc = release.nbgrader("autograde", NAME, "--student", "unlucky", "--force", "--Execute.kernel_name=no-such-kernel",
+                            "--GradeExecute.start_attempts=2", root=root, check=False)
+    assert proc.returncode != 0 and "did not start" in proc.stdout + proc.stderr
+    release.nbgrader("export", root=root)
+    rows = {line.split(",")[3]: line.split(",") for line in (root / "grades.csv").read_text().splitlines()[1:]}
+    assert rows["unlucky"][9] == "" and rows["unlucky"][11] == "ungraded" and "did not start" in rows["unlucky"][12]
+    assert rows["honest-correct-2"][11] == "graded"

@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -97,7 +98,7 @@ class GradeExecute(Execute):
 
     def _kernel_env(self, jail: sandbox.Jail, seed: int, site: Path) -> dict[str, str]:
         env = {
-            "PATH": os.pathsep.join([str(Path(os.sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": "/tmp" if jail.sandboxed else str(jail.scratch),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(site),
@@ -150,6 +151,10 @@ class GradeExecute(Execute):
             resources["metadata"]["path"] = str(jail.scratch)
             try:
                 self._run(nb, resources, jail, env, read_only, m, cell_timeout, notes)
+            except GradingFailure as exc:
+                resources["metadata"]["path"] = path
+                status.mark(self, resources, "ungraded", str(exc))
+                raise
             finally:
                 resources["metadata"]["path"] = path
             payloads = read_probes(jail.scratch / PROBES)
@@ -195,9 +200,8 @@ class GradeExecute(Execute):
             with stack:
                 self._cells(nb, resources, jail, m, cell_timeout, notes)
             return
-        reason = f"the kernel did not start ({type(last).__name__}: {last})"
-        status.mark(self, resources, "ungraded", reason)
-        raise GradingFailure(f"{reason}; the submission was left ungraded, grade it again later")
+        raise GradingFailure(f"the kernel did not start ({type(last).__name__}: {last}); the submission was left "
+                             "ungraded, grade it again later")
 
     def _cells(self, nb, resources, jail, m, cell_timeout: int, notes: list[str]) -> None:
         deadline = time.monotonic() + (m.time_limit_s if m else 3600)

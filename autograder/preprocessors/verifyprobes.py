@@ -72,6 +72,7 @@ class VerifyProbes(NbGraderPreprocessor):
     enabled = Bool(True).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict):
+        status.lap(resources, "verify")
         info = resources.get("genlab_probe")
         if info is None:
             raise VerificationError("VerifyProbes needs GradeExecute as the execution step (see nbgrader_config.py)")
@@ -82,7 +83,7 @@ class VerifyProbes(NbGraderPreprocessor):
         except VerificationError as exc:
             status.mark(self, resources, "ungraded", f"verification failed: {exc}")
             raise
-        status.mark(self, resources, "graded")
+        status.lap(resources, "write")  # RecordGraded marks it graded once the scores are saved
         return nb, resources
 
     def _judge_cell(self, cell: NotebookNode, info: dict) -> None:

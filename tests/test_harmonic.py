@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from autograder import probing
 from autograder.checks import harmonic as checks
 from genlab import lipschitz
 from genlab.experiments import harmonic as R
@@ -68,28 +69,112 @@ def test_model_halves_are_plain_sequentials_the_estimators_accept():
     assert lipschitz.spectral_product_bound(model.decoder) > 0
 
 
-def test_reference_answers_pass_their_checks():
-    checks.check_sample_latent(H.sample_latent)
-    checks.check_fixed_sigma_kl(H.fixed_sigma_kl)
-    checks.check_noisy_step(H.noisy_step)
+@pytest.mark.parametrize("name", sorted(n for n in probing.checks_of(checks) if n.startswith("probe_")))
+def test_reference_answers_pass_their_checks(name):
+    check = getattr(checks, name)
+    check(check.reference)
 
 
-def test_checks_catch_the_2022_defects():
-    def squared(mu, sigma, eps=None):
-        eps = torch.randn_like(mu) if eps is None else eps
-        return mu + sigma**2 * eps
+def _noisy_step(*, target="clean", reduce="mean", kl=True, noise="entry", reseed=False, clear=True):
+    """noisy_step written in other styles, right or wrong."""
 
-    def kl_2022(mu, sigma):
-        sigma = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device)
-        return (sigma**2 + mu**2 - torch.log(sigma) - 0.5).sum(-1)
+    def step(model, x, sigma_n, optimizer):
+        if reseed:
+            torch.manual_seed(0)
+        shape = x.shape if noise == "entry" else (1, *x.shape[1:])
+        x_in = x + sigma_n * torch.randn(shape, dtype=x.dtype, device=x.device)
+        mu = model.encode(x_in)
+        x_hat = model.decode(mu + model.sigma_enc * torch.randn_like(mu))
+        goal = x if target == "clean" else x_in
+        per_example = ((x_hat - goal) ** 2).flatten(1).sum(1)
+        if kl:
+            per_example = per_example + ((model.sigma_enc**2 + mu**2 - 1) / 2 - math.log(model.sigma_enc)).sum(1)
+        loss = per_example.mean() if reduce == "mean" else per_example.sum()
+        if clear:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
 
-    def slope_one(net):
-        return math.prod(torch.linalg.matrix_norm(m.weight.detach(), ord=2).item() for m in net if isinstance(m, nn.Linear))
+    return step
 
-    for check, wrong in [(checks.check_sample_latent, squared), (checks.check_fixed_sigma_kl, kl_2022),
-                         (checks.check_product_bound, slope_one)]:
-        with pytest.raises(AssertionError):
-            check(wrong)
+
+def _power(*, start="random", square=False, frobenius=False):
+    def power_iteration_norm(net, x, iters=100):
+        f = lambda p: net(p.unsqueeze(0)).squeeze(0)  # noqa: E731
+        if frobenius:
+            return torch.autograd.functional.jacobian(f, x).norm().item()
+        v = torch.ones_like(x) if start == "ones" else torch.randn_like(x)
+        v = v / v.norm()
+        for _ in range(iters):
+            u = torch.func.vjp(f, x)[1](torch.func.jvp(f, (x,), (v,))[1])[0]
+            if u.norm() == 0:
+                return 0.0
+            v = u / u.norm()
+        value = torch.func.jvp(f, (x,), (v,))[1].norm().item()
+        return value**2 if square else value
+
+    return power_iteration_norm
+
+
+def _product(slope=0.25, squared=False):
+    def product_bound(net):
+        bound = 1.0
+        for m in net:
+            if isinstance(m, nn.Linear):
+                s = torch.linalg.svdvals(m.weight.detach())[0].item()
+                bound *= s**2 if squared else s
+            elif isinstance(m, nn.Sigmoid):
+                bound *= slope
+        return bound
+
+    return product_bound
+
+
+CORRECT = {
+    "sample-latent-randn-by-shape": ("probe_sample_latent", lambda mu, sigma, eps=None: mu + sigma * (
+        torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if eps is None else eps)),
+    "kl-torch-distributions": ("probe_fixed_sigma_kl", lambda mu, sigma: torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, torch.as_tensor(sigma, dtype=mu.dtype).expand_as(mu)),
+        torch.distributions.Normal(torch.zeros_like(mu), 1.0)).sum(-1)),
+    "noisy-step-float-and-set-to-none": ("probe_noisy_step", _noisy_step()),
+    "power-iteration-from-ones": ("probe_power_iteration_norm", _power(start="ones")),
+    "product-by-svdvals": ("probe_product_bound", _product()),
+    "project-by-renorm": ("probe_project_l2", lambda d, r: torch.renorm(d.flatten(1), 2, 0, r).view_as(d)),
+}
+
+MISTAKES = {
+    "sample-latent-sigma-squared": ("probe_sample_latent", lambda mu, sigma, eps=None: mu + sigma**2 * (
+        torch.randn_like(mu) if eps is None else eps), "square"),
+    "kl-of-the-2022-report": ("probe_fixed_sigma_kl", lambda mu, sigma: (
+        torch.as_tensor(sigma) ** 2 + mu**2 - torch.log(torch.as_tensor(sigma)) - 0.5).sum(-1), "sigma\\^2 \\+ mu\\^2 - 1"),
+    "noisy-target": ("probe_noisy_step", _noisy_step(target="noisy"), "clean x"),
+    "loss-summed-over-the-batch": ("probe_noisy_step", _noisy_step(reduce="sum"), "summed over the batch"),
+    "kl-missing": ("probe_noisy_step", _noisy_step(kl=False), "KL term is missing"),
+    "one-noise-draw-per-batch": ("probe_noisy_step", _noisy_step(noise="batch"), "its own noise"),
+    "reseeds-the-global-generator": ("probe_noisy_step", _noisy_step(reseed=True), "fresh noise on every call"),
+    "no-zero-grad": ("probe_noisy_step", _noisy_step(clear=False), "zero_grad"),
+    "power-iteration-squared": ("probe_power_iteration_norm", _power(square=True), "square"),
+    "frobenius-norm": ("probe_power_iteration_norm", _power(frobenius=True), "Frobenius"),
+    "product-with-slope-one": ("probe_product_bound", _product(slope=1.0), "at most 1/4"),
+    "product-of-squared-norms": ("probe_product_bound", _product(squared=True), "square"),
+    "project-rescales-inside-points": ("probe_project_l2", lambda d, r: d * (r / d.flatten(1).norm(dim=1)).view(
+        -1, *[1] * (d.dim() - 1)), "inside the ball"),
+    "project-clips-coordinates": ("probe_project_l2", lambda d, r: d.clamp(-r, r), "keeping its direction"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_checks_accept_correct_answers_in_other_styles(name):
+    check, right = CORRECT[name]
+    getattr(checks, check)(right)
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_checks_reject_the_2022_defects_and_typical_mistakes(name):
+    check, wrong, hint = MISTAKES[name]
+    with pytest.raises(probing.Failed, match=hint):
+        getattr(checks, check)(wrong)
 
 
 # ----------------------------------------------------------------------------------------------

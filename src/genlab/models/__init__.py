@@ -18,3 +18,6 @@ __all__ += ["CifarResNet", "resnet18"]
 from genlab.models.conv import BNConvAE, BNConvVAE, CategoricalConvVAE, ConvDecoder, ConvEncoder, SmallConvVAE
 
 __all__ += ["BNConvAE", "BNConvVAE", "CategoricalConvVAE", "ConvDecoder", "ConvEncoder", "SmallConvVAE"]
+from genlab.models.dcgan import Discriminator as DCGANDiscriminator, Generator as DCGANGenerator
+
+__all__ += ["DCGANDiscriminator", "DCGANGenerator"]

@@ -155,7 +155,7 @@ def test_feedback_shows_calls_and_messages_never_check_code(graded):
         text = page_text(page)
         submitted = (root / "submitted" / student / m.name / m.notebook)
         own = {line.strip() for c in notebooks.read(submitted).cells for line in c.source.splitlines()}
-        assert "check_" in text  # the calls are shown...
+        assert "probe_" in text  # the calls are shown...
         assert "autograder/checks" not in text  # ...but no frame of the checks' code
         leaked = notebooks.find_leaks(text, secrets - own)  # what the student wrote is theirs to see
         assert not leaked, f"feedback leaks check or reference code: {leaked[:3]}"

@@ -30,6 +30,7 @@ class Manifest:
     points: float
     due: datetime
     gpu: str = "optional"
+    gpu_fraction: float = 1.0  # the share of one GPU a submission's grading task takes (several share a GPU)
     time_limit_s: int = 600
     memory_limit_mb: int = 6144
     disk_limit_mb: int = 1024
@@ -74,6 +75,12 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
     gpu = data.get("gpu", "optional")
     if gpu not in GPU_CHOICES:
         raise ValueError(f"{path}: gpu must be one of {GPU_CHOICES}, got {gpu!r}")
+    gpu_fraction = data.get("gpu_fraction", 1.0)
+    if isinstance(gpu_fraction, bool) or not isinstance(gpu_fraction, (int, float)) or not 0 < gpu_fraction <= 1:
+        raise ValueError(f"{path}: gpu_fraction must be a number in (0, 1] (the share of one GPU a submission "
+                         f"takes), got {gpu_fraction!r}")
+    if "gpu_fraction" in data and gpu == "none":
+        raise ValueError(f"{path}: gpu_fraction is set but gpu = \"none\"; remove it or say \"optional\" or \"required\"")
     due = _require(data, "due", (str, datetime), path)
     mistakes = tuple(
         Mistake(
@@ -97,6 +104,7 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
         points=float(_require(data, "points", (int, float), path)),
         due=due if isinstance(due, datetime) else datetime.fromisoformat(due),
         gpu=gpu,
+        gpu_fraction=float(gpu_fraction),
         time_limit_s=data.get("time_limit_s", 600),
         memory_limit_mb=data.get("memory_limit_mb", 6144),
         disk_limit_mb=data.get("disk_limit_mb", 1024),

@@ -2,12 +2,33 @@
 
 One row per (assignment, student, digest of the submitted files): ``queued``, ``running``,
 ``graded`` or ``ungraded`` (the grader could not grade it; ``reason`` says why), with the time
-spent in each phase. A grading driver that restarts reads it to grade only what has no result
-for the current files; the export shows ``ungraded`` submissions as such, never as a zero.
+spent in each phase, the number of times the notebook was executed, and once graded the
+autograded notebook and its per-cell scores. The row is the record of a grading run: a driver
+that restarts grades only what has no result for the current files, and the export shows
+``ungraded`` submissions as such, never as a zero.
+
+Exactly once. A grading process takes a submission by *claiming* its row: one atomic
+``UPDATE ... WHERE state = 'queued'`` that sets ``running``, the claim's token, host, pid and the
+process's start time, and adds one to ``executions`` (:func:`claim`). Only one process can win it,
+whatever the database (SQLite locks the file, PostgreSQL re-checks the condition after a
+concurrent update). The winner alone executes the notebook; it heartbeats while it runs and
+:func:`record_graded` stores the result, under the same token, once nbgrader has saved the
+scores. A claim whose process is gone (:func:`claim_alive`: the pid on its own host, the
+heartbeat elsewhere) is lost: :func:`requeue` puts it back with a compare-and-set on its token,
+so that of several processes noticing the loss only one requeues it.
+
+``nbgrader autograde`` run by hand (no ``GENLAB_CLAIM`` in its environment) records the same
+states without the exclusive claim, so an instructor may always regrade by hand.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +37,12 @@ import sqlalchemy as sa
 
 STATES = ("queued", "running", "graded", "ungraded")
 PHASES = ("queued_s", "prepare_s", "execute_s", "verify_s", "write_s")
+CLAIM_ENV = "GENLAB_CLAIM"  # the token of a claim a grading task holds for its nbgrader process
+DIGEST_ENV = "GENLAB_DIGEST"  # the digest of the submission as the driver saw it
+TASK_START_ENV = "GENLAB_TASK_START"  # wall-clock time at which the grading task started (phase "prepare")
+HEARTBEAT_S = 10.0
+STALE_S = 60.0  # a claim on another host whose heartbeat is older than this is lost
+LOG_CHARS = 20_000
 
 metadata = sa.MetaData()
 table = sa.Table(
@@ -29,18 +56,49 @@ table = sa.Table(
     sa.Column("executions", sa.Integer, default=0),  # autograde runs that executed the notebook
     sa.Column("updated", sa.DateTime(timezone=True)),
     *(sa.Column(phase, sa.Float, default=0.0) for phase in PHASES),
+    # the claim of the process grading it (state running)
+    sa.Column("token", sa.String(64)),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("proc_start", sa.BigInteger),  # the process's start time (ticks since boot): pids are reused
+    sa.Column("claimed", sa.DateTime(timezone=True)),
+    sa.Column("heartbeat", sa.DateTime(timezone=True)),
+    # the result (state graded)
+    sa.Column("notebook", sa.LargeBinary),  # the autograded notebook, zlib-compressed
+    sa.Column("scores", sa.Text),  # JSON {grade_id: [score, max_score, cell_type]}
+    sa.Column("log", sa.Text),  # the tail of the grading process's log
 )
 
 _engines: dict[str, sa.Engine] = {}
 
 
+class ClaimRefused(RuntimeError):
+    """Another process holds this submission, or it is graded already: this process must not execute it."""
+
+
 def engine(db_url: str) -> sa.Engine:
-    """One engine per database URL, with the table created on first use."""
+    """One engine per database URL, with the table created (or given its new columns) on first use."""
     if db_url not in _engines:
-        eng = sa.create_engine(db_url)
+        eng = sa.create_engine(db_url, pool_pre_ping=True)
         metadata.create_all(eng)
+        _add_missing_columns(eng)
         _engines[db_url] = eng
     return _engines[db_url]
+
+
+def _add_missing_columns(eng: sa.Engine) -> None:
+    """A table made by an older grader gets the columns it lacks (all nullable)."""
+    have = {c["name"] for c in sa.inspect(eng).get_columns(table.name)}
+    missing = [c for c in table.columns if c.name not in have]
+    if not missing:
+        return
+    with eng.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=eng.dialect)
+            try:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            except sa.exc.DBAPIError:  # another process added it first
+                pass
 
 
 def digest(folder: Path) -> str:
@@ -52,30 +110,256 @@ def digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes for what was stored in UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _key(assignment: str, student: str, sha: str) -> dict[str, str]:
+    return dict(assignment=assignment, student=student, digest=sha)
+
+
+def _where(**key: Any):
+    return sa.and_(*(table.c[name] == value for name, value in key.items()))
+
+
+# ----------------------------------------------------------------------------- this process
+
+
+def host_id() -> str:
+    """This machine and pid namespace: a pid means the same process only under the same host id."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        boot, pidns = "", 0
+    return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
+def proc_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+def claim_alive(row: dict[str, Any], *, stale_s: float = STALE_S) -> bool:
+    """Whether the process that claimed ``row`` may still be working on it."""
+    if row.get("state") != "running":
+        return False
+    if row.get("host") == host_id() and row.get("pid"):
+        return proc_start(row["pid"]) == row.get("proc_start")
+    beat = _aware(row.get("heartbeat"))
+    return beat is not None and (_now() - beat).total_seconds() < stale_s
+
+
+# ----------------------------------------------------------------------------- the driver's side
+
+
+def ensure(db_url: str, assignment: str, student: str, sha: str) -> dict[str, Any]:
+    """The row of a submission, created ``queued`` when there is none."""
+    key = _key(assignment, student, sha)
+    eng = engine(db_url)
+    with eng.begin() as conn:
+        row = conn.execute(sa.select(table).where(_where(**key))).mappings().first()
+        if row is not None:
+            return dict(row)
+    try:
+        with eng.begin() as conn:
+            conn.execute(table.insert().values(**key, state="queued", reason="", executions=0, updated=_now(),
+                                               **{p: 0.0 for p in PHASES}))
+    except sa.exc.IntegrityError:  # another driver inserted it first
+        pass
+    return get(db_url, assignment, student, sha)
+
+
+def get(db_url: str, assignment: str, student: str, sha: str) -> dict[str, Any] | None:
+    """One submission's row."""
+    with engine(db_url).connect() as conn:
+        row = conn.execute(sa.select(table).where(_where(**_key(assignment, student, sha)))).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def requeue(db_url: str, row: dict[str, Any], reason: str = "") -> bool:
+    """Put a lost claim (or an ungraded submission) back in the queue; False if its row changed meanwhile."""
+    cond = _where(**_key(row["assignment"], row["student"], row["digest"]), state=row["state"])
+    if row["state"] == "running":
+        cond = sa.and_(cond, table.c.token == row["token"]) if row.get("token") else sa.and_(cond, table.c.token.is_(None))
+    with engine(db_url).begin() as conn:
+        done = conn.execute(table.update().where(cond).values(
+            state="queued", reason=reason, token=None, pid=None, proc_start=None, heartbeat=None, updated=_now()))
+    return done.rowcount == 1
+
+
+def set_phase(db_url: str, assignment: str, student: str, sha: str, **phases: float) -> None:
+    """Set phase times the driver measures (time queued, its share of writing)."""
+    with engine(db_url).begin() as conn:
+        conn.execute(table.update().where(_where(**_key(assignment, student, sha))).values(**phases))
+
+
+def set_log(db_url: str, assignment: str, student: str, sha: str, log: str) -> None:
+    with engine(db_url).begin() as conn:
+        conn.execute(table.update().where(_where(**_key(assignment, student, sha))).values(log=log[-LOG_CHARS:]))
+
+
+def notebook_bytes(row: dict[str, Any]) -> bytes | None:
+    """The autograded notebook stored with a graded row."""
+    return zlib.decompress(row["notebook"]) if row.get("notebook") else None
+
+
+# ----------------------------------------------------------------------------- the grading process's side
+
+
+def claim(db_url: str, assignment: str, student: str, sha: str, token: str) -> dict[str, Any]:
+    """Take a queued submission for this process, or raise :class:`ClaimRefused`.
+
+    Counts one execution, records who holds it, and starts a heartbeat for the claim.
+    """
+    ensure(db_url, assignment, student, sha)
+    pid = os.getpid()
+    now = _now()
+    cond = sa.and_(_where(**_key(assignment, student, sha)),
+                   sa.or_(table.c.state == "queued", sa.and_(table.c.state == "running", table.c.token == token)))
+    with engine(db_url).begin() as conn:
+        done = conn.execute(table.update().where(cond).values(
+            state="running", reason="", token=token, host=host_id(), pid=pid, proc_start=proc_start(pid),
+            claimed=now, heartbeat=now, updated=now, executions=table.c.executions + 1))
+    if done.rowcount != 1:
+        row = get(db_url, assignment, student, sha) or {}
+        raise ClaimRefused(f"{student}'s submission of {assignment} is {row.get('state')} "
+                           f"(claimed by {row.get('host')} pid {row.get('pid')}): not executed again")
+    _start_heartbeat(db_url, _key(assignment, student, sha), token)
+    return get(db_url, assignment, student, sha)
+
+
+def _start_heartbeat(db_url: str, key: dict[str, str], token: str) -> None:
+    def beat() -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                with engine(db_url).begin() as conn:
+                    done = conn.execute(table.update().where(sa.and_(_where(**key), table.c.token == token,
+                                                                     table.c.state == "running"))
+                                        .values(heartbeat=_now()))
+                if done.rowcount != 1:
+                    return
+            except Exception:  # the database is away for a moment; the next beat tries again
+                continue
+
+    threading.Thread(target=beat, name="genlab-heartbeat", daemon=True).start()
+
+
 def set_state(db_url: str, assignment: str, student: str, sha: str, state: str, reason: str = "",
-              *, executed: bool = False, **phases: float) -> None:
-    """Record a submission's state (and add to its phase times)."""
+              *, executed: bool = False, token: str | None = None, expect: str | None = None, **values: Any) -> bool:
+    """Record a submission's state and other columns; with ``token``, only while that claim holds it,
+    with ``expect``, only while the row is in that state.
+
+    Phase times given here replace the recorded ones. Returns whether a row was written.
+    """
     if state not in STATES:
         raise ValueError(f"state must be one of {STATES}, got {state!r}")
-    key = dict(assignment=assignment, student=student, digest=sha)
-    now = datetime.now(timezone.utc)
+    key = _key(assignment, student, sha)
+    now = _now()
+    ensure(db_url, assignment, student, sha)
+    cond = _where(**key)
+    if token is not None:
+        cond = sa.and_(cond, table.c.token == token)
+    if expect is not None:
+        cond = sa.and_(cond, table.c.state == expect)
+    update: dict[str, Any] = dict(state=state, reason=reason, updated=now, **values)
+    if executed:
+        update["executions"] = table.c.executions + 1
+    if state == "running" and token is None:  # a run by hand: who runs it, so a driver waits for it
+        pid = os.getpid()
+        update.update(token=None, host=host_id(), pid=pid, proc_start=proc_start(pid), claimed=now, heartbeat=now)
     with engine(db_url).begin() as conn:
-        row = conn.execute(sa.select(table).filter_by(**key)).mappings().first()
-        values: dict[str, Any] = dict(state=state, reason=reason, updated=now)
-        if row is None:
-            values.update(executions=int(executed), **{p: phases.get(p, 0.0) for p in PHASES})
-            conn.execute(table.insert().values(**key, **values))
-        else:
-            values["executions"] = row["executions"] + int(executed)
-            values.update({p: (row[p] or 0.0) + phases[p] for p in phases})
-            conn.execute(table.update().filter_by(**key).values(**values))
+        done = conn.execute(table.update().where(cond).values(**update))
+    return done.rowcount == 1
+
+
+def lap(resources: dict, phase: str) -> None:
+    """Note the wall-clock time at which an nbgrader step begins a phase (execute, verify, write)."""
+    resources.setdefault("genlab_times", {})[phase] = time.time()
+
+
+def context(resources: dict) -> tuple[str, str, str, str, str | None]:
+    """(db_url, assignment, student, digest, claim token) of the submission an nbgrader step works on."""
+    nbg = resources.get("nbgrader", {})
+    sha = os.environ.get(DIGEST_ENV)
+    if not sha:
+        autograded = Path(resources["metadata"]["path"])  # <course>/autograded/<student>/<assignment>
+        sha = digest(autograded.parents[1].parent / "submitted" / nbg["student"] / nbg["assignment"])
+    return nbg["db_url"], nbg["assignment"], nbg["student"], sha, os.environ.get(CLAIM_ENV) or None
+
+
+def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: bool = False) -> None:
+    """Record the state of the submission an nbgrader step is working on (found from its resources).
+
+    ``running`` with ``executed`` begins the execution: under a grading task (``$GENLAB_CLAIM``) it
+    is the exclusive claim, and :class:`ClaimRefused` stops the step when another process holds
+    the submission or it is graded already. Other records never stop grading: a failure to
+    write one is logged.
+    """
+    if state == "running":
+        lap(resources, "execute")
+    db_url, assignment, student, sha, token = context(resources)
+    if state == "running" and token is not None:
+        claim(db_url, assignment, student, sha, token)  # raises ClaimRefused
+        return
+    try:
+        set_state(db_url, assignment, student, sha, state, reason, executed=executed, token=token)
+    except Exception as exc:  # grading goes on; only the record is missing
+        step.log.error("could not record %s as %s: %s", student, state, exc)
+
+
+def _process_start_time() -> float:
+    """Wall-clock time at which this process started."""
+    try:
+        ticks = proc_start(os.getpid()) or 0
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return time.time()
+
+
+def phase_times(resources: dict, end: float | None = None) -> dict[str, float]:
+    """prepare/execute/verify/write seconds from the laps of one nbgrader run (see :func:`lap`)."""
+    laps = resources.get("genlab_times", {})
+    end = time.time() if end is None else end
+    start = float(os.environ.get(TASK_START_ENV) or _process_start_time())
+    execute = laps.get("execute", end)
+    verify = laps.get("verify", execute)
+    write = laps.get("write", verify)
+    return {"prepare_s": max(0.0, execute - start), "execute_s": max(0.0, verify - execute),
+            "verify_s": max(0.0, write - verify), "write_s": max(0.0, end - write)}
+
+
+def record_graded(db_url: str, assignment: str, student: str, sha: str, token: str | None, *,
+                  notebook: str, scores: dict[str, list], phases: dict[str, float]) -> None:
+    """Store the result of a grading run and mark it graded (under the claim ``token``, if any)."""
+    written = set_state(db_url, assignment, student, sha, "graded", token=token,
+                        notebook=zlib.compress(notebook.encode(), 6), scores=json.dumps(scores), **phases)
+    if not written:
+        raise ClaimRefused(f"{student}'s submission of {assignment}: the claim {token} was lost before its result "
+                           "was recorded")
 
 
 def rows(db_url: str, assignment: str | None = None) -> list[dict[str, Any]]:
     """Every recorded submission state (of one assignment, if given)."""
-    query = sa.select(table)
+    query = sa.select(*(c for c in table.columns if c.name not in ("notebook", "log")))
     if assignment:
-        query = query.filter_by(assignment=assignment)
+        query = query.where(table.c.assignment == assignment)
     with engine(db_url).connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -83,15 +367,28 @@ def rows(db_url: str, assignment: str | None = None) -> list[dict[str, Any]]:
 def latest(db_url: str, assignment: str, student: str) -> dict[str, Any] | None:
     """The most recently updated state of a student's submission."""
     found = [r for r in rows(db_url, assignment) if r["student"] == student]
-    return max(found, key=lambda r: r["updated"]) if found else None
+    return max(found, key=lambda r: _aware(r["updated"])) if found else None
 
 
-def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: bool = False) -> None:
-    """Record the state of the submission an nbgrader step is working on (found from its resources)."""
-    nbg = resources.get("nbgrader", {})
-    autograded = Path(resources["metadata"]["path"])  # <course>/autograded/<student>/<assignment>
-    submitted = autograded.parents[1].parent / "submitted" / nbg["student"] / nbg["assignment"]
-    try:
-        set_state(nbg["db_url"], nbg["assignment"], nbg["student"], digest(submitted), state, reason, executed=executed)
-    except Exception as exc:  # grading goes on; only the record is missing
-        step.log.error("could not record %s as %s: %s", nbg.get("student"), state, exc)
+def wait_while_running(db_url: str, row: dict[str, Any], *, poll_s: float = 0.5,
+                       timeout_s: float | None = None) -> dict[str, Any]:
+    """Wait while ``row``'s claim is alive and unfinished; return the row as it then stands."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        row = get(db_url, row["assignment"], row["student"], row["digest"]) or row
+        if row["state"] != "running" or not claim_alive(row):
+            return row
+        if deadline is not None and time.monotonic() > deadline:
+            return row
+        time.sleep(poll_s)
+
+
+def since(moment: datetime | None) -> float:
+    """Seconds since ``moment`` (0 when unknown)."""
+    moment = _aware(moment)
+    return (_now() - moment).total_seconds() if moment else 0.0
+
+
+__all__ = ["ClaimRefused", "PHASES", "STATES", "claim", "claim_alive", "digest", "engine", "ensure", "get",
+           "lap", "latest", "mark", "notebook_bytes", "phase_times", "record_graded", "requeue", "rows",
+           "set_log", "set_phase", "set_state", "since", "wait_while_running"]

@@ -1,0 +1,452 @@
+"""Grading on Ray: one self-contained task per submission.
+
+:func:`grade_submission` needs nothing from the driver's disk. It receives the course's files
+(``nbgrader_config.py``, the manifest, the assignment's source files other than notebooks) and
+the submission (its notebook and timestamp) as bytes, writes them into a private course folder
+on its worker and grades there with the standard ``nbgrader autograde``, against the central
+gradebook, so the sandbox, the probes and their verification apply unchanged. It returns the
+autograded notebook, the per-cell scores, the phase times and the log.
+
+Exactly once (see autograder/status.py): the ``nbgrader autograde`` process claims the
+submission's row atomically before it executes anything. It runs *detached* from the task (a
+double fork, its own session), under a small watchdog (:func:`job_main`) that enforces the time
+budget and keeps the log, so a worker or a driver killed with SIGKILL does not take it down:
+the process finishes and records the result itself. A task that finds the submission claimed
+waits for the claim while its process lives and takes it over once it is gone; a task that
+finds it graded returns the stored result without running anything.
+
+:func:`run` is the driver's loop: every task is submitted up front but at most ``limit`` are in
+flight, results are taken in completion order with ``ray.wait``, Ray retries a task whose worker
+died once elsewhere (``max_retries``) and retries an exception only when it is an
+:class:`InfrastructureError` (never what a submission did: that is graded, not raised).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from autograder import status
+
+# What of the driver's environment a task passes on to its grading process (a remote worker has
+# its own environment; these settings belong to the run).
+PASSED_ENV = ("GENLAB_SANDBOX", "GENLAB_PROFILE", "GENLAB_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BUDGET_MARGIN_S = 300  # on top of the manifest's limits: nbgrader's start, kernel retries, verification
+POLL_S = 0.1
+JOB_FILE, DONE_FILE, LOG_FILE = "job.json", "done.json", "autograde.log"
+
+
+class InfrastructureError(RuntimeError):
+    """The grading machinery failed (a database away, a full disk): the task may be retried elsewhere."""
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot grade this run (does not answer, has no GPU for it)."""
+
+
+@dataclass
+class Job:
+    """One submission to grade; with the course's files, everything its task needs."""
+
+    assignment: str
+    student: str
+    digest: str
+    notebook: str  # the graded notebook's file name
+    db_url: str
+    budget_s: float  # how long its nbgrader process may run before it is killed
+    files: dict[str, bytes] = field(default_factory=dict)  # course-relative path -> bytes
+    env: dict[str, str] = field(default_factory=dict)
+    submitted: float = 0.0  # wall-clock time the driver submitted it (for the time queued)
+
+
+# ----------------------------------------------------------------------------- what a task receives
+
+
+def course_files(root: Path, m) -> dict[str, bytes]:
+    """The course files a task needs for assignment ``m``: config, manifest, non-notebook sources."""
+    from autograder import manifest
+
+    own = root / "assignments" / f"{m.name}.toml"
+    files = {
+        "nbgrader_config.py": (root / "nbgrader_config.py").read_bytes(),
+        f"assignments/{m.name}.toml": (own if own.exists() else manifest.MANIFESTS / f"{m.name}.toml").read_bytes(),
+    }
+    source = root / "source" / m.name
+    for path in sorted(source.rglob("*")) if source.is_dir() else []:
+        rel = path.relative_to(source)
+        skip = (path.suffix in (".ipynb", ".pyc") or path.is_symlink() or not path.is_file()
+                or any(part.startswith(".") or part in ("__pycache__", "feedback", "results") for part in rel.parts))
+        if not skip:
+            files[f"source/{m.name}/{rel}"] = path.read_bytes()
+    return files
+
+
+def submission_files(folder: Path, m, student: str) -> dict[str, bytes]:
+    """A submission's graded notebook (and nbgrader's timestamp file) under their course-relative paths."""
+    files = {}
+    for name in (m.notebook, "timestamp.txt"):
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            files[f"submitted/{student}/{m.name}/{name}"] = path.read_bytes()
+    return files
+
+
+def budget(m) -> float:
+    return float(m.time_limit_s + m.cell_timeout_s + BUDGET_MARGIN_S)
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def grade_submission(job: Job | dict, course: dict[str, bytes]) -> dict[str, Any]:
+    """Grade one submission in a private course folder; return its result (see :func:`_result`).
+
+    Safe to run twice for the same submission (a retried task, a restarted driver): the
+    submission's row decides whether it runs, waits for the process that runs it, or returns
+    the result that process recorded.
+    """
+    job = Job(**job) if isinstance(job, dict) else job
+    started = time.time()
+    log = ""
+    try:
+        row = status.ensure(job.db_url, job.assignment, job.student, job.digest)
+        for _ in range(100):  # each pass changes the row's state or ends
+            if row["state"] in ("graded", "ungraded"):
+                return _result(job, row, started, log)
+            if row["state"] == "running":
+                if status.claim_alive(row):
+                    row = status.wait_while_running(job.db_url, row, timeout_s=job.budget_s + 60)
+                    if status.claim_alive(row):
+                        _kill_claim(row)
+                        row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                    continue
+                if status.requeue(job.db_url, row, reason="its grading process was lost"):
+                    row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                else:
+                    row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                    continue
+            row, log = _execute(job, course, started)
+        raise InfrastructureError(f"{job.student}: the submission's state kept changing; grade it again")
+    except (OSError, _db_errors()) as exc:
+        raise InfrastructureError(f"{job.student}: {type(exc).__name__}: {exc}") from exc
+
+
+def _db_errors() -> type[Exception]:
+    import sqlalchemy as sa
+
+    return sa.exc.OperationalError
+
+
+def _gpu_ids() -> list[str]:
+    try:
+        import ray
+
+        return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+    except Exception:  # not in a Ray worker
+        return []
+
+
+def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[str, Any], str]:
+    """Run ``nbgrader autograde`` for a queued submission in a private course; return its row and log."""
+    folder = Path(tempfile.mkdtemp(prefix="genlab-task-"))
+    try:
+        for rel, data in {**course, **job.files}.items():
+            target = folder / rel
+            if not target.resolve().is_relative_to(folder.resolve()):
+                raise ValueError(f"a task file outside its course: {rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        (folder / "source" / job.assignment).mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        bin_dir = str(Path(sys.executable).parent)
+        env = {**os.environ, **job.env,
+               "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+               "GENLAB_GRADEBOOK": job.db_url,
+               status.CLAIM_ENV: token, status.DIGEST_ENV: job.digest, status.TASK_START_ENV: repr(started),
+               "CUDA_VISIBLE_DEVICES": ",".join(_gpu_ids())}
+        argv = [os.path.join(bin_dir, "nbgrader"), "autograde", job.assignment, "--student", job.student, "--force",
+                f"--CourseDirectory.root={folder}"]
+        spec = {"argv": argv, "env": env, "cwd": str(folder), "budget_s": job.budget_s, "task_pid": os.getpid(),
+                "db_url": job.db_url, "key": [job.assignment, job.student, job.digest]}
+        (folder / JOB_FILE).write_text(json.dumps(spec))
+        os.chmod(folder / JOB_FILE, 0o600)  # it holds the gradebook URL
+        pid = _launch(folder)
+        _wait_for(pid, folder)
+        log = _tail(folder / LOG_FILE)
+        row = status.get(job.db_url, job.assignment, job.student, job.digest)
+        done = _read_json(folder / DONE_FILE)
+        why = ("it ran past its budget of %d s" % job.budget_s) if done.get("timed_out") else _last_error(log)
+        if row["state"] == "queued":
+            # nbgrader ended before it executed anything (a database hiccup, a broken course): the
+            # machinery's failure, so Ray tries the task once more; a second failure leaves it ungraded
+            raise InfrastructureError(f"{job.student}: nbgrader ended before executing the notebook: {why}")
+        if row["state"] == "running" and row["token"] == token:
+            # it ended without a result after executing (nbgrader itself crashed or was killed, a course
+            # without the RecordGraded step): a grading failure, never a zero
+            status.set_state(job.db_url, job.assignment, job.student, job.digest, "ungraded",
+                             f"grading failed: {why}", token=token)
+            row = status.get(job.db_url, job.assignment, job.student, job.digest)
+        return row, log
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _launch(folder: Path) -> int:
+    """Start :func:`job_main` detached (double fork, own session); return its pid."""
+    proc = subprocess.run([sys.executable, "-m", "autograder.runner", "job", str(folder)], capture_output=True,
+                          text=True, start_new_session=True, cwd=folder, timeout=120)
+    try:
+        return int(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise InfrastructureError(f"the grading process did not start: {proc.stderr.strip()[-500:]}") from None
+
+
+def _wait_for(pid: int, folder: Path) -> None:
+    """Wait until the detached job process ``pid`` has finished."""
+    start = status.proc_start(pid)
+    while not (folder / DONE_FILE).exists():
+        if start is None or status.proc_start(pid) != start:
+            return
+        time.sleep(POLL_S)
+    while status.proc_start(pid) == start and start is not None:  # it is removing its folder's last files
+        time.sleep(POLL_S)
+
+
+def _kill_claim(row: dict[str, Any]) -> None:
+    """Kill a claim's process on this host that outlived its budget (its nbgrader and kernel with it)."""
+    if row.get("host") == status.host_id() and row.get("pid"):
+        if status.proc_start(row["pid"]) == row.get("proc_start"):
+            try:
+                os.killpg(row["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            time.sleep(0.5)
+            return
+    raise InfrastructureError(f"{row['student']}: its grading process on {row.get('host')} ran past its budget "
+                              "and cannot be stopped from here")
+
+
+def _result(job: Job, row: dict[str, Any], started: float, log: str) -> dict[str, Any]:
+    return {
+        "student": job.student, "digest": job.digest, "state": row["state"], "reason": row.get("reason") or "",
+        "executions": row.get("executions") or 0, "notebook": status.notebook_bytes(row),
+        "scores": json.loads(row["scores"]) if row.get("scores") else {},
+        "phases": {p: row.get(p) or 0.0 for p in status.PHASES}, "log": log or row.get("log") or "",
+        "started": started, "finished": time.time(), "host": status.host_id(), "gpu_ids": _gpu_ids(),
+        "pid": os.getpid(),
+    }
+
+
+def _tail(path: Path, chars: int = status.LOG_CHARS) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - chars))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _last_error(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors or lines or ["nbgrader exited without a result"])[-1][:300]
+
+
+# ----------------------------------------------------------------------------- the detached job
+
+
+def job_main(folder: Path) -> None:
+    """``python -m autograder.runner job <folder>``: run one nbgrader autograde, detached from its task.
+
+    Prints the pid of the detached process and returns at once; that process runs nbgrader in a
+    session of its own with its output in the folder's log, kills it when it passes its budget,
+    writes ``done.json``, stores the log's tail with the submission's row, and removes the folder
+    when the task that started it is gone.
+    """
+    spec = json.loads((folder / JOB_FILE).read_text())
+    pid = os.fork()
+    if pid:
+        print(pid, flush=True)
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    timed_out = False
+    with open(folder / LOG_FILE, "wb") as log:
+        proc = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec["cwd"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=spec["budget_s"])
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = proc.wait()
+    try:
+        status.set_log(spec["db_url"], *spec["key"], _tail(folder / LOG_FILE))
+    except Exception:  # the log is a convenience; the result is already recorded
+        pass
+    (folder / DONE_FILE).write_text(json.dumps({"rc": rc, "timed_out": timed_out, "end": time.time()}))
+    if status.proc_start(spec["task_pid"]) is None:  # its task is gone: nobody else will clean up
+        shutil.rmtree(folder, ignore_errors=True)
+    os._exit(0)
+
+
+# ----------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Cluster:
+    address: str  # "local" for a cluster this process started
+    cpus: float
+    gpus: float
+    started_here: bool
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, with the fix, when nothing answers at a Ray address."""
+    if address in ("auto", "local"):
+        return
+    url = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = url.hostname, url.port
+    if not host or not port:
+        raise ClusterError(f"Ray address {address!r} is not host:port (e.g. ray://head:10001, or 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"the Ray cluster at {address} does not answer ({exc.strerror or exc}). Start it (`ray start --head` on "
+            "its head node), or fix --address / RAY_ADDRESS; leave both unset to grade on a local cluster") from None
+
+
+def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = None) -> Cluster:
+    """Use the Ray of this process, or connect to ``address`` (``RAY_ADDRESS``), or start a local cluster.
+
+    A local cluster has ``jobs`` worker slots (and ``gpus`` GPUs if given, else those detected).
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started = False
+    if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+            except Exception as exc:
+                raise ClusterError(f"could not join the Ray cluster at {address}: {exc}. Check --address / "
+                                   "RAY_ADDRESS and that the cluster runs this course's Python environment") from None
+        else:
+            _start_local(max(1, jobs), gpus)
+            started = True
+    resources = ray.cluster_resources()
+    return Cluster(address=address or "local", cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0),
+                   started_here=started)
+
+
+def _start_local(cpus: int, gpus: float | None, attempts: int = 3) -> None:
+    """Start a local cluster; Ray gives its node 30 s to come up, which a busy machine can miss: try again."""
+    import ray
+
+    kwargs: dict[str, Any] = {"num_gpus": gpus} if gpus is not None else {}
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING", **kwargs)
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its node times out during startup
+            ray.shutdown()
+            if "timed out" not in str(exc) or attempt == attempts - 1:
+                raise ClusterError(f"could not start a local Ray cluster: {exc}") from exc
+
+
+def check_gpu(m, cluster: Cluster) -> None:
+    """A ``gpu = "required"`` assignment on a cluster without GPUs fails now instead of waiting forever."""
+    if m.gpu == "required" and cluster.gpus < m.gpu_fraction:
+        raise ClusterError(
+            f"assignment {m.name} needs a GPU (gpu = \"required\" in its manifest) but the Ray cluster at "
+            f"{cluster.address} has {cluster.gpus:g}. Grade on a cluster with GPUs (--address or RAY_ADDRESS), "
+            f"or set gpu = \"optional\" in assignments/{m.name}.toml to let CPUs grade it")
+
+
+def task_options(m, *, gpu: bool) -> dict[str, Any]:
+    """Ray options of one submission's task: one CPU slot, a share of a GPU when ``gpu``."""
+    return {"num_cpus": 1, "num_gpus": m.gpu_fraction if gpu else 0, "max_retries": 1,
+            "retry_exceptions": [InfrastructureError], "name": f"grade:{m.name}"}
+
+
+def run(m, jobs: Iterable[Job], course: dict[str, bytes], cluster: Cluster, *, limit: int,
+        on_result: Callable[[Job, dict[str, Any]], None], on_failure: Callable[[Job, str], None]) -> None:
+    """Submit one task per job, at most ``limit`` in flight, and hand each result over as it completes.
+
+    GPUs: ``required`` tasks always ask for ``m.gpu_fraction`` of one; ``optional`` ones ask for it
+    while the cluster's GPUs have room for another share, and take a CPU slot otherwise; ``none``
+    tasks never ask.
+    """
+    import ray
+
+    remote = ray.remote(grade_submission)
+    course_ref = ray.put(course)
+    gpu_slots = int(cluster.gpus / m.gpu_fraction + 1e-9) if m.gpu != "none" and cluster.gpus else 0
+    pending = list(jobs)[::-1]
+    in_flight: dict[Any, tuple[Job, bool]] = {}
+    while pending or in_flight:
+        while pending and len(in_flight) < limit:
+            job = pending.pop()
+            on_gpu = m.gpu == "required" or (
+                m.gpu == "optional" and sum(g for _, g in in_flight.values()) < gpu_slots)
+            job.submitted = time.time()
+            ref = remote.options(**task_options(m, gpu=on_gpu)).remote(asdict(job), course_ref)
+            in_flight[ref] = (job, on_gpu)
+        (ready,), _ = ray.wait(list(in_flight), num_returns=1)
+        job, _ = in_flight.pop(ready)
+        try:
+            result = ray.get(ready)
+        except Exception as exc:  # the task failed twice (a worker lost) or the machinery broke
+            on_failure(job, _failure_reason(exc))
+            continue
+        on_result(job, result)
+
+
+def _failure_reason(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
+
+
+def shutdown() -> None:
+    """Stop the Ray of this process (a local cluster goes with it)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "job":
+        job_main(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m autograder.runner job <folder> (started by a grading task)")

@@ -74,15 +74,16 @@ def student_sources() -> dict[str, bytes]:
 def kernel_site() -> Path:
     """A folder for a grading kernel's ``PYTHONPATH``: the student edition and the probes, nothing else.
 
-    The hidden tests import ``autograder.checks.<assignment>``; those modules and
-    ``autograder/probing.py`` hold no reference code, so the kernel gets them as they are. The
+    The hidden tests import ``autograder.checks.<assignment>``: the kernel gets those modules and
+    ``autograder/probing.py`` stripped like the package, so a grader-only helper of a check (a
+    density for a diagnosis, say) is withheld when its body sits between REFERENCE markers. The
     folder is named after its content and made once per machine (atomically, so parallel graders
     can share it).
     """
     files = student_sources()
     grading = ROOT / "autograder"
     for path in [grading / "__init__.py", grading / "probing.py", *sorted((grading / "checks").glob("*.py"))]:
-        files[str(path.relative_to(ROOT))] = path.read_bytes()
+        files[str(path.relative_to(ROOT))] = strip_reference(path.read_text()).encode()
     digest = hashlib.sha256(b"".join(name.encode() + b"\0" + data for name, data in sorted(files.items())))
     parent = Path(tempfile.gettempdir()) / "genlab-kernel-site"
     parent.mkdir(mode=0o755, exist_ok=True)

@@ -66,3 +66,11 @@ def test_the_kernel_site_holds_no_grader_code():
     grader = {p.relative_to(site).as_posix() for p in (site / "autograder").rglob("*.py")}
     assert grader == {"autograder/__init__.py", "autograder/probing.py", "autograder/checks/__init__.py",
                       *(f"autograder/checks/{c}.py" for c in CHAPTERS)}
+
+
+def test_grader_only_helpers_of_the_checks_are_stripped_in_the_kernel():
+    site = release.kernel_site()
+    for chapter in CHAPTERS:
+        source = (Path(checks_path[0]) / f"{chapter}.py").read_text()
+        kernel = (site / "autograder" / "checks" / f"{chapter}.py").read_text()
+        assert kernel == release.strip_reference(source)

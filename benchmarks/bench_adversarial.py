@@ -26,7 +26,6 @@ import os
 import pickle
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

@@ -17,7 +17,6 @@ from autograder.release import strip_reference
 from genlab.attacks import fgsm, pgd
 from genlab.data import TensorData
 from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
-from genlab.experiments import adversarial as experiments
 from genlab.experiments.adversarial import (Table, augment, class_names, data_statistics, make_plan, one_cycle,
                                             split_halves, train_classifier, worst_of_restarts)
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
@@ -691,3 +690,40 @@ def test_every_manifest_mistake_fails_its_hidden_test_in_process():
         assert mistake["fails"] == [f"test_{mistake['cell']}"]
         with pytest.raises(probing.Failed):
             getattr(checks, f"probe_{mistake['cell']}")(wrong)
+
+
+@pytest.mark.slow
+def test_more_mistakes_lose_exactly_their_tests_through_the_pipeline(tmp_path):
+    """The [[more_mistakes]] graded end to end like the manifest's: released, submitted (one mistake per
+    cell in each submission), autograded; each submission loses exactly the tests its mistakes name."""
+    import tomllib
+
+    from autograder import grade, manifest, notebooks, release
+    from tests.conftest import make_course
+    from tests.test_pipeline import autograded_cells, cell_scores
+
+    m = manifest.load("adversarial")
+    more = tomllib.loads((ROOT / "assignments" / "adversarial.toml").read_text())["more_mistakes"]
+    groups: list[list[dict]] = []
+    for mistake in more:  # first group without a mistake in this cell
+        group = next((g for g in groups if all(o["cell"] != mistake["cell"] for o in g)), None)
+        if group is None:
+            groups.append(group := [])
+        group.append(mistake)
+    root = make_course(tmp_path / "course", ["adversarial"])
+    release.release(["adversarial"], root=root)
+    release_nb = notebooks.read(root / "release" / m.name / m.notebook)
+    source_nb = notebooks.read(m.source_at(root))
+    for k, group in enumerate(groups):
+        folder = root / "submitted" / f"more-mistakes-{k}" / m.name
+        folder.mkdir(parents=True)
+        nb = notebooks.fill(release_nb, source_nb, {g["cell"]: g["code"] for g in group})
+        nbformat.write(nb, folder / m.notebook)
+    results = {r.student: r for r in grade.grade(m.name, jobs=2, root=root)}
+    points = autograded_cells(m)
+    for k, group in enumerate(groups):
+        student = f"more-mistakes-{k}"
+        assert results[student].error is None
+        failing = {gid for g in group for gid in g["fails"]}
+        assert cell_scores(root, m, student) == {gid: 0 if gid in failing else p for gid, p in points.items()}, (
+            [g["name"] for g in group])

@@ -375,6 +375,14 @@ def _machine(device: torch.device) -> str:
             f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
 
 
+def _load() -> str:
+    """The 1-minute load average (times on a shared machine mean little without it)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
 def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     """Train the chapter's seven networks with genlab's references, measure them, write the tables.
 
@@ -388,6 +396,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
 
     start_all = time.perf_counter()
+    load_before = _load()
     device = genlab.device()
     out_dir = Path(out) / plan.profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -519,7 +528,9 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
              f"- network: {plan.model_name}; plan: " + ", ".join(
                  f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(plan).items()
                  if k not in ("profile", "grading")),
-             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+             + f" (1-minute load average {load_before} at the start, {_load()} at the end, on "
+             f"{os.cpu_count()} cores)",
              "", "## Accuracy at eps = 8/255", "", Table(rows).to_markdown(),
              "", "## Transfer (FGSM built on one network, shown to both)", "", Table(transfer_rows).to_markdown(),
              "", "## One PGD run against restarts", "", Table(fast_rows).to_markdown(), ""]

@@ -14,7 +14,6 @@ the student's FGSM or PGD.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 

@@ -727,3 +727,8 @@ def test_more_mistakes_lose_exactly_their_tests_through_the_pipeline(tmp_path):
         failing = {gid for g in group for gid in g["fails"]}
         assert cell_scores(root, m, student) == {gid: 0 if gid in failing else p for gid, p in points.items()}, (
             [g["name"] for g in group])
+
+
+def test_a_batch_that_is_not_a_pair_is_named():
+    with pytest.raises(probing.Failed, match="Return a pair"):
+        checks.probe_adversarial_batch(lambda model, x, y, attack: torch.cat([x, attack(model, x, y).detach()]))

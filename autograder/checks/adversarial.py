@@ -512,10 +512,11 @@ def probe_adversarial_batch(t: Trial, adversarial_batch) -> None:
         x, y = _images(t, n), t.randint(0, 5, n)
         what = f"adversarial_batch(model, x, y, attack) with {n} images, model in train mode"
         out = t.call(adversarial_batch, model, x, y, attack, what=what)
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            t.same(f"{key}/pair", type(out).__name__, what=f"the type returned by {what}",
-                   hint="Return a pair (images, labels).")
-            continue
+        pair = isinstance(out, (tuple, list)) and len(out) == 2
+        t.same(f"{key}/pair", pair, what=f"the value returned by {what} (a pair?)",
+               hint="Return a pair (images, labels).")
+        if not pair:
+            return
         x2, y2 = out
         t.check(f"{key}/attack_calls", attack.calls, what=f"how {what} called the attack", test=_calls_test(1))
         _record_state(t, key, model, what)

@@ -319,9 +319,12 @@ def _git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/genlab"], cwd=root, capture_output=True,
+        used = [f"src/genlab/{f}" for f in ("gan.py", "frechet.py", "models/dcgan.py", "data.py", "train.py",
+                                            "plotting.py", "runtime.py")]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *used], cwd=root, capture_output=True,
                                text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (src/genlab modified)" if dirty else "") if out.returncode == 0 else "unknown"
+        return out.stdout.strip() + (" (with uncommitted changes to the code it ran)" if dirty else "") \
+            if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

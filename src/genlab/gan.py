@@ -401,7 +401,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
                 f.write(f"{name},{step},{step / per_epoch:.3f},{value:.4f}\n")
 
     # figures (8 inches wide at most)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3), sharey=True)
     for ax, (name, (_, _, h)) in zip(axes, runs.items()):
         for key, values in h.smoothed().items():
             ax.plot(range(1, len(values) + 1), values, label=key)
@@ -414,7 +414,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     fig.savefig(out / "loss_curves.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.3))
     for ax, (name, (_, _, h)) in zip(axes, runs.items()):
         step, images = h.grids[-1]
         image_grid(images, nrow=8, title=f"{name}: fixed noise, step {step}", ax=ax)
@@ -435,7 +435,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     fig.savefig(out / "frechet.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(8, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.2))
     n_side = max(1, int(math.sqrt(s.n_recon)))
     image_grid(x_test, nrow=n_side, title="test images", ax=axes[0])
     image_grid(sample(G, codes), nrow=n_side, title=f"reconstructions (MSE {recon_error:.4f})", ax=axes[1])

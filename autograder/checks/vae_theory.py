@@ -30,7 +30,8 @@ FALSE_ALARM = 1e-9
 # ----------------------------------------------------------------------------- shared helpers
 
 
-def _diagnose(variants: Sequence[tuple[Callable[[], Any], str]], *, extra: Callable[[Any, Any], str | None] | None = None,
+def _diagnose(variants: Sequence[tuple[Callable[[], Any], str]], *,
+              extra: Callable[[Any, Any], str | None] | None = None,
               rtol: float = 1e-4, atol: float = 1e-5) -> Test:
     """A test: the reference's value within the tolerance; otherwise name the wrong variant it matches.
 
@@ -121,7 +122,7 @@ def _record_gradients(t: Trial, key: str, value: Any, leaves: dict[str, torch.Te
         t.doing = f"back-propagating through {what}"
         try:
             found = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
-            grads = dict(zip(leaves, found))
+            grads = dict(zip(leaves, found, strict=True))
         except RuntimeError:
             pass
     for name, grad in grads.items():
@@ -246,18 +247,17 @@ def probe_mc_log_likelihood(t: Trial, mc_log_likelihood) -> None:
     for dtype in DTYPES:
         for offset in (-3.0, -900.0, 400.0):
             for shape in [(50, 3), (40, 4, 2), (1, 2), (7, 5, 1)]:
-                L, d = shape[0], shape[-1]
+                d = shape[-1]
                 log_lik = _log_lik(t, d, dtype, offset=offset)
                 z = t.randn(*shape, dtype=dtype)
                 case = f"z of shape {shape}, log-likelihoods near {offset:g}, {dtype}"
                 with t.without_distributions():
                     got = t.call(mc_log_likelihood, log_lik, z, what=f"mc_log_likelihood(log_px_given_z, z), {case}")
-                values = (lambda f=log_lik, z=z: f(z))
                 variants = [
-                    (lambda v=values: v().mean(0), "that is the mean of the log-likelihoods, a lower bound (Jensen); "
-                     "the estimator takes the log of the mean likelihood"),
-                    (lambda v=values: torch.logsumexp(v(), 0), "that is log of the SUM of the likelihoods: subtract log L"),
-                    (lambda v=values: torch.logsumexp(v(), 0) + math.log(L), "add nothing: subtract log L"),
+                    (lambda f=log_lik, z=z: f(z).mean(0), "that is the mean of the log-likelihoods, a lower bound "
+                     "(Jensen); the estimator takes the log of the mean likelihood"),
+                    (lambda f=log_lik, z=z: torch.logsumexp(f(z), 0), "that is log of the SUM of the likelihoods: "
+                     "subtract log L"),
                 ]
                 t.check(f"{case}", got, what=f"mc_log_likelihood, {case}", hint=hint,
                         test=_diagnose(variants, extra=_underflow))
@@ -300,7 +300,9 @@ def _exact_model(t: Trial, d: int, dtype: torch.dtype, batch: int):
 def _weights_variants(log_lik, mu, logstd, eps, kind: str) -> list[tuple[Callable[[], Any], str]]:
     """Known wrong answers for the log-weights (``kind`` "weights"), the importance-sampled
     log-likelihood ("is") and the ELBO ("elbo"), computed from the reference side's inputs."""
-    parts = lambda: _log_weight_parts(log_lik, mu, logstd, eps)  # noqa: E731
+    def parts():
+        return _log_weight_parts(log_lik, mu, logstd, eps)
+
     c = 0.5 * theory.LOG_2PI * mu.shape[-1]
     reduce = {"weights": lambda w: w, "is": _lme, "elbo": lambda w: w.mean(0)}[kind]
     variants = [
@@ -445,6 +447,10 @@ def probe_cross_entropy(t: Trial, cross_entropy) -> None:
                     test=_diagnose(variants, extra=_nan_where_finite))
 
 
+def _kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (torch.special.xlogy(a, a) - torch.special.xlogy(a, b)).sum(-1)
+
+
 @check(theory.categorical_kl)
 def probe_categorical_kl(t: Trial, categorical_kl) -> None:
     """KL(p || q) = sum p log(p / q) in nats over the last dimension; 0 log 0 = 0, inf where q = 0 < p."""
@@ -456,14 +462,13 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
             with t.without_distributions():
                 got = t.call(categorical_kl, p, q, what=f"categorical_kl(p, q), {case}")
             pc, qc = _cpu(p, q)
-            kl = lambda a, b: (torch.special.xlogy(a, a) - torch.special.xlogy(a, b)).sum(-1)  # noqa: E731
             variants = [
-                (lambda pc=pc, qc=qc: kl(qc, pc), "that is KL(q || p): the arguments are swapped (KL is not "
+                (lambda pc=pc, qc=qc: _kl(qc, pc), "that is KL(q || p): the arguments are swapped (KL is not "
                  "symmetric; the first argument is the distribution the expectation is taken under)"),
-                (lambda pc=pc, qc=qc: kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
+                (lambda pc=pc, qc=qc: _kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
                 (lambda pc=pc, qc=qc: -torch.special.xlogy(pc, qc).sum(-1), "that is the cross-entropy H(p, q); "
                  "KL(p || q) = H(p, q) - H(p)"),
-                (lambda pc=pc, qc=qc: -kl(pc, qc), "the sign is wrong: KL is never negative"),
+                (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
             ]
             t.check(case, got, what=f"categorical_kl(p, q), {case}", hint=hint,
                     test=_diagnose(variants, extra=_nan_where_finite))
@@ -478,7 +483,8 @@ def probe_mc_elbo(t: Trial, mc_elbo) -> None:
     _probe_weights(t, mc_elbo, "mc_elbo", "elbo",
                    WEIGHTS_HINT + "The ELBO is the mean of log w over the samples (dim 0). " + NO_DISTRIBUTIONS,
                    grad_hint="The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps "
-                             "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it everywhere.")
+                             "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it "
+                             "everywhere.")
 
 
 # ----------------------------------------------------------------------------- 6 the KL term by Monte Carlo
@@ -496,11 +502,12 @@ def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
             logstd_p = t.rand(*shape, dtype=dtype, low=-0.5, high=0.8)
             for general in (False, True):
                 args = (mu_q, logstd_q, eps) + ((mu_p, logstd_p) if general else ())
-                call = "mc_gaussian_kl(mu_q, logstd_q, eps, mu_p, logstd_p)" if general else "mc_gaussian_kl(mu_q, logstd_q, eps)"
+                call = "mc_gaussian_kl(mu_q, logstd_q, eps" + (", mu_p, logstd_p)" if general else ")")
                 case = f"{call}, mu_q of shape {shape}, L = {L}, {dtype}"
                 with t.without_distributions():
                     got = t.call(mc_gaussian_kl, *args, what=case)
-                mq, lq, e, mp, lp = _cpu(mu_q, logstd_q, eps, *(args[3:] if general else (torch.zeros(()), torch.zeros(()))))
+                prior = args[3:] if general else (torch.zeros(()), torch.zeros(()))
+                mq, lq, e, mp, lp = _cpu(mu_q, logstd_q, eps, *prior)
 
                 def log_ratio(z, mq=mq, lq=lq, mp=mp, lp=lp):
                     log_q = (-0.5 * ((z - mq) / lq.exp()) ** 2 - lq).sum(-1)
@@ -595,7 +602,8 @@ def probe_bits_per_dim(t: Trial, bits_per_dim) -> None:
             (lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s), "that also divides by the batch size; "
              "divide by the dimensions of ONE example, img_shape[1:]"),
             (lambda v=value, d=dims: v() / d, "that is nats per dimension; multiply by log2(e) = 1 / ln 2 to get bits"),
-            (lambda v=value, d=dims: v() * math.log(2) / d, "that multiplies by ln 2; bits = nats * log2(e) = nats / ln 2"),
+            (lambda v=value, d=dims: v() * math.log(2) / d, "that multiplies by ln 2; bits = nats * log2(e) "
+             "= nats / ln 2"),
             (lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s[2:]), "that leaves out the first "
              "non-batch dimension; include every dimension after the batch size (channels too)"),
         ]

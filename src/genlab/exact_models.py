@@ -42,7 +42,7 @@ class LinearGaussian:
 
     @classmethod
     def random(cls, latent_dim: int, data_dim: int, *, column_norm: float = 2.0, noise_std: float = 1.0,
-               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> "LinearGaussian":
+               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> LinearGaussian:
         """A model with orthogonal columns of W, each of norm ``column_norm``, and a random bias.
 
         Each latent dimension is then pinned down by x to a posterior standard deviation of
@@ -125,7 +125,8 @@ def pixel_histograms(images: torch.Tensor, labels: torch.Tensor | None = None, *
     """
     images = _tensor("images", images)
     if images.is_floating_point() or images.dim() < 2:
-        raise ValueError(f"images must be integer grey values of shape (N, ...), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"images must be integer grey values of shape (N, ...), got {images.dtype} "
+                         f"{tuple(images.shape)}")
     if pseudo_count <= 0:
         raise ValueError(f"pseudo_count must be positive, got {pseudo_count}")
     flat = images.reshape(images.shape[0], -1).long()
@@ -138,7 +139,8 @@ def pixel_histograms(images: torch.Tensor, labels: torch.Tensor | None = None, *
     else:
         group, groups = _tensor("labels", labels).long().to(flat.device), num_classes
         if group.shape != (flat.shape[0],) or (group.numel() and (group.min() < 0 or group.max() >= groups)):
-            raise ValueError(f"labels must be (N,) = ({flat.shape[0]},) integers in [0, {groups}), got {tuple(group.shape)}")
+            raise ValueError(f"labels must be (N,) = ({flat.shape[0]},) integers in [0, {groups}), "
+                             f"got {tuple(group.shape)}")
     index = (group[:, None] * pixels + torch.arange(pixels, device=flat.device)) * levels + flat
     counts = torch.bincount(index.flatten(), minlength=groups * pixels * levels).double()
     counts = counts.reshape(groups, pixels, levels) + pseudo_count

@@ -95,7 +95,8 @@ def _check_gaussian(mu_name: str, mu: object, scale_name: str, scale: object, ep
     if mu.dim() == 0:
         raise ValueError(f"{mu_name} must have shape (..., D), got a 0-dim tensor")
     if scale.shape[-1:] != mu.shape[-1:]:
-        raise ValueError(f"{scale_name} must have the shape of {mu_name} (..., D = {mu.shape[-1]}), got {tuple(scale.shape)}")
+        raise ValueError(f"{scale_name} must have the shape of {mu_name} (..., D = {mu.shape[-1]}), "
+                         f"got {tuple(scale.shape)}")
     if eps.dim() < 2 or eps.shape[-1] != mu.shape[-1]:
         raise ValueError(f"eps must have shape (L, ..., D) with D = {mu.shape[-1]} (the last dimension of {mu_name}), "
                          f"got {tuple(eps.shape)}")

@@ -656,3 +656,25 @@ def test_source_solutions_pass_every_test_cell():
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
 def test_each_mistake_fails_exactly_its_test_cells(mistake):
     assert failing_test_cells({mistake.cell: mistake.code}) == set(mistake.fails)
+
+
+def test_the_experiment_runner_writes_its_results(tmp_path, monkeypatch):
+    """``python -m genlab.gan`` end to end, with the grading profile's tiny settings."""
+    from genlab.data import DataUnavailable
+
+    monkeypatch.setenv("GENLAB_PROFILE", "smoke")
+    try:
+        summary = gan.run_experiment("grading", tmp_path)
+    except DataUnavailable as err:
+        pytest.skip(f"no CIFAR-10 and no Fashion-MNIST stand-in here: {err}")
+    summary["total"] = {"wall_s": 1, "cpu_s": 1}
+    gan.write_readme(tmp_path, summary, "python -m genlab.gan --profile grading", torch.device("cpu"))
+    for name in ("losses.csv", "frechet.csv", "loss_curves.png", "samples.png", "frechet.png", "reconstructions.png",
+                 "README.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert summary["steps"] == {"plain": 4, "spectral norm": 4}
+    assert summary["frechet_floor"] >= 0 and summary["reconstruction_mse"] > 0
+    readme = (tmp_path / "README.md").read_text()
+    assert "not comparable with published FID" in readme and "commit:" in readme
+    rows = (tmp_path / "frechet.csv").read_text().splitlines()
+    assert rows[0] == "run,step,epoch,frechet_distance" and len(rows) == 1 + 2 * 2

@@ -323,16 +323,19 @@ def _git_commit(root: Path) -> str:
                                             "plotting.py", "runtime.py")]
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *used], cwd=root, capture_output=True,
                                text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes to the code it ran)" if dirty else "") \
-            if out.returncode == 0 else "unknown"
+        changed = sorted({line[3:] for line in dirty.splitlines()})
+        note = f" (with uncommitted changes in {', '.join(changed)})" if changed else ""
+        return out.stdout.strip() + note if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def _machine(dev: torch.device) -> str:
+    load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
     if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} (CUDA), {os.cpu_count()} CPU cores"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
+        return f"{torch.cuda.get_device_name(dev)} (CUDA), {os.cpu_count()} CPU cores{load}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{torch.get_num_threads()} torch threads{load}")
 
 
 def run_experiment(profile: str, out: Path, *, device: torch.device | None = None) -> dict[str, Any]:
@@ -376,8 +379,9 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     net = frechet.train_feature_net(train, epochs=s.feature_epochs)
     accuracy = frechet.accuracy(net, test)
     real_stats = frechet.feature_stats(net, test.batches(500, shuffle=False))
-    curves = {name: frechet.frechet_curve(net, real_stats, Generator(s.code_size).to(dev), hist.snapshots,
-                                          n=s.n_fake, seed=s.seed)
+    floor = frechet.frechet_distance(*real_stats, *frechet.feature_stats(
+        net, train.subset(s.n_fake).batches(500, shuffle=False)))
+    curves = {name: frechet.frechet_curve(net, real_stats, Generator(s.code_size).to(dev), hist.snapshots, n=s.n_fake)
               for name, (_, _, hist) in runs.items()}
 
     G, D, hist = runs["plain"]
@@ -422,13 +426,15 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     fig.savefig(out / "samples.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
     for name, curve in curves.items():
         per_epoch = runs[name][2].steps_per_epoch
         ax.plot([st / per_epoch for st, _ in curve], [v for _, v in curve], marker="o", label=name)
-    ax.set_title("Frechet distance on the course classifier's features")
+    ax.axhline(floor, color="grey", ls=":", label="real vs real (floor)")
+    ax.set_yscale("log")
+    ax.set_title("Frechet distance on the course classifier's features (not FID)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("Frechet distance")
+    ax.set_ylabel("Frechet distance (log scale)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -451,6 +457,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
         "steps": {name: h.steps for name, (_, _, h) in runs.items()},
         "seconds": {name: round(h.seconds, 1) for name, (_, _, h) in runs.items()},
         "classifier_accuracy": round(accuracy, 4),
+        "frechet_floor": round(floor, 3),
         "frechet_final": {name: round(curve[-1][1], 3) for name, curve in curves.items()},
         "frechet_best": {name: round(min(v for _, v in curve), 3) for name, curve in curves.items()},
         "reconstruction_mse": round(recon_error, 5),
@@ -472,8 +479,10 @@ def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.de
         f"- data: {summary['data']}; {s['n_train'] or 'all'} training images, {s['n_test']} test images",
         f"- training: {s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']}, betas {tuple(s['betas'])}, "
         f"code size {s['code_size']}, seed {s['seed']}",
+        f"- time: {summary['total']['wall_s']} s wall clock, {summary['total']['cpu_s']} s of CPU time in all "
+        "(the machine was shared: the wall clock depends on the load)" if "total" in summary else "",
         "",
-        "| run | steps | seconds | final Frechet distance | best Frechet distance |",
+        "| run | steps | seconds (wall) | final Frechet distance | best Frechet distance |",
         "|---|---|---|---|---|",
     ]
     for name in summary["steps"]:
@@ -481,7 +490,9 @@ def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.de
                      f"{summary['frechet_final'][name]} | {summary['frechet_best'][name]} |")
     lines += [
         "",
-        f"- feature classifier test accuracy: {summary['classifier_accuracy']:.3f}",
+        f"- feature classifier test accuracy: {summary['classifier_accuracy']:.3f}; Frechet distance between "
+        f"{s['n_fake']} training and the {s['n_test']} test images (real against real, the floor): "
+        f"{summary['frechet_floor']:.1f}",
         f"- reconstruction of {s['n_recon']} test images ({s['vis_steps']} Adam steps, lr {s['vis_lr']}): "
         f"mean squared error per pixel {summary['reconstruction_mse']:.4f} (the seed's bar for the full "
         "profile: below 0.145)",
@@ -510,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     dev = genlab.device()
     out = args.out or Path("results") / "dcgan" / args.profile
     command = "python -m genlab.gan " + " ".join(argv if argv is not None else sys.argv[1:])
+    wall, cpu = time.perf_counter(), time.process_time()
     summary = run_experiment(args.profile, out, device=dev)
+    summary["total"] = {"wall_s": round(time.perf_counter() - wall), "cpu_s": round(time.process_time() - cpu)}
     write_readme(out, summary, command.strip(), dev)
     print(f"wrote {out}: Frechet distance (final) {summary['frechet_final']}, "
           f"reconstruction MSE {summary['reconstruction_mse']:.4f}")

@@ -5,8 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.genlab-installed
 # Debian packages: Fashion-MNIST (the offline dataset), bubblewrap (grading sandbox),
-# Chromium (the book's browser test).
-DEBS   := dataset-fashion-mnist bubblewrap chromium
+# Chromium (the book's browser test), PostgreSQL (the gradebook of parallel grading runs).
+DEBS   := dataset-fashion-mnist bubblewrap chromium postgresql
 
 export GENLAB_PROFILE ?= smoke
 # Two test workers or two grading kernels share two cores: one torch thread each
@@ -43,8 +43,10 @@ release: setup
 book: setup
 	$(PY) book/build.py
 
+# One driver, one Ray cluster for every assignment; JOBS submissions at once (RAY_ADDRESS: an existing cluster).
+JOBS ?= 2
 grade: setup
-	@for f in assignments/*.toml; do $(PY) -m autograder.grade $$(basename $$f .toml) || exit 1; done
+	$(PY) -m autograder.grade $(basename $(notdir $(wildcard assignments/*.toml))) --jobs $(JOBS)
 
 demo: release book
 	@for f in assignments/*.toml; do $(PY) -m autograder.grade $$(basename $$f .toml) --samples || exit 1; done

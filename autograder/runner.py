@@ -361,14 +361,14 @@ def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = N
                 raise ClusterError(f"could not join the Ray cluster at {address}: {exc}. Check --address / "
                                    "RAY_ADDRESS and that the cluster runs this course's Python environment") from None
         else:
-            _start_local(max(1, jobs), gpus)
+            start_local(max(1, jobs), gpus)
             started = True
     resources = ray.cluster_resources()
     return Cluster(address=address or "local", cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0),
                    started_here=started)
 
 
-def _start_local(cpus: int, gpus: float | None, attempts: int = 3) -> None:
+def start_local(cpus: int, gpus: float | None, attempts: int = 3) -> None:
     """Start a local cluster; Ray gives its node 30 s to come up, which a busy machine can miss: try again."""
     import ray
 

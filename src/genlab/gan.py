@@ -322,8 +322,8 @@ def _git_commit(root: Path) -> str:
         used = [f"src/genlab/{f}" for f in ("gan.py", "frechet.py", "models/dcgan.py", "data.py", "train.py",
                                             "plotting.py", "runtime.py")]
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *used], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        changed = sorted({line[3:] for line in dirty.splitlines()})
+                               text=True, timeout=10).stdout
+        changed = sorted({line[3:] for line in dirty.splitlines() if line.strip()})
         note = f" (with uncommitted changes in {', '.join(changed)})" if changed else ""
         return out.stdout.strip() + note if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):

@@ -260,6 +260,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def plot_curves(rows: Sequence[Mapping[str, float]], *, title: str, ax: Any = None, reference: bool = True) -> Any:
     """Training and validation bpd per epoch (epoch 0: before training) with the reference figures."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.8))
@@ -272,6 +273,7 @@ def plot_curves(rows: Sequence[Mapping[str, float]], *, title: str, ax: Any = No
     if reference:
         shown = [(e, v) for e, (_, v) in REFERENCE_BPD.items() if e <= max(epochs)]
         ax.plot([e for e, _ in shown], [v for _, v in shown], "k*", markersize=10, label="reference (train)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_title(title)
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("bits per dimension")
@@ -281,12 +283,12 @@ def plot_curves(rows: Sequence[Mapping[str, float]], *, title: str, ax: Any = No
 
 
 def plot_snapshots(samples: Mapping[int, torch.Tensor], *, title: str) -> Any:
-    """One 8 x 8 grid of samples per checkpoint, side by side (8 inches wide)."""
+    """One 8 x 8 grid of samples per checkpoint, side by side (7.5 inches wide)."""
     import matplotlib.pyplot as plt
 
     from genlab.plotting import image_grid
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(8, 8 / len(samples) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(samples), figsize=(7.5, 7.5 / len(samples) + 0.8), squeeze=False)
     for ax, (epoch, images) in zip(axes[0], sorted(samples.items())):
         image_grid(images, nrow=8, title="before training" if epoch == 0 else f"after {epoch} epoch{'s' * (epoch > 1)}", ax=ax)
     fig.suptitle(title)

@@ -325,13 +325,14 @@ def _git_commit() -> str:
 
 
 def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan,
-                     data_note: str) -> Path:
+                     data_note: str, load: Sequence[float] = ()) -> Path:
     """A README beside the results: the command, the commit and the machine that made them."""
     lines = [f"# Results of the {plan.profile} profile", "",
              f"- command: `python -m genlab.experiments.conv_vae {' '.join(argv)}`",
              f"- commit: {_git_commit()}",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {genlab.device()}, "
-             f"torch {torch.__version__}, Python {platform.python_version()}",
+             f"torch {torch.__version__}, Python {platform.python_version()}"
+             + (f"; load average {' -> '.join(f'{x:.1f}' for x in load)} (start -> end, 1 min)" if load else ""),
              f"- data: {data_note}",
              f"- plan: z = {plan.nz}, {plan.levels} grey levels, {plan.epochs} epochs, snapshots {list(plan.snapshots)}, "
              f"batch {plan.batch}, Adam lr {plan.lr}, seed {plan.seed}; z = 2 manifold model {plan.manifold_epochs} epochs",
@@ -374,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.cache) / plan.profile
     seconds: dict[str, float] = {}
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
 
     train, val, test = load_splits(plan, device)
     data_note = (f"{train.stand_in} standing in for MNIST" if train.stand_in else "MNIST") + \
@@ -414,7 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fig.tight_layout()
         fig.savefig(out_dir / "manifold.png", dpi=100)
         plt.close(fig)
-    write_provenance(out_dir, argv, seconds, plan, data_note)
+    if load:
+        load.append(os.getloadavg()[0])
+    write_provenance(out_dir, argv, seconds, plan, data_note, load)
     print(f"results in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return 0
 

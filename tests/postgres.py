@@ -1,0 +1,25 @@
+"""A private PostgreSQL server for tests (autograder/pgserver.py): started once per module, stopped after it."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from autograder import pgserver
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A running server with an empty database ``genlab``; ``.url`` is its SQLAlchemy URL."""
+    why = pgserver.missing()
+    if why:
+        pytest.skip(why)
+    folder = Path(tempfile.mkdtemp(prefix="genlab-pg-"))  # not under pytest's 0700 folders: the server's user reads it
+    server = pgserver.start(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

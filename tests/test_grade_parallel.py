@@ -1,0 +1,378 @@
+"""Grading at scale (issue 8): Ray workers, a PostgreSQL gradebook, resumable runs, exactly once.
+
+The slow tests grade the twelve submissions of tests/gradingcourse.py (correct, blank, typical
+mistakes, one sleeping past its cell time limit, one allocating past its memory limit, one whose
+kernel exits, one printing warnings) and compare every cell's score with what sequential
+``nbgrader autograde`` gives for the same submission.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade, manifest, runner, sandbox, status
+from autograder.course import gradebook_url
+from tests import gradingcourse as gc
+from tests.postgres import postgres  # noqa: F401 (a fixture)
+
+NAME = gc.NAME
+DRIVER = ("import sys; from pathlib import Path; from autograder import grade; "
+          "rs = grade.grade(sys.argv[1], jobs=2, root=Path(sys.argv[2])); print(grade.table(rs))")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "GENLAB_PROGRESS": "0", **extra}
+    if not sandbox.available():
+        env["GENLAB_SANDBOX"] = "0"
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_or_not(monkeypatch):
+    if not sandbox.available():  # as root without bubblewrap the grader refuses to run student code
+        monkeypatch.setenv("GENLAB_SANDBOX", "0")
+
+
+# ----------------------------------------------------------------------------- the record (fast)
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'gradebook.db'}?timeout=60"
+
+
+def test_only_one_claim_wins_and_it_counts_one_execution(db):
+    status.ensure(db, NAME, "ada", "d1")
+    assert status.claim(db, NAME, "ada", "d1", "token-a")["executions"] == 1
+    with pytest.raises(status.ClaimRefused, match="running"):
+        status.claim(db, NAME, "ada", "d1", "token-b")
+    row = status.get(db, NAME, "ada", "d1")
+    assert (row["state"], row["token"], row["executions"], row["pid"]) == ("running", "token-a", 1, os.getpid())
+    assert status.claim_alive(row)  # this process holds it
+    status.record_graded(db, NAME, "ada", "d1", "token-a", notebook="{}", scores={"t": [1, 1, "code"]},
+                         phases={"execute_s": 2.0})
+    with pytest.raises(status.ClaimRefused):  # graded: nobody executes it again
+        status.claim(db, NAME, "ada", "d1", "token-c")
+    row = status.get(db, NAME, "ada", "d1")
+    assert row["state"] == "graded" and row["executions"] == 1 and status.notebook_bytes(row) == b"{}"
+
+
+def test_a_claim_whose_process_is_gone_is_requeued_once(db):
+    status.ensure(db, NAME, "bob", "d2")
+    code = f"from autograder import status; status.claim({db!r}, {NAME!r}, 'bob', 'd2', 'dead-token')"
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+    row = status.get(db, NAME, "bob", "d2")
+    assert row["state"] == "running" and not status.claim_alive(row)  # its process has exited
+    assert status.requeue(db, row, reason="lost") is True
+    assert status.requeue(db, row, reason="lost") is False  # compare-and-set: only one requeues it
+    assert status.claim(db, NAME, "bob", "d2", "new-token")["executions"] == 2
+
+
+def test_a_result_needs_the_claim_that_produced_it(db):
+    status.ensure(db, NAME, "cy", "d3")
+    status.claim(db, NAME, "cy", "d3", "mine")
+    with pytest.raises(status.ClaimRefused, match="lost"):
+        status.record_graded(db, NAME, "cy", "d3", "someone-else", notebook="{}", scores={}, phases={})
+
+
+def test_a_table_from_an_older_grader_gets_the_new_columns(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE genlab_grading (assignment VARCHAR(128), student VARCHAR(128), "
+                             "digest VARCHAR(64), state VARCHAR(16) NOT NULL, reason TEXT, executions INTEGER, "
+                             "updated DATETIME, PRIMARY KEY (assignment, student, digest))"))
+    status.ensure(url, NAME, "dee", "d4")
+    assert status.claim(url, NAME, "dee", "d4", "t")["host"] == status.host_id()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("gpu_fraction = 0", "gpu_fraction must be a number in (0, 1]"),
+    ("gpu_fraction = 1.5", "gpu_fraction must be a number in (0, 1]"),
+    ('gpu_fraction = "half"', "gpu_fraction must be a number"),
+])
+def test_manifest_gpu_fraction_is_validated(tmp_path, line, message):
+    path = tmp_path / "a.toml"
+    path.write_text(gc.manifest_text("optional") + line + "\n")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        manifest.load(path)
+    path.write_text(gc.manifest_text("none") + "gpu_fraction = 0.5\n")
+    with pytest.raises(ValueError, match='gpu = "none"'):
+        manifest.load(path)
+    path.write_text(gc.manifest_text("required", 0.25))
+    assert manifest.load(path).gpu_fraction == 0.25
+
+
+def test_gpu_options_and_the_missing_gpu_message(tmp_path):
+    (tmp_path / "a.toml").write_text(gc.manifest_text("required", 0.25))
+    m = manifest.load(tmp_path / "a.toml")
+    assert runner.task_options(m, gpu=True)["num_gpus"] == 0.25
+    assert runner.task_options(m, gpu=False)["num_gpus"] == 0
+    assert runner.task_options(m, gpu=True)["max_retries"] == 1
+    assert runner.task_options(m, gpu=True)["retry_exceptions"] == [runner.InfrastructureError]
+    with pytest.raises(runner.ClusterError, match='gpu = "required".*has 0.*--address or RAY_ADDRESS'):
+        runner.check_gpu(m, runner.Cluster(address="local", cpus=2, gpus=0, started_here=True))
+    runner.check_gpu(m, runner.Cluster(address="local", cpus=2, gpus=1, started_here=True))
+
+
+# ----------------------------------------------------------------------------- batches (slow)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster with 2 worker slots and 1 declared GPU (that does not exist), for this module."""
+    grade.stop_cluster()
+    runner.start_local(2, 1)
+    yield
+    grade.stop_cluster()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, dict[str, float]]:
+    """Every cell's score of the batch, graded by sequential ``nbgrader autograde`` (after the same intake)."""
+    root = gc.make_course(tmp_path_factory.mktemp("reference"))
+    gc.submit(root)
+    _, failed = gc.autograde_sequentially(root, gc.BATCH, env=_env())
+    db = gradebook_url(root)
+    ungraded = {r["student"] for r in status.rows(db, NAME) if r["state"] != "graded"} | set(failed)
+    if ungraded:  # a grading failure (a kernel that did not start on a busy machine) is no grade: once more
+        _, failed = gc.autograde_sequentially(root, sorted(ungraded), env=_env())
+    rows = {r["student"]: r for r in status.rows(db, NAME)}
+    assert not failed and all(r["state"] == "graded" for r in rows.values()), (
+        {s: r["reason"] for s, r in rows.items() if r["state"] != "graded"}, failed)
+    got = gc.scores(db)
+    assert set(got) == set(gc.BATCH)
+    return got
+
+
+EXPECTED = {  # what each submission must score (points per test: interpolate 3, one_hot 2, gaussian_kl 5)
+    "correct-1": 10, "correct-2": 10, "blank": 0, "wrong-interpolate": 7, "wrong-one_hot": 8,
+    "wrong-gaussian_kl": 5, "wrong-all": 0, "sleeps-past-limit": 10, "kernel-exits": 5, "warnings": 10, "half": 3,
+}
+
+
+@pytest.mark.slow
+def test_ray_batch_grades_like_sequential_autograde(cluster, reference, tmp_path):
+    root = gc.make_course(tmp_path / "course")
+    gc.submit(root)
+    results = {r.student: r for r in grade.grade(NAME, jobs=2, root=root)}
+    db = gradebook_url(root)
+    assert gc.scores(db) == reference
+    totals = {s: sum(cells.values()) for s, cells in reference.items()}
+    assert {s: totals[s] for s in EXPECTED} == EXPECTED
+    assert totals["memory-hog"] <= 5  # killed by its memory limit after one_hot's test (or its allocation failed)
+    for student, r in results.items():
+        assert r.state == "graded" and r.error is None, (student, r.error)
+        assert r.executions == 1 and r.gpu_ids == []  # gpu = "none": never a GPU, though the cluster has one
+        assert r.phases["execute_s"] > 0 and r.phases["prepare_s"] > 0 and r.phases["verify_s"] > 0
+    assert results["correct-1"].auto_score == 10
+    with open(root / grade.TIMES_CSV) as fh:
+        times = list(csv.DictReader(fh))
+    assert {row["student"] for row in times} == set(gc.BATCH)
+    assert all(float(row["execute_s"]) > 0 and row["executions"] == "1" for row in times)
+    assert "executing" in grade.table(list(results.values())).splitlines()[0]
+    page = (root / "feedback" / "kernel-exits" / NAME / f"{NAME}.html").read_text()
+    assert "KernelDied" in page or "kernel died" in page
+
+    # a second run grades nothing again; a changed resubmission is graded (once)
+    nb_path = root / "submitted" / "blank" / NAME / f"{NAME}.ipynb"
+    nbformat.write(gc.submission("correct-1"), nb_path)
+    again = {r.student: r for r in grade.grade(NAME, jobs=2, root=root)}
+    assert again["blank"].auto_score == 10 and again["blank"].executions == 1
+    assert all(r.executions == 1 for r in again.values())
+    assert [r["student"] for r in status.rows(db, NAME) if r["executions"] != 1] == []
+    assert len(status.rows(db, NAME)) == len(gc.BATCH) + 1  # the blank submission's old row stays, graded
+
+
+def _ray_processes(tag: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if tag in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_and_grades_each_submission_exactly_once(postgres, reference, tmp_path):  # noqa: F811
+    root = gc.make_course(tmp_path / "course")
+    gc.submit(root)
+    ray_tmp = tempfile.mkdtemp(prefix="gr-")  # short: Ray's socket paths must fit
+    env = _env(GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=ray_tmp)
+    db = postgres.url
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, NAME, str(root)], env=env, cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            assert driver.poll() is None, "the driver finished before it could be killed:\n" + driver.stdout.read().decode()
+            assert time.monotonic() < deadline, "the driver graded nothing in time"
+            rows = status.rows(db, NAME) if _has_table(db) else []
+            graded = [r for r in rows if r["state"] == "graded"]
+            just_claimed = [r for r in rows if r["state"] == "running" and status.claim_alive(r)
+                            and status.since(r["claimed"]) < 3]  # it has most of its notebook to execute
+            if len(graded) >= 3 and just_claimed:
+                break
+            time.sleep(0.3)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        killed = datetime.now(timezone.utc)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    _kill(_ray_processes(ray_tmp))  # what is left of the killed driver's local cluster
+
+    restarted = subprocess.run([sys.executable, "-c", DRIVER, NAME, str(root)], env=env, cwd=root,
+                               capture_output=True, text=True, timeout=900)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    rows = status.rows(db, NAME)
+    assert sorted(r["student"] for r in rows) == sorted(gc.BATCH)  # one row each: no file changed
+    assert {r["student"]: (r["state"], r["executions"]) for r in rows} == {s: ("graded", 1) for s in gc.BATCH}
+    assert gc.scores(db) == reference
+    outlived = [r["student"] for r in rows if _utc(r["claimed"]) < killed < _utc(r["updated"])]
+    assert outlived, "no grading process outlived the driver: the test did not test the orphan case"
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db) as gb:
+        subs = gb.assignment_submissions(NAME)
+        assert len(subs) == len(gc.BATCH)
+        assert all(g.auto_score is not None for sub in subs for nb in sub.notebooks for g in nb.grades
+                   if g.cell.cell_type == "code")
+    with open(root / "grades.csv") as fh:
+        assert {row["student_id"]: row["status"] for row in csv.DictReader(fh)} == {s: "graded" for s in gc.BATCH}
+    for student in gc.BATCH:
+        assert (root / "autograded" / student / NAME / f"{NAME}.ipynb").exists()
+        assert (root / "feedback" / student / NAME / f"{NAME}.html").exists()
+    _kill(_ray_processes(ray_tmp))
+    assert not _ray_processes("genlab-task-"), "grading processes are left running"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _has_table(db: str) -> bool:
+    import sqlalchemy as sa
+
+    return sa.inspect(status.engine(db)).has_table("genlab_grading")
+
+
+@pytest.mark.slow
+def test_gpu_tasks_wait_for_a_gpu_slot_and_optional_ones_take_a_free_share(cluster, tmp_path):
+    root = gc.make_course(tmp_path / "course", gpu="required", gpu_fraction=1.0)
+    gc.submit(root, ["correct-1", "wrong-one_hot"])
+    required = {r.student: r for r in grade.grade(NAME, jobs=2, root=root)}
+    assert all(r.gpu_ids == ["0"] and r.state == "graded" for r in required.values())
+    (a0, a1), (b0, b1) = sorted(r.window for r in required.values())
+    assert a1 <= b0, "two tasks held the one GPU at once"  # two CPU slots, one GPU: they ran one after the other
+
+    (root / "assignments" / f"{NAME}.toml").write_text(gc.manifest_text("optional", 0.5))
+    gc.submit(root, ["correct-2", "blank", "half"])
+    optional = {r.student: r for r in grade.grade(NAME, jobs=2, root=root) if r.student in ("correct-2", "blank", "half")}
+    assert all(r.state == "graded" for r in optional.values())
+    on_gpu = sorted(s for s, r in optional.items() if r.gpu_ids)
+    assert len(on_gpu) == 2, {s: r.gpu_ids for s, r in optional.items()}  # two halves of the GPU, then a CPU slot
+
+
+# ----------------------------------------------------------------------------- bad input (slow: a release)
+
+
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory) -> Path:
+    """A course with one submission whose notebook is misnamed: intake would rename it, so nothing may."""
+    root = gc.make_course(tmp_path_factory.mktemp("bad-input"))
+    folder = root / "submitted" / "ada" / NAME
+    folder.mkdir(parents=True)
+    nbformat.write(gc.submission("correct-1"), folder / "Copy of notebook.ipynb")
+    return root
+
+
+def _cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autograder.grade", *args, "--course", str(root)], cwd=root,
+                          env=_env(**env), capture_output=True, text=True, timeout=300)
+
+
+def _assert_untouched(root: Path) -> None:
+    assert [p.name for p in (root / "submitted" / "ada" / NAME).iterdir()] == ["Copy of notebook.ipynb"]
+    assert not (root / "autograded").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_ray_address_that_does_not_answer(untouched):
+    address = f"127.0.0.1:{_free_port()}"
+    proc = _cli(untouched, NAME, "--address", address)
+    assert proc.returncode == 2
+    assert f"the Ray cluster at {address} does not answer" in proc.stderr and "ray start --head" in proc.stderr
+    assert "RAY_ADDRESS" in proc.stderr and "Traceback" not in proc.stderr
+    _assert_untouched(untouched)
+
+
+@pytest.mark.slow
+def test_a_gradebook_that_cannot_be_reached(untouched):
+    url = f"postgresql+psycopg2://genlab@127.0.0.1:{_free_port()}/genlab"
+    proc = _cli(untouched, NAME, GENLAB_GRADEBOOK=url)
+    assert proc.returncode == 2
+    assert "cannot reach the gradebook" in proc.stderr and "GENLAB_GRADEBOOK" in proc.stderr
+    assert "autograder.pgserver start" in proc.stderr and "Traceback" not in proc.stderr
+    _assert_untouched(untouched)
+
+
+@pytest.mark.slow
+def test_an_assignment_without_a_release(untouched):
+    (untouched / "assignments" / "unreleased.toml").write_text(gc.manifest_text().replace(NAME, "unreleased"))
+    proc = _cli(untouched, "unreleased")
+    assert proc.returncode == 2
+    assert "assignment unreleased has no release" in proc.stderr and "make release" in proc.stderr
+    _assert_untouched(untouched)
+
+
+@pytest.mark.slow
+def test_a_required_gpu_on_a_cluster_without_one_fails_at_once(untouched):
+    (untouched / "assignments" / "needsgpu.toml").write_text(gc.manifest_text("required").replace(NAME, "needsgpu"))
+    (untouched / "release" / "needsgpu").mkdir()
+    (untouched / "release" / "needsgpu" / "needsgpu.ipynb").write_text("{}")
+    folder = untouched / "submitted" / "ada" / "needsgpu"
+    folder.mkdir(parents=True)
+    nbformat.write(gc.submission("correct-1"), folder / "Copy.ipynb")
+    (untouched / "source" / "needsgpu").mkdir()
+    nbformat.write(gc.source_notebook(), untouched / "source" / "needsgpu" / "needsgpu.ipynb")
+    code = ("import sys; from pathlib import Path; from autograder import grade, runner\n"
+            "try:\n    grade.grade('needsgpu', jobs=1, root=Path(sys.argv[1]), gpus=0)\n"
+            "except runner.ClusterError as exc:\n    print(exc); sys.exit(3)\n")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code, str(untouched)], env=_env(RAY_TMPDIR=tempfile.mkdtemp(prefix="gr-")),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert 'needs a GPU (gpu = "required"' in proc.stdout and "has 0" in proc.stdout
+    assert time.monotonic() - start < 240  # at once: no task waits for a GPU that does not exist
+    assert [p.name for p in folder.iterdir()] == ["Copy.ipynb"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.probing import Trial, check, close, describe
+from autograder.probing import Trial, as_number, check, close, describe
 from genlab import attacks, defenses
 
 IMAGE = (3, 6, 6)
@@ -55,8 +55,8 @@ class _TrainScale(nn.Module):
 
 def _mode_net(t: Trial) -> nn.Module:
     """A classifier whose outputs depend on the mode but never on the rest of the batch (no BatchNorm)."""
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _TrainScale(), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
-    t.init_module(net, scale=2.0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _TrainScale(), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    t.init_module(net, scale=2.0)  # ReLU, not a saturating activation: the adversarial term must differ from the clean one
     return net.to(t.device, torch.float64).train()
 
 
@@ -315,8 +315,8 @@ class _AttackLog:
         return (x + scale * w * self.pattern[: len(x)]).clamp(0.0, 1.0)
 
     def fgsm_like(self, model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        """fgsm's signature: (model, loss_fn, x, y, eps)."""
-        return self._run(model, x, eps)
+        """fgsm's signature: (model, loss_fn, x, y, eps); moves pixels by up to ``size * eps``."""
+        return self._run(model, x, self.size * eps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """An attack for adversarial_batch and accuracy_under_attack: (model, x, y)."""
@@ -450,16 +450,46 @@ def _per_batch_reference(net: nn.Module, batches: list, attack: _AttackLog | Non
 # ----------------------------------------------------------------------------------------------- FGSM loss
 
 
+def _fgsm_loss_diagnosis(got: Any, want: Any, records: dict, key: str, alpha: float) -> str | None:
+    problem = close(got, want)
+    if problem is None:
+        return None
+    terms = records.get(f"{key}/terms")
+    if isinstance(terms, list) and len(terms) == 2 and as_number(got) is not None:
+        clean, adversarial = terms
+        if close(got, (1 - alpha) * clean + alpha * adversarial) is None:
+            return f"{problem}: alpha multiplies the adversarial term; it weights the CLEAN loss"
+        if alpha != 0.5 and close(got, 0.5 * clean + 0.5 * adversarial) is None:
+            return f"{problem}: that is the plain mean of the two terms; weight them with alpha and 1 - alpha"
+    return problem
+
+
+def _terms(model: nn.Module, attack: _AttackLog, x: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
+    """J(x) in train mode and J(x_adv) with the stand-in's x_adv built in eval mode: for naming mistakes only."""
+    calls = list(attack.calls)
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            x_adv = attack.fgsm_like(model, F.cross_entropy, x, y, eps)
+            model.train()
+            return [float(F.cross_entropy(model(x), y)), float(F.cross_entropy(model(x_adv), y))]
+    finally:
+        model.train(was)
+        attack.calls[:] = calls
+
+
 @check(defenses.fgsm_loss)
 def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
     """alpha * J(x) + (1 - alpha) * J(x_adv): x_adv from the attack in eval mode, detached; J in train mode."""
+    gradients = []  # recorded after every loss, so that a wrong weighting is named before its gradients
     for k, alpha in enumerate((0.3, 0.8, 0.5, None)):
         key = f"alpha={alpha}"
         model = _mode_net(t)
         for p in model.parameters():
             p.grad = None
         n = 6
-        attack = _AttackLog(_pattern(t, n), size=0.0)
+        attack = _AttackLog(_pattern(t, n), size=4.0)
         x, y = _images(t, n), t.randint(0, 5, n)
         eps = (0.05, 0.1, 8 / 255, 0.2)[k]
         if alpha is None:
@@ -470,15 +500,19 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
             loss = t.call(fgsm_loss, model, F.cross_entropy, x, y, eps, alpha, attack=attack.fgsm_like, what=what)
         t.check(f"{key}/attack_calls", attack.calls, what=f"how {what} called the attack", test=_calls_test(1))
         t.check(f"{key}/training", [m.training for m in model.modules()], what=f"the model's modes after {what}",
-                test=_modes_test, hint="The loss is computed in the mode the model came in (train mode while training): switch to eval "
-                    "mode only for the attack, then back with model.train(was_training).")
-        t.same(f"{key}/loss", loss, what=what,
-               hint=("alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
-                     "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")))
+                test=_modes_test, hint="The loss is computed in the mode the model came in (train mode while training): "
+                                       "switch to eval mode only for the attack, then back with model.train(was_training).")
+        t.note(f"{key}/terms", _terms(model, attack, x, y, eps))
+        t.check(f"{key}/loss", loss, what=what,
+                test=lambda g, w, r, key=key, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, r, key, a),
+                hint=("alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
+                      "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")))
         t.call(lambda: loss.backward(), what=f"loss.backward() on the loss returned by {what} (return a tensor)")
-        t.check(f"{key}/grads", [p.grad for p in model.parameters()], what=f"the gradients of the parameters from {what}",
-                test=_tree_test, hint="Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may flow "
-                    "back through the attack into the weights.")
+        gradients.append((key, what, [p.grad for p in model.parameters()]))
+    for key, what, grads in gradients:
+        t.check(f"{key}/grads", grads, what=f"the gradients of the parameters from {what}", test=_tree_test,
+                hint="Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
+                     "flow back through the attack into the weights.")
 
 
 # ----------------------------------------------------------------------------------------------- adversarial batch

@@ -205,8 +205,11 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
 
 def _launch(folder: Path) -> int:
     """Start :func:`job_main` detached (double fork, own session); return its pid."""
-    proc = subprocess.run([sys.executable, "-m", "autograder.runner", "job", str(folder)], capture_output=True,
-                          text=True, start_new_session=True, cwd=folder, timeout=120)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "autograder.runner", "job", str(folder)], capture_output=True,
+                              text=True, start_new_session=True, cwd=folder, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise InfrastructureError("the grading process did not start within 120 s") from None
     try:
         return int(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -102,7 +102,7 @@ def train_epoch(model, optimizer, batches, dev, augmented_on_device: bool) -> in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2048, help="training images in the epoch")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=1, help="basic blocks per stage (2: ResNet-18)")
@@ -124,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         write_cifar_pickles(data, Path(tmp))
         loader = baseline_loader(Path(tmp))
         ours, theirs, steps = [], [], None
-        for _ in range(args.reps):  # alternate, so that both meet the same machine load
-            t, steps = timed(lambda: train_epoch(model_g, opt_g, data.batches(BATCH), dev, True), 1)
-            ours.append(t)
-            t, _ = timed(lambda: train_epoch(model_b, opt_b, loader, dev, False), 1)
-            theirs.append(t)
+        run_ours = lambda: timed(lambda: train_epoch(model_g, opt_g, data.batches(BATCH), dev, True), 1)
+        run_theirs = lambda: timed(lambda: train_epoch(model_b, opt_b, loader, dev, False), 1)
+        for rep in range(args.reps):  # alternate, in both orders, so that both meet the same machine load
+            first, second = (run_ours, run_theirs) if rep % 2 == 0 else (run_theirs, run_ours)
+            a, b = first(), second()
+            (t_ours, steps), (t_theirs, _) = (a, b) if rep % 2 == 0 else (b, a)
+            ours.append(t_ours)
+            theirs.append(t_theirs)
         data_only_g, _ = timed(lambda: sum(augment(x).shape[0] for x, _ in data.batches(BATCH)), args.reps)
         data_only_b, _ = timed(lambda: sum(x.to(dev).shape[0] for x, _ in loader), args.reps)
     epoch_g, epoch_b = sorted(ours)[len(ours) // 2], sorted(theirs)[len(theirs) // 2]
@@ -139,11 +142,24 @@ def main(argv: list[str] | None = None) -> int:
         torchattacks = None
     model = network().eval()
     x, y = next(data.batches(256, shuffle=False))
-    pgd_g, _ = timed(lambda: (pgd(model, F.cross_entropy, x, y, 8 / 255, 2 / 255, 10), sync(dev)), args.reps,
-                     warmup=True)
+    ours_pgd = lambda: timed(lambda: (pgd(model, F.cross_entropy, x, y, 8 / 255, 2 / 255, 10), sync(dev)), 1)[0]
+    pgd_g_all, pgd_t_all = [], []
     if torchattacks is not None:
         attack = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-        pgd_t, _ = timed(lambda: (attack(x, y), sync(dev)), args.reps, warmup=True)
+        theirs_pgd = lambda: timed(lambda: (attack(x, y), sync(dev)), 1)[0]
+        ours_pgd(), theirs_pgd()  # warm-up
+        for rep in range(args.reps):
+            if rep % 2 == 0:
+                pgd_g_all.append(ours_pgd())
+                pgd_t_all.append(theirs_pgd())
+            else:
+                pgd_t_all.append(theirs_pgd())
+                pgd_g_all.append(ours_pgd())
+        pgd_t = sorted(pgd_t_all)[len(pgd_t_all) // 2]
+    else:
+        ours_pgd()
+        pgd_g_all = [ours_pgd() for _ in range(args.reps)]
+    pgd_g = sorted(pgd_g_all)[len(pgd_g_all) // 2]
 
     where = f"{dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f", {args.threads} torch thread(s)")
     print(f"adversarial_epoch: {epoch_b / epoch_g:.2f}x")

@@ -37,6 +37,14 @@ class Manifest:
     cell_timeout_s: int = 300
     mistakes: tuple[Mistake, ...] = field(default_factory=tuple)
 
+    def mistake_rounds(self) -> list[tuple[Mistake, ...]]:
+        """The mistakes as submissions: round k holds the k-th mistake of every cell that has one."""
+        per_cell: dict[str, list[Mistake]] = {}
+        for m in self.mistakes:
+            per_cell.setdefault(m.cell, []).append(m)
+        depth = max((len(v) for v in per_cell.values()), default=0)
+        return [tuple(v[k] for v in per_cell.values() if len(v) > k) for k in range(depth)]
+
     def source_at(self, root: Path = ROOT) -> Path:
         """The source notebook in the course rooted at ``root``."""
         return root / "source" / self.name / self.notebook
@@ -91,9 +99,9 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
         )
         for m in data.get("mistakes", [])
     )
-    cells = [m.cell for m in mistakes]
-    if len(cells) != len(set(cells)):
-        raise ValueError(f"{path}: two mistakes replace the same cell; give each mistake its own cell")
+    names = [m.name for m in mistakes]
+    if len(names) != len(set(names)):
+        raise ValueError(f"{path}: two mistakes share a name; give each its own")
     for key in ("time_limit_s", "memory_limit_mb", "disk_limit_mb", "cell_timeout_s"):
         if key in data and (not isinstance(data[key], int) or data[key] <= 0):
             raise ValueError(f"{path}: {key} must be a positive integer, got {data[key]!r}")

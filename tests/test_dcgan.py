@@ -616,16 +616,7 @@ SOLUTIONS = {notebooks.meta(c)["grade_id"]: c.source for c in NOTEBOOK.cells
              if notebooks.meta(c).get("solution") and c.cell_type == "code"}
 TESTS = {notebooks.meta(c)["grade_id"]: c.source for c in NOTEBOOK.cells
          if notebooks.meta(c).get("grade") and not notebooks.meta(c).get("solution")}
-def _all_mistakes() -> list[manifest.Mistake]:
-    """The manifest's [[mistakes]] (one per cell, graded together by the pipeline) and [[more_mistakes]]."""
-    import tomllib
-
-    extra = tomllib.loads((ROOT / "assignments" / "dcgan.toml").read_text()).get("more_mistakes", [])
-    return list(manifest.load("dcgan").mistakes) + [
-        manifest.Mistake(name=m["name"], cell=m["cell"], code=m["code"], fails=tuple(m["fails"])) for m in extra]
-
-
-MISTAKES = _all_mistakes()
+MISTAKES = list(manifest.load("dcgan").mistakes)
 
 
 def test_the_manifest_names_every_typical_mistake_of_the_issue():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -275,15 +276,19 @@ def _gaussian_inputs(t: Trial, shape: tuple[int, ...], L: int, dtype: torch.dtyp
 
 def _log_weight_parts(log_lik, mu, logstd, eps):
     """(log p(x|z), log p(z), log q(z|x)) on the CPU, for the wrong variants."""
+    # BEGIN REFERENCE
     mu, logstd, eps = _cpu(mu, logstd, eps)
     z = mu + torch.exp(logstd) * eps
     log_q = (-0.5 * eps**2 - logstd - 0.5 * theory.LOG_2PI).sum(-1)
     log_p = (-0.5 * z**2 - 0.5 * theory.LOG_2PI).sum(-1)
     return log_lik(z), log_p, log_q
+    # END REFERENCE
 
 
 def _lme(x: torch.Tensor) -> torch.Tensor:
+    # BEGIN REFERENCE
     return torch.logsumexp(x, 0) - math.log(x.shape[0])
+    # END REFERENCE
 
 
 def _exact_model(t: Trial, d: int, dtype: torch.dtype, batch: int):
@@ -385,6 +390,20 @@ def _distributions(t: Trial, *shape: int, dtype: torch.dtype, zeros: float = 0.0
 NATS = "Work in nats: the natural logarithm torch.log, not log2 (bits) or log10."
 
 
+def _cross_entropy(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """-sum p log q over the last dimension (the grader's, for naming wrong variants)."""
+    # BEGIN REFERENCE
+    return -torch.special.xlogy(p, q).sum(-1)
+    # END REFERENCE
+
+
+def _kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KL(a || b) over the last dimension (the grader's, for naming wrong variants)."""
+    # BEGIN REFERENCE
+    return (torch.special.xlogy(a, a) - torch.special.xlogy(a, b)).sum(-1)
+    # END REFERENCE
+
+
 @check(theory.entropy)
 def probe_entropy(t: Trial, entropy) -> None:
     """H(p) = -sum p log p in nats over the last dimension, 0 log 0 = 0."""
@@ -396,7 +415,7 @@ def probe_entropy(t: Trial, entropy) -> None:
             with t.without_distributions():
                 got = t.call(entropy, p, what=f"entropy(p), {case}")
             pc, = _cpu(p)
-            h = lambda pc=pc: -torch.special.xlogy(pc, pc).sum(-1)  # noqa: E731
+            h = partial(_cross_entropy, pc, pc)
             variants = [(lambda h=h: h() / math.log(2), "that is in bits; the entropy is asked in nats (torch.log)"),
                         (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
                         (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm")]
@@ -437,18 +456,14 @@ def probe_cross_entropy(t: Trial, cross_entropy) -> None:
                 got = t.call(cross_entropy, p, q, what=f"cross_entropy(p, q), {case}")
             pc, qc = _cpu(p, q)
             variants = [
-                (lambda pc=pc, qc=qc: -torch.special.xlogy(qc, pc).sum(-1), "that is H(q, p): the arguments are "
+                (lambda pc=pc, qc=qc: _cross_entropy(qc, pc), "that is H(q, p): the arguments are "
                  "swapped; H(p, q) averages -log q under p"),
-                (lambda pc=pc, qc=qc: -torch.special.xlogy(pc, qc).sum(-1) / math.log(2), "that is in bits; "
+                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc) / math.log(2), "that is in bits; "
                  "use nats (torch.log)"),
-                (lambda pc=pc, qc=qc: torch.special.xlogy(pc, qc).sum(-1), "the sign is wrong: -sum p log q"),
+                (lambda pc=pc, qc=qc: -_cross_entropy(pc, qc), "the sign is wrong: -sum p log q"),
             ]
             t.check(case, got, what=f"cross_entropy(p, q), {case}", hint=hint,
                     test=_diagnose(variants, extra=_nan_where_finite))
-
-
-def _kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (torch.special.xlogy(a, a) - torch.special.xlogy(a, b)).sum(-1)
 
 
 @check(theory.categorical_kl)
@@ -466,7 +481,7 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
                 (lambda pc=pc, qc=qc: _kl(qc, pc), "that is KL(q || p): the arguments are swapped (KL is not "
                  "symmetric; the first argument is the distribution the expectation is taken under)"),
                 (lambda pc=pc, qc=qc: _kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
-                (lambda pc=pc, qc=qc: -torch.special.xlogy(pc, qc).sum(-1), "that is the cross-entropy H(p, q); "
+                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc), "that is the cross-entropy H(p, q); "
                  "KL(p || q) = H(p, q) - H(p)"),
                 (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
             ]
@@ -490,6 +505,15 @@ def probe_mc_elbo(t: Trial, mc_elbo) -> None:
 # ----------------------------------------------------------------------------- 6 the KL term by Monte Carlo
 
 
+def _log_ratio(z: torch.Tensor, *, mq, lq, mp, lp) -> torch.Tensor:
+    """log q(z) - log p(z) of two diagonal Gaussians (the grader's, for naming wrong variants)."""
+    # BEGIN REFERENCE
+    log_q = (-0.5 * ((z - mq) / lq.exp()) ** 2 - lq).sum(-1)
+    log_p = (-0.5 * ((z - mp) / lp.exp()) ** 2 - lp).sum(-1)
+    return log_q - log_p
+    # END REFERENCE
+
+
 @check(theory.mc_gaussian_kl)
 def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
     """(1/L) sum_l [log q(z_l) - log p(z_l)] with z_l = mu_q + exp(logstd_q) eps_l, samples from q."""
@@ -508,11 +532,7 @@ def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
                     got = t.call(mc_gaussian_kl, *args, what=case)
                 prior = args[3:] if general else (torch.zeros(()), torch.zeros(()))
                 mq, lq, e, mp, lp = _cpu(mu_q, logstd_q, eps, *prior)
-
-                def log_ratio(z, mq=mq, lq=lq, mp=mp, lp=lp):
-                    log_q = (-0.5 * ((z - mq) / lq.exp()) ** 2 - lq).sum(-1)
-                    log_p = (-0.5 * ((z - mp) / lp.exp()) ** 2 - lp).sum(-1)
-                    return log_q - log_p
+                log_ratio = partial(_log_ratio, mq=mq, lq=lq, mp=mp, lp=lp)
 
                 variants = [
                     (lambda e=e, mp=mp, lp=lp, f=log_ratio: f(mp + lp.exp() * e).mean(0), "the samples come from p; "
@@ -540,11 +560,13 @@ def _test_function(t: Trial, d: int, dtype: torch.dtype) -> Callable[[torch.Tens
 
 
 def _cpu_grads(f, mu, sigma, eps, *, power: int = 1, batch_mean: bool = False):
+    # BEGIN REFERENCE
     mu_, sigma_ = (x.detach().cpu().clone().requires_grad_(True) for x in (mu, sigma))
     e = eps.detach().cpu()
     values = f(mu_ + sigma_**power * e).mean(0)
     total = values.mean() if batch_mean else values.sum()
     return torch.autograd.grad(total, (mu_, sigma_))
+    # END REFERENCE
 
 
 @check(theory.reparam_gradient)

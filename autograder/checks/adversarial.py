@@ -15,6 +15,7 @@ the student's FGSM or PGD.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -377,15 +378,15 @@ def _evaluation_test(got: Any, _want: Any, _records: dict) -> str | None:
     return None
 
 
-def _accuracy_diagnosis(got: Any, want: Any, records: dict, sizes: tuple[int, ...], key: str) -> str | None:
+def _accuracy_diagnosis(got: Any, want: Any, per_batch_of: Callable[[], list[float]], sizes: tuple[int, ...]) -> str | None:
     problem = close(got, want)
     if problem is None:
         return None
     value = got if isinstance(got, (int, float)) else (float(got) if isinstance(got, torch.Tensor) and got.numel() == 1 else None)
     if value is not None and close(value, 100 * want) is None:
         return f"{problem}: return a fraction in [0, 1], not a percentage"
-    per_batch = records.get(f"{key}/per_batch")
-    if value is not None and isinstance(per_batch, list) and len(per_batch) == len(sizes):
+    per_batch = per_batch_of() if value is not None else None
+    if per_batch is not None and len(per_batch) == len(sizes):
         if close(value, sum(per_batch) / len(per_batch)) is None:
             return (f"{problem}: that is the mean of the per-batch accuracies; the batches differ in size, so count "
                     "the correct predictions over all examples and divide by the number of examples")
@@ -423,13 +424,14 @@ def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
                     test=_calls_test(len(sizes)))
         t.check(f"{kind}/evaluation", model.log, what=f"the forward passes that classify the images in {what}",
                 test=_evaluation_test)
-        t.note(f"{kind}/per_batch", _per_batch_reference(net, batches, attack if kind == "attacked" else None))
+        per_batch = partial(_per_batch_accuracies, net, batches, attack if kind == "attacked" else None)
         t.check(f"{kind}/accuracy", acc, what=what,
-                test=lambda g, w, r, key=kind: _accuracy_diagnosis(g, w, r, sizes, key))
+                test=lambda g, w, _r, per_batch=per_batch: _accuracy_diagnosis(g, w, per_batch, sizes))
 
 
-def _per_batch_reference(net: nn.Module, batches: list, attack: _AttackLog | None) -> list[float]:
-    """Per-batch accuracies of the eval-mode network (for naming the mean-of-means mistake); probe-side, no student code."""
+def _per_batch_accuracies(net: nn.Module, batches: list, attack: _AttackLog | None) -> list[float]:
+    """Per-batch accuracies of the eval-mode network, in the grader (for naming the mean-of-means mistake)."""
+    # BEGIN REFERENCE
     out = []
     was = net.training
     net.eval()
@@ -445,18 +447,18 @@ def _per_batch_reference(net: nn.Module, batches: list, attack: _AttackLog | Non
             attack.calls[:] = calls
             attack.inside = inside
     return out
+    # END REFERENCE
 
 
 # ----------------------------------------------------------------------------------------------- FGSM loss
 
 
-def _fgsm_loss_diagnosis(got: Any, want: Any, records: dict, key: str, alpha: float) -> str | None:
+def _fgsm_loss_diagnosis(got: Any, want: Any, terms_of: Callable[[], list[float]], alpha: float) -> str | None:
     problem = close(got, want)
     if problem is None:
         return None
-    terms = records.get(f"{key}/terms")
-    if isinstance(terms, list) and len(terms) == 2 and as_number(got) is not None:
-        clean, adversarial = terms
+    if as_number(got) is not None:
+        clean, adversarial = terms_of()
         if close(got, (1 - alpha) * clean + alpha * adversarial) is None:
             return f"{problem}: alpha multiplies the adversarial term; it weights the CLEAN loss"
         if alpha != 0.5 and close(got, 0.5 * clean + 0.5 * adversarial) is None:
@@ -465,7 +467,8 @@ def _fgsm_loss_diagnosis(got: Any, want: Any, records: dict, key: str, alpha: fl
 
 
 def _terms(model: nn.Module, attack: _AttackLog, x: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
-    """J(x) in train mode and J(x_adv) with the stand-in's x_adv built in eval mode: for naming mistakes only."""
+    """J(x) in train mode and J(x_adv) with the stand-in's x_adv built in eval mode, in the grader: for naming mistakes."""
+    # BEGIN REFERENCE
     calls = list(attack.calls)
     was = model.training
     try:
@@ -477,6 +480,7 @@ def _terms(model: nn.Module, attack: _AttackLog, x: torch.Tensor, y: torch.Tenso
     finally:
         model.train(was)
         attack.calls[:] = calls
+    # END REFERENCE
 
 
 @check(defenses.fgsm_loss)
@@ -502,9 +506,9 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
         t.check(f"{key}/training", [m.training for m in model.modules()], what=f"the model's modes after {what}",
                 test=_modes_test, hint="The loss is computed in the mode the model came in (train mode while training): "
                                        "switch to eval mode only for the attack, then back with model.train(was_training).")
-        t.note(f"{key}/terms", _terms(model, attack, x, y, eps))
+        terms = partial(_terms, model, attack, x, y, eps)
         t.check(f"{key}/loss", loss, what=what,
-                test=lambda g, w, r, key=key, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, r, key, a),
+                test=lambda g, w, _r, terms=terms, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, terms, a),
                 hint=("alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
                       "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")))
         t.call(lambda: loss.backward(), what=f"loss.backward() on the loss returned by {what} (return a tensor)")

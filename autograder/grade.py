@@ -325,7 +325,7 @@ def _run(m, jobs_list, course, cluster, root, db_url, jobs, results) -> None:
         advance("ungraded")
 
     try:
-        runner.run(m, jobs_list, course, cluster, limit=max(1, min(jobs, int(cluster.cpus) or 1)) * 2,
+        runner.run(m, jobs_list, course, cluster, limit=max(1, jobs),
                    on_result=on_result, on_failure=on_failure)
     finally:
         bar.close()

@@ -44,8 +44,8 @@ from autograder import status
 # its own environment; these settings belong to the run).
 PASSED_ENV = ("GENLAB_SANDBOX", "GENLAB_PROFILE", "GENLAB_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BUDGET_MARGIN_S = 300  # on top of the manifest's limits: nbgrader's start, kernel retries, verification
-POLL_S = 0.1
-JOB_FILE, DONE_FILE, LOG_FILE = "job.json", "done.json", "autograde.log"
+POLL_S = 0.2
+JOB_FILE, LOG_FILE = "job.json", "autograde.log"
 
 
 class InfrastructureError(RuntimeError):
@@ -159,8 +159,13 @@ def _gpu_ids() -> list[str]:
 
 
 def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[str, Any], str]:
-    """Run ``nbgrader autograde`` for a queued submission in a private course; return its row and log."""
+    """Run ``nbgrader autograde`` for a queued submission in a private course; return its row and log.
+
+    Returns as soon as the row holds this run's result: the process may still be exiting (and
+    removes its folder itself), which overlaps with the next task's start.
+    """
     folder = Path(tempfile.mkdtemp(prefix="genlab-task-"))
+    launched = False
     try:
         for rel, data in {**course, **job.files}.items():
             target = folder / rel
@@ -178,29 +183,29 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
                "CUDA_VISIBLE_DEVICES": ",".join(_gpu_ids())}
         argv = [os.path.join(bin_dir, "nbgrader"), "autograde", job.assignment, "--student", job.student, "--force",
                 f"--CourseDirectory.root={folder}"]
-        spec = {"argv": argv, "env": env, "cwd": str(folder), "budget_s": job.budget_s, "task_pid": os.getpid(),
+        spec = {"argv": argv, "env": env, "cwd": str(folder), "budget_s": job.budget_s,
                 "db_url": job.db_url, "key": [job.assignment, job.student, job.digest]}
         (folder / JOB_FILE).write_text(json.dumps(spec))
         os.chmod(folder / JOB_FILE, 0o600)  # it holds the gradebook URL
         pid = _launch(folder)
-        _wait_for(pid, folder)
-        log = _tail(folder / LOG_FILE)
-        row = status.get(job.db_url, job.assignment, job.student, job.digest)
-        done = _read_json(folder / DONE_FILE)
-        why = ("it ran past its budget of %d s" % job.budget_s) if done.get("timed_out") else _last_error(log)
+        launched = True
+        row = _wait_for(pid, job, token)
+        log = row.get("log") or ""
         if row["state"] == "queued":
             # nbgrader ended before it executed anything (a database hiccup, a broken course): the
             # machinery's failure, so Ray tries the task once more; a second failure leaves it ungraded
-            raise InfrastructureError(f"{job.student}: nbgrader ended before executing the notebook: {why}")
+            raise InfrastructureError(f"{job.student}: nbgrader ended before executing the notebook: "
+                                      f"{_last_error(log)}")
         if row["state"] == "running" and row["token"] == token:
             # it ended without a result after executing (nbgrader itself crashed or was killed, a course
             # without the RecordGraded step): a grading failure, never a zero
             status.set_state(job.db_url, job.assignment, job.student, job.digest, "ungraded",
-                             f"grading failed: {why}", token=token)
+                             f"grading failed: {_last_error(log)}", token=token)
             row = status.get(job.db_url, job.assignment, job.student, job.digest)
         return row, log
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not launched:  # once launched, the grading process removes its folder when it ends
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _launch(folder: Path) -> int:
@@ -216,14 +221,15 @@ def _launch(folder: Path) -> int:
         raise InfrastructureError(f"the grading process did not start: {proc.stderr.strip()[-500:]}") from None
 
 
-def _wait_for(pid: int, folder: Path) -> None:
-    """Wait until the detached job process ``pid`` has finished."""
+def _wait_for(pid: int, job: Job, token: str) -> dict[str, Any]:
+    """The submission's row once this run recorded its result, or once the process ``pid`` has ended."""
     start = status.proc_start(pid)
-    while not (folder / DONE_FILE).exists():
+    while True:
+        row = status.get(job.db_url, job.assignment, job.student, job.digest)
+        if row["token"] == token and row["state"] in ("graded", "ungraded"):
+            return row
         if start is None or status.proc_start(pid) != start:
-            return
-        time.sleep(POLL_S)
-    while status.proc_start(pid) == start and start is not None:  # it is removing its folder's last files
+            return status.get(job.db_url, job.assignment, job.student, job.digest)
         time.sleep(POLL_S)
 
 
@@ -262,13 +268,6 @@ def _tail(path: Path, chars: int = status.LOG_CHARS) -> str:
         return ""
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _last_error(log: str) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "Error" in line]
@@ -283,8 +282,7 @@ def job_main(folder: Path) -> None:
 
     Prints the pid of the detached process and returns at once; that process runs nbgrader in a
     session of its own with its output in the folder's log, kills it when it passes its budget,
-    writes ``done.json``, stores the log's tail with the submission's row, and removes the folder
-    when the task that started it is gone.
+    stores the log's tail with the submission's row, and removes the folder.
     """
     spec = json.loads((folder / JOB_FILE).read_text())
     pid = os.fork()
@@ -308,13 +306,16 @@ def job_main(folder: Path) -> None:
             except ProcessLookupError:
                 pass
             rc = proc.wait()
+    log = _tail(folder / LOG_FILE)
+    if timed_out:
+        log += f"\nERROR: genlab: nbgrader was killed after its budget of {spec['budget_s']:.0f} s"
+    elif rc != 0 and "ERROR" not in log:
+        log += f"\nERROR: genlab: nbgrader exited with status {rc}"
     try:
-        status.set_log(spec["db_url"], *spec["key"], _tail(folder / LOG_FILE))
+        status.set_log(spec["db_url"], *spec["key"], log)
     except Exception:  # the log is a convenience; the result is already recorded
         pass
-    (folder / DONE_FILE).write_text(json.dumps({"rc": rc, "timed_out": timed_out, "end": time.time()}))
-    if status.proc_start(spec["task_pid"]) is None:  # its task is gone: nobody else will clean up
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)
 
 

@@ -1,9 +1,12 @@
-"""Plotting helpers that work headless (Agg) and inline in notebooks alike."""
+"""Plotting and table helpers that work headless (Agg) and inline in notebooks alike.
+
+Figures are at most 7.5 inches wide, so that the book shows them without shrinking their text."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 from torchvision.utils import make_grid
 
@@ -39,7 +42,11 @@ def image_grid(
     """Show a batch of images as one titled grid."""
     grid = make_grid(as_images(images, shape), nrow=nrow, padding=2, pad_value=1.0)
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(1.2 * nrow, 12), 1.2 * max(1, -(-len(images) // nrow)) + 0.6))
+        # At most 7.5 inches wide: the book shows a figure at its page width (about 8 inches at 100 dpi)
+        # without shrinking it, so the title keeps its size.
+        width = min(0.75 * nrow, 7.5)
+        rows = max(1, -(-len(images) // nrow))
+        _, ax = plt.subplots(figsize=(width, width / nrow * rows + 0.5))
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.set_xticks([])
@@ -69,8 +76,61 @@ def loss_curves(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
     if logy:
         ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
+
+
+class Table:
+    """A small table that shows as a real table wherever a chapter displays it.
+
+    ``display(Table(...))`` gives an HTML table in Jupyter and in the book, ``str()`` aligned text
+    (a terminal, a log), :meth:`markdown` a GitHub Markdown table for files under results/. Cells
+    are strings or numbers (numbers are shown with four significant digits).
+    """
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "",
+                 notes: Sequence[str] = ()):
+        self.columns = [str(c) for c in columns]
+        self.rows = [[_cell(v) for v in row] for row in rows]
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ValueError(f"a row has {len(row)} cells for {len(self.columns)} columns: {row}")
+        self.title = title
+        self.notes = list(notes)
+
+    def markdown(self) -> str:
+        """The table in GitHub Markdown (title and notes not included)."""
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        return "\n".join([line(self.columns), "|" + "---|" * len(self.columns), *map(line, self.rows)]) + "\n"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
+        notes = "".join(f"<p class=\"genlab-table-note\">{escape(n)}</p>" for n in self.notes)
+        return (f'<table class="genlab-table">{caption}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>{notes}")
+
+    def __str__(self) -> str:
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+                  for i, c in enumerate(self.columns)]
+        fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+        lines = ([self.title] if self.title else []) + [fmt.format(*self.columns)]
+        lines += [fmt.format(*row) for row in self.rows] + self.notes
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

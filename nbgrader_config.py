@@ -15,7 +15,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
 from autograder import linkguard
 from autograder.course import gradebook_url
 from autograder.export import GradesExport
-from autograder.feedback import SanitizeErrors
+from autograder.feedback import FeedbackExporter, GetGradeStates, SanitizeErrors
 from autograder.preprocessors import GradeExecute, OverwriteCells, VerifyProbes
 from autograder.preprocessors.recordgraded import RecordGraded  # last: "graded" only once the scores are saved
 
@@ -45,8 +45,11 @@ linkguard.install()
 # The export says which submissions are ungraded (a grading failure), instead of writing a zero.
 c.ExportApp.plugin_class = GradesExport
 
-# Hidden tests hold only check calls; their tracebacks would show the checks' code.
-c.GenerateFeedback.preprocessors = [GetGrades, SanitizeErrors, CSSHTMLHeaderPreprocessor]
+# Hidden tests hold only check calls; their tracebacks would show the checks' code. Each graded
+# cell says whether its score is decided or waits for a grader (GetGradeStates extends nbgrader's
+# GetGrades); the page typesets its math offline and wraps long messages (autograder/feedback.py).
+c.GenerateFeedback.preprocessors = [GetGradeStates, SanitizeErrors, CSSHTMLHeaderPreprocessor]
+c.GenerateFeedback.exporter_class = FeedbackExporter
 
 # Locked cells come back from the gradebook; warn only about real changes, not removed hidden tests.
 c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]

@@ -14,7 +14,7 @@ export GENLAB_PROFILE ?= smoke
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup system demo test release book grade bench clean
+.PHONY: setup system demo test quick nbval release book grade bench clean
 
 setup: system $(STAMP)
 
@@ -56,6 +56,14 @@ demo: release book
 # as nbval would, in the smoke profile) and the book is built from that execution.
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile tests
+
+# The maintainer's quick subset: unit tests only (no notebook execution, no grading run).
+quick: setup
+	$(PY) -m pytest -n 2 -m "not slow" tests
+
+# nbval on every source notebook (make test checks the same through the book's one execution).
+nbval: setup
+	$(PY) -m pytest -n 2 --nbval-lax --nbval-current-env source
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done

@@ -70,15 +70,23 @@ class Result:
     window: tuple[float, float] = (0.0, 0.0)  # wall-clock start and end of its task in this run
 
 
-def write_samples(m: manifest.Manifest, root: Path = ROOT) -> dict[str, Path]:
-    """Three sample submissions: the source solutions, the untouched release, the typical mistakes."""
+def mistake_student(k: int) -> str:
+    """The sample student of the k-th round of typical mistakes (0-based)."""
+    return "demo-mistakes" if k == 0 else f"demo-mistakes-{k + 1}"
+
+
+def write_samples(m: manifest.Manifest, root: Path = ROOT, rounds: int | None = None) -> dict[str, Path]:
+    """Sample submissions: the source solutions, the untouched release, and the typical mistakes.
+
+    A cell can have several typical mistakes but a submission holds one answer per cell, so the
+    mistakes come in rounds (:meth:`Manifest.mistake_rounds`): ``demo-mistakes`` holds the first
+    mistake of every cell, ``demo-mistakes-2`` the second, and so on (``rounds`` of them; all by default).
+    """
     release_nb = notebooks.read(root / "release" / m.name / m.notebook)
     source_nb = notebooks.read(m.source_at(root))
-    samples = {
-        "demo-correct": notebooks.fill(release_nb, source_nb),
-        "demo-blank": release_nb,
-        "demo-mistakes": notebooks.fill(release_nb, source_nb, {k.cell: k.code for k in m.mistakes}),
-    }
+    samples = {"demo-correct": notebooks.fill(release_nb, source_nb), "demo-blank": release_nb}
+    for k, mistakes in enumerate(m.mistake_rounds()[:rounds]):
+        samples[mistake_student(k)] = notebooks.fill(release_nb, source_nb, {x.cell: x.code for x in mistakes})
     paths = {}
     for student, nb in samples.items():
         folder = root / "submitted" / student / m.name
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="grade again what is graded already (after a hidden test was fixed)")
     parser.add_argument("--course", type=Path, default=ROOT, help="the course's root folder (default: this repository)")
     parser.add_argument("--samples", action="store_true",
-                        help="first write three sample submissions: demo-correct, demo-blank, demo-mistakes")
+                        help="first write sample submissions: demo-correct, demo-blank, demo-mistakes (one per round of typical mistakes)")
     args = parser.parse_args(argv)
     failed = False
     for name in args.assignments:

@@ -65,7 +65,10 @@ quick: setup
 nbval: setup
 	$(PY) -m pytest -n 2 --nbval-lax --nbval-current-env source
 
+# torchattacks (the reference of the PGD benchmark) pins requests~=2.25, which conflicts with the
+# course's packages; everything it imports is already installed, so it comes without its pins.
 bench: setup
+	@$(PY) -c "import torchattacks" 2>/dev/null || $(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	@for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:

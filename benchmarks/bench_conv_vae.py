@@ -25,7 +25,6 @@ the median of ``--reps`` epochs (``common.timed``), the two measured in the same
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -42,15 +41,10 @@ from genlab.models.mlp import reparameterize
 from genlab.quantize import quantize
 
 from bench_loader import torchvision_layout
-from common import timed
+from common import sync, thread_settings, timed, warm_up
 
 BATCH = 128
 LOSSES = {"nll": categorical_nll, "bpd": batch_bpd, "kl": gaussian_kl, "sample": reparameterize}
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def epoch(batches, init: dict, dev: torch.device, *, move: bool) -> tuple[int, float]:
@@ -83,11 +77,7 @@ def compare(data, tv, dev: torch.device, reps: int) -> dict[str, Any]:
 
     torch.manual_seed(0)
     init = {k: v.to(dev) for k, v in CategoricalConvVAE.build(20).state_dict().items()}
-    for batches in (genlab_batches, baseline_batches):  # first-call costs (kernels, worker start-up) out
-        it = iter(batches())
-        for _ in range(5):
-            next(it)
-        del it
+    warm_up(genlab_batches, baseline_batches, batches=5)
     out: dict[str, Any] = {}
     for name, batches, move in (("genlab", genlab_batches, False), ("baseline", baseline_batches, True)):
         seconds, (steps, last) = timed(lambda: epoch(batches, init, dev, move=move), reps)
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="measure only with this many torch threads (default: all cores, then one)")
     args = parser.parse_args(argv)
-    settings = [args.threads] if args.threads > 0 else list(dict.fromkeys([os.cpu_count() or 1, 1]))
+    settings = thread_settings(args.threads)
 
     from torch.utils.data import Subset
     from torchvision import datasets, transforms

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import timed  # noqa: E402
+from common import epochs_side_by_side, sync, warm_up  # noqa: E402
 
 import genlab  # noqa: E402
 from genlab import gan  # noqa: E402
@@ -45,11 +44,6 @@ from genlab.data import DataUnavailable, load  # noqa: E402
 from genlab.models.dcgan import Discriminator, Generator  # noqa: E402
 
 BATCH = 128
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 class ArrayImages(torch.utils.data.Dataset):
@@ -100,20 +94,6 @@ def train_epoch(batches, init: tuple[dict, dict], dev: torch.device, *, move: bo
     return time.perf_counter() - start, steps, float(loss)
 
 
-def data_epoch(batches, dev: torch.device, *, move: bool) -> tuple[float, int]:
-    def run() -> int:
-        steps, total = 0, torch.zeros((), device=dev)
-        for x, _ in batches():
-            if move:
-                x = x.to(dev, non_blocking=True)
-            total += x[0, 0, 0, 0]
-            steps += 1
-        sync(dev)
-        return steps
-
-    return timed(run, 1)
-
-
 def compare(data: Any, base: torch.utils.data.Dataset, dev: torch.device, reps: int) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
@@ -129,25 +109,9 @@ def compare(data: Any, base: torch.utils.data.Dataset, dev: torch.device, reps: 
     G.apply(gan.dcgan_init)
     D.apply(gan.dcgan_init)
     init = ({k: v.to(dev) for k, v in G.state_dict().items()}, {k: v.to(dev) for k, v in D.state_dict().items()})
-    for batches in (genlab_batches, baseline_batches):  # warm-up: workers, allocator, kernels
-        it = iter(batches())
-        for _ in range(3):
-            next(it)
-        del it
-    times: dict[str, list[float]] = {"genlab": [], "baseline": [], "genlab_data": [], "baseline_data": []}
-    steps: dict[str, int] = {}
-    losses: dict[str, float] = {}
-    for _ in range(max(1, reps)):
-        for name, batches, move in (("genlab", genlab_batches, False), ("baseline", baseline_batches, True)):
-            seconds, steps[name], losses[name] = train_epoch(batches, init, dev, move=move)
-            times[name].append(seconds)
-            seconds, steps[name + "_data"] = data_epoch(batches, dev, move=move)
-            times[name + "_data"].append(seconds)
-    if steps["genlab"] != steps["baseline"]:
-        raise SystemExit(f"step counts differ: {steps}")
-    med: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
-    med.update(steps=steps["genlab"], runs=times, losses=losses)
-    return med
+    warm_up(genlab_batches, baseline_batches, batches=3)
+    return epochs_side_by_side([("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
+                               lambda batches, move: train_epoch(batches, init, dev, move=move), dev, reps)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ import argparse
 import gzip
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from torch import nn
 import genlab
 from genlab.data import DataUnavailable, load
 
+from common import epochs_side_by_side, sync, thread_settings, warm_up
+
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BATCH = 64
 
@@ -53,11 +54,6 @@ def autoencoder() -> nn.Module:
     decoder = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 784),
                             nn.Sigmoid())
     return nn.Sequential(encoder, decoder)
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def train_epoch(batches, init: dict, dev: torch.device, *, move: bool) -> tuple[float, int, float]:
@@ -79,20 +75,6 @@ def train_epoch(batches, init: dict, dev: torch.device, *, move: bool) -> tuple[
         steps += 1
     sync(dev)
     return time.perf_counter() - start, steps, float(loss.detach())
-
-
-def data_epoch(batches, dev: torch.device, *, move: bool) -> tuple[float, int]:
-    sync(dev)
-    start = time.perf_counter()
-    steps = 0
-    total = torch.zeros((), device=dev)
-    for x, _ in batches():
-        if move:
-            x = x.to(dev, non_blocking=True)
-        total += x[0, 0, 0, 0]  # touch the batch on the device
-        steps += 1
-    sync(dev)
-    return time.perf_counter() - start, steps
 
 
 def torchvision_layout(source: Path, dest: Path) -> None:
@@ -120,28 +102,9 @@ def compare(data, tv, dev: torch.device, reps: int) -> dict[str, Any]:
 
     torch.manual_seed(0)
     init = {k: v.to(dev) for k, v in autoencoder().state_dict().items()}
-
-    # warm-up: first-call costs (allocator, kernels, worker imports) out of the figures
-    for batches in (genlab_batches, baseline_batches):
-        it = iter(batches())
-        for _ in range(20):
-            next(it)
-        del it
-
-    times: dict[str, list[float]] = {"genlab": [], "baseline": [], "genlab_data": [], "baseline_data": []}
-    steps: dict[str, int] = {}
-    losses: dict[str, float] = {}
-    for _ in range(max(1, reps)):
-        for name, batches, move in (("genlab", genlab_batches, False), ("baseline", baseline_batches, True)):
-            seconds, steps[name], losses[name] = train_epoch(batches, init, dev, move=move)
-            times[name].append(seconds)
-            seconds, steps[name + "_data"] = data_epoch(batches, dev, move=move)
-            times[name + "_data"].append(seconds)
-    if steps["genlab"] != steps["baseline"]:
-        raise SystemExit(f"step counts differ: {steps}")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med.update(steps=steps["genlab"], runs=times, losses=losses)
-    return med
+    warm_up(genlab_batches, baseline_batches, batches=20)
+    return epochs_side_by_side([("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
+                               lambda batches, move: train_epoch(batches, init, dev, move=move), dev, reps)
 
 
 def report(med: dict, threads: int, reps: int, n_images: int, dev: torch.device) -> None:
@@ -165,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="measure only with this many torch threads (default: all cores, then one)")
     args = parser.parse_args(argv)
-    settings = [args.threads] if args.threads > 0 else list(dict.fromkeys([os.cpu_count() or 1, 1]))
+    settings = thread_settings(args.threads)
 
     from torch.utils.data import Subset
     from torchvision import datasets, transforms

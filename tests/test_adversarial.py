@@ -17,7 +17,7 @@ from autograder.release import strip_reference
 from genlab.attacks import fgsm, pgd
 from genlab.data import TensorData
 from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
-from genlab.experiments.adversarial import (Table, augment, class_names, data_statistics, make_plan, one_cycle,
+from genlab.experiments.adversarial import (augment, class_names, data_statistics, make_plan, one_cycle, percent_table,
                                             split_halves, train_classifier, worst_of_restarts)
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
 
@@ -256,16 +256,16 @@ def test_worst_of_restarts_is_at_least_as_strong_as_every_run():
 
 
 def test_table_shows_as_text_html_markdown_and_csv(tmp_path):
-    table = Table([{"model": "a", "clean": 0.9}, {"model": "b<c", "clean": 0.25, "note": "x"}], title="T")
+    table = percent_table([{"model": "a", "clean": 0.9}, {"model": "b<c", "clean": 0.25, "note": "x"}], title="T")
     text = repr(table)
     assert "T" in text and "90.0%" in text and "25.0%" in text
     html_text = table._repr_html_()
-    assert "<table>" in html_text and "b&lt;c" in html_text and "<caption>T</caption>" in html_text
-    assert table.to_markdown().splitlines()[0] == "| model | clean | note |"
-    assert (tmp_path / "t.csv").exists() is False
+    assert "<table" in html_text and "b&lt;c" in html_text and "<caption>T</caption>" in html_text
+    assert table.markdown().splitlines()[0] == "| model | clean | note |"
+    assert table.markdown().splitlines()[2] == "| a | 90.0% |  |"
     assert table.to_csv(tmp_path / "t.csv").read_text().splitlines()[1] == "a,0.9,"
     with pytest.raises(ValueError, match="at least one row"):
-        Table([])
+        percent_table([])
 
 
 def test_train_classifier_learns_and_follows_the_schedule():

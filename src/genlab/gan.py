@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.experiments import provenance
 from genlab.progress import progress
 from genlab.runtime import Profile
 
@@ -315,29 +314,6 @@ def reconstruction_error(generator: nn.Module, codes: torch.Tensor, x: torch.Ten
 # ----------------------------------------------------------------------------- the experiment from a terminal
 
 
-def _git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-        used = [f"src/genlab/{f}" for f in ("gan.py", "frechet.py", "models/dcgan.py", "data.py", "train.py",
-                                            "plotting.py", "runtime.py")]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *used], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout
-        changed = sorted({line[3:] for line in dirty.splitlines() if line.strip()})
-        note = f" (with uncommitted changes in {', '.join(changed)})" if changed else ""
-        return out.stdout.strip() + note if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _machine(dev: torch.device) -> str:
-    load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} (CUDA), {os.cpu_count()} CPU cores{load}"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"{torch.get_num_threads()} torch threads{load}")
-
-
 def run_experiment(profile: str, out: Path, *, device: torch.device | None = None) -> dict[str, Any]:
     """The chapter's experiment with the reference pieces; tables and figures written to ``out``.
 
@@ -468,14 +444,13 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
 
 def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.device) -> None:
     """results/dcgan/<profile>/README.md: what was run, where, and the numbers."""
-    root = Path(__file__).resolve().parents[2]
     s = summary["settings"]
     lines = [
         f"# DCGAN results, profile `{summary['profile']}`",
         "",
         f"- command: `{command}`",
-        f"- commit: {_git_commit(root)}",
-        f"- machine: {_machine(dev)}; torch {torch.__version__}",
+        f"- commit: {provenance.git_commit()}",
+        f"- machine: {provenance.machine(dev)}; load average {provenance.load_average()} at the end",
         f"- data: {summary['data']}; {s['n_train'] or 'all'} training images, {s['n_test']} test images",
         f"- training: {s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']}, betas {tuple(s['betas'])}, "
         f"code size {s['code_size']}, seed {s['seed']}",

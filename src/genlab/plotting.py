@@ -3,7 +3,10 @@
 Figures are at most 7.5 inches wide, so that the book shows them without shrinking their text."""
 from __future__ import annotations
 
+import csv
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
@@ -88,19 +91,28 @@ class Table:
     """A small table that shows as a real table wherever a chapter displays it.
 
     ``display(Table(...))`` gives an HTML table in Jupyter and in the book, ``str()`` aligned text
-    (a terminal, a log), :meth:`markdown` a GitHub Markdown table for files under results/. Cells
-    are strings or numbers (numbers are shown with four significant digits).
+    (a terminal, a log), :meth:`markdown` a GitHub Markdown table and :meth:`to_csv` the raw values,
+    for files under results/. Cells are strings or numbers; floats are shown with ``float_format``.
     """
 
     def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "",
-                 notes: Sequence[str] = ()):
+                 notes: Sequence[str] = (), float_format: str = "{:.4g}"):
         self.columns = [str(c) for c in columns]
-        self.rows = [[_cell(v) for v in row] for row in rows]
-        for row in self.rows:
+        self.values = [list(row) for row in rows]
+        for row in self.values:
             if len(row) != len(self.columns):
                 raise ValueError(f"a row has {len(row)} cells for {len(self.columns)} columns: {row}")
+        self.rows = [[_cell(v, float_format) for v in row] for row in self.values]
         self.title = title
         self.notes = list(notes)
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, object]], **kwargs) -> "Table":
+        """A table of mappings from column name to value (columns in order of appearance; gaps left empty)."""
+        if not records:
+            raise ValueError("a table needs at least one row")
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        return cls(columns, [[r.get(c) for c in columns] for r in records], **kwargs)
 
     def markdown(self) -> str:
         """The table in GitHub Markdown (title and notes not included)."""
@@ -108,6 +120,18 @@ class Table:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
         return "\n".join([line(self.columns), "|" + "---|" * len(self.columns), *map(line, self.rows)]) + "\n"
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the raw values (not the shown strings) to ``path`` in one step."""
+        from genlab.train import atomic_write
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(self.columns)
+                writer.writerows(self.values)
+
+        return atomic_write(path, write)
 
     def _repr_html_(self) -> str:
         from html import escape
@@ -130,7 +154,9 @@ class Table:
     __repr__ = __str__
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, float_format: str) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return float_format.format(value)
     return str(value)

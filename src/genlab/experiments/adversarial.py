@@ -6,7 +6,7 @@ The notebook and this runner share what is given: the plan of each profile (:fun
 sizes, epochs, budgets), the random crop and flip (:func:`augment`), the training loop
 (:func:`train_classifier`: SGD with Nesterov momentum, weight decay and a one-cycle learning rate,
 on genlab's on-device batches through :func:`genlab.train.fit`), the strongest-of-restarts attack
-(:func:`worst_of_restarts`) and the result tables (:class:`Table`). The notebook trains with the
+(:func:`worst_of_restarts`) and the result tables (:func:`percent_table`). The notebook trains with the
 student's functions; the runner trains the same models with genlab's references and writes the
 accuracies and times to ``<out>/<profile>/`` with the command, commit and machine that made them.
 
@@ -19,12 +19,8 @@ augmentation.
 from __future__ import annotations
 
 import argparse
-import csv
-import html
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,14 +34,16 @@ from torch import nn
 
 import genlab
 from genlab.data import TensorData, load
+from genlab.experiments import provenance
 from genlab.models.resnet import CifarResNet
+from genlab.plotting import Table
 from genlab.train import History, fit
 
 __all__ = [
     "CIFAR10_CLASSES",
     "FASHION_CLASSES",
     "Plan",
-    "Table",
+    "percent_table",
     "augment",
     "class_names",
     "data_statistics",
@@ -299,88 +297,13 @@ def worst_of_restarts(attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], 
     return attacked
 
 
-class Table:
-    """A small table that notebooks show as HTML and terminals as aligned text.
-
-    ``rows`` are mappings from column name to value; floats are shown with ``fmt``.
-    """
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]], *, title: str = "", fmt: str = "{:.1%}"):
-        if not rows:
-            raise ValueError("a table needs at least one row")
-        self.columns = list(dict.fromkeys(k for row in rows for k in row))
-        self.rows = [dict(row) for row in rows]
-        self.title = title
-        self.fmt = fmt
-
-    def _cell(self, value: Any) -> str:
-        if isinstance(value, float):
-            return self.fmt.format(value)
-        return "" if value is None else str(value)
-
-    def __repr__(self) -> str:
-        cells = [self.columns] + [[self._cell(r.get(c)) for c in self.columns] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        lines = [self.title] if self.title else []
-        for k, row in enumerate(cells):
-            lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
-            if k == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(self._cell(r.get(c)))}</td>" for c in self.columns) + "</tr>"
-            for r in self.rows
-        )
-        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
-        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return path
-
-    def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(self._cell(r.get(c)) for c in self.columns) + " |" for r in self.rows]
-        return "\n".join(lines)
+def percent_table(records: Sequence[Mapping[str, Any]], *, title: str = "") -> Table:
+    """A :class:`genlab.plotting.Table` of records whose floats are accuracies, shown as percentages."""
+    return Table.from_records(records, title=title, float_format="{:.1%}")
 
 
 # ----------------------------------------------------------------------------------------------
 # the runner: the notebook's experiments with genlab's references
-
-
-def _git_commit() -> str:
-    """The commit of the package's code, with the package files that differ from it."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
-                                 cwd=here, capture_output=True, text=True, timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    files = [line[3:] for line in changed if line.strip()]
-    return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
-
-
-def _machine(device: torch.device) -> str:
-    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}{gpu}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
-
-
-def _load() -> str:
-    """The 1-minute load average (times on a shared machine mean little without it)."""
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except OSError:
-        return "unknown"
 
 
 def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
@@ -396,7 +319,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
 
     start_all = time.perf_counter()
-    load_before = _load()
+    load_before = provenance.load_average()
     device = genlab.device()
     out_dir = Path(out) / plan.profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -478,7 +401,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
             "augmented, FGSM": accuracy_under_attack(models["augmented"], batches(), fgsm_attack(k / 255)),
             "standard, random signs": accuracy_under_attack(models["standard"], batches(), noise_attack(k / 255)),
         })
-    Table(sweep_rows).to_csv(out_dir / "sweep.csv")
+    percent_table(sweep_rows).to_csv(out_dir / "sweep.csv")
 
     transfer_rows = [{"attack": "none (clean)",
                       **{f"accuracy of {t}": accuracy_under_attack(models[t], batches()) for t in ("A", "B")}}]
@@ -487,7 +410,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
             adversarial = [(fgsm(models[source], CE, x, y, k / 255), y) for x, y in batches()]
             transfer_rows.append({"attack": f"FGSM {k}/255 built on {source}",
                                   **{f"accuracy of {t}": accuracy_under_attack(models[t], adversarial) for t in ("A", "B")}})
-    _write(Table(transfer_rows, title="Transfer between networks trained on the two halves"), out_dir / "transfer")
+    _write(percent_table(transfer_rows, title="Transfer between networks trained on the two halves"), out_dir / "transfer")
 
     genlab.seed_everything(2)
     rows = []
@@ -500,7 +423,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
             f"PGD-{plan.pgd_steps}": accuracy_under_attack(model, batches(), pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)),
             "training time (s)": f"{seconds[name]:.1f}",
         })
-    _write(Table(rows, title=f"Accuracy at eps = 8/255 on {len(attack_set)} test images"), out_dir / "accuracy")
+    _write(percent_table(rows, title=f"Accuracy at eps = 8/255 on {len(attack_set)} test images"), out_dir / "accuracy")
 
     genlab.seed_everything(3)
     fast_rows = []
@@ -513,27 +436,27 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
             f"PGD-{plan.pgd_steps}, {plan.restarts} restarts": accuracy_under_attack(
                 models[name], batches(), worst_of_restarts(single, plan.restarts)),
         })
-    _write(Table(fast_rows, title="One PGD run against restarts"), out_dir / "fast")
+    _write(percent_table(fast_rows, title="One PGD run against restarts"), out_dir / "fast")
     curve_rows = [{"model": name, "epoch": e + 1, "FGSM": c["FGSM"][e], f"PGD-{plan.curve_steps}": c["PGD"][e]}
                   for name, c in curves.items() for e in range(len(c["FGSM"]))]
-    Table(curve_rows).to_csv(out_dir / "curves.csv")
+    percent_table(curve_rows).to_csv(out_dir / "curves.csv")
     seconds["evaluation"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start_all
 
     lines = [f"# Results of the {plan.profile} profile", "",
              f"- command: `python -m genlab.experiments.adversarial {' '.join(argv)}`".replace("  ", " "),
-             f"- commit: {_git_commit()}",
-             f"- machine: {_machine(device)}",
+             f"- commit: {provenance.git_commit()}",
+             f"- machine: {provenance.machine(device)}",
              f"- data: {train.stand_in or 'CIFAR-10'}; {len(train)} training images, {len(attack_set)} attacked test images",
              f"- network: {plan.model_name}; plan: " + ", ".join(
                  f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(plan).items()
                  if k not in ("profile", "grading")),
              "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
-             + f" (1-minute load average {load_before} at the start, {_load()} at the end, on "
+             + f" (1-minute load average {load_before} at the start, {provenance.load_average()} at the end, on "
              f"{os.cpu_count()} cores)",
-             "", "## Accuracy at eps = 8/255", "", Table(rows).to_markdown(),
-             "", "## Transfer (FGSM built on one network, shown to both)", "", Table(transfer_rows).to_markdown(),
-             "", "## One PGD run against restarts", "", Table(fast_rows).to_markdown(), ""]
+             "", "## Accuracy at eps = 8/255", "", percent_table(rows).markdown(),
+             "", "## Transfer (FGSM built on one network, shown to both)", "", percent_table(transfer_rows).markdown(),
+             "", "## One PGD run against restarts", "", percent_table(fast_rows).markdown(), ""]
     (out_dir / "README.md").write_text("\n".join(lines))
     print(f"tables in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return out_dir
@@ -541,7 +464,7 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
 
 def _write(table: Table, stem: Path) -> None:
     table.to_csv(stem.with_suffix(".csv"))
-    stem.with_suffix(".md").write_text((f"{table.title}\n\n" if table.title else "") + table.to_markdown() + "\n")
+    stem.with_suffix(".md").write_text((f"{table.title}\n\n" if table.title else "") + table.markdown())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,11 +21,8 @@ this chapter follows: about 4 bpd at the start, below 2.0 after 2 epochs, about 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +37,7 @@ from torch import nn
 
 import genlab
 from genlab.data import TensorData, load
+from genlab.experiments import provenance
 from genlab.latent import manifold_codes
 from genlab.models.conv import CategoricalConvVAE
 from genlab.quantize import quantize
@@ -300,38 +298,13 @@ def plot_snapshots(samples: Mapping[int, torch.Tensor], *, title: str) -> Any:
 # command line
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-
-    return atomic_write(path, write)
-
-
-def _git_commit() -> str:
-    """The commit of the package's code, with the package files that differ from it."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
-                                 cwd=here, capture_output=True, text=True, timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    files = [line[3:] for line in changed if line.strip()]
-    return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
-
-
 def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan,
                      data_note: str, load: Sequence[float] = ()) -> Path:
     """A README beside the results: the command, the commit and the machine that made them."""
     lines = [f"# Results of the {plan.profile} profile", "",
              f"- command: `python -m genlab.experiments.conv_vae {' '.join(argv)}`",
-             f"- commit: {_git_commit()}",
-             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {genlab.device()}, "
-             f"torch {torch.__version__}, Python {platform.python_version()}"
+             f"- commit: {provenance.git_commit()}",
+             f"- machine: {provenance.machine(genlab.device())}"
              + (f"; load average {' -> '.join(f'{x:.1f}' for x in load)} (start -> end, 1 min)" if load else ""),
              f"- data: {data_note}",
              f"- plan: z = {plan.nz}, {plan.levels} grey levels, {plan.epochs} epochs, snapshots {list(plan.snapshots)}, "
@@ -385,10 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = train_with_snapshots(model, train, val, plan, ckpt, desc=f"z = {plan.nz}", **fns)
     seconds["z = 20 training"] = run.seconds
     test_terms = evaluate(model, test, levels=plan.levels, **fns)
-    _write_csv(out_dir / "curves.csv", [{k: (f"{v:.5f}" if isinstance(v, float) else v) for k, v in r.items()}
-                                        for r in run.rows])
+    provenance.write_csv(out_dir / "curves.csv", run.rows, ".5f")
     summary = summary_rows(run, test_terms)
-    _write_csv(out_dir / "summary.csv", summary)
+    provenance.write_csv(out_dir / "summary.csv", summary)
     atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(markdown_table(summary) + "\n"))
     print(text_table(summary))
 

@@ -1,0 +1,61 @@
+"""What a results folder records beside its numbers: the commit and machine that made them, and CSV files."""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.train import atomic_write
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, naming the package files that differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(PACKAGE)],
+                                 cwd=PACKAGE, capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    files = sorted({line[3:] for line in changed if line.strip()})
+    return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
+
+
+def machine(device: torch.device) -> str:
+    """The hardware and software the numbers were measured on, in one line."""
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}{gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
+
+
+def load_average() -> str:
+    """The 1-minute load average: times measured on a shared machine mean little without it."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], float_format: str = ".6g") -> Path:
+    """Write ``rows`` (the union of their keys as columns) to ``path`` in one step; floats as ``float_format``."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: (format(v, float_format) if isinstance(v, float) else v) for k, v in r.items()})
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, write)

@@ -133,6 +133,39 @@ def close(got: Any, expected: Any, *, rtol: float = RTOL, atol: float = ATOL, ex
     return f"got {have:.8g}, expected {want:.8g}"
 
 
+def naming(variants: Sequence[tuple[Callable[[], Any], str]], *, convert: Callable[[Any], Any] | None = None,
+           extra: Callable[[Any, Any], str | None] | None = None, rtol: float = RTOL, atol: float = ATOL) -> Test:
+    """A test: the reference's value within the tolerance; otherwise name the wrong variant it matches.
+
+    ``variants`` are (value maker, explanation) pairs; the makers run in the grader only, on the
+    reference side's inputs. ``convert`` turns the student's record into a comparable value first;
+    ``extra(got, want)`` may explain a difference that no variant matches.
+    """
+
+    def test(got: Any, want: Any, _records: dict[str, Any]) -> str | None:
+        if convert is not None:
+            try:
+                got = convert(got)
+            except Exception:  # not convertible: let close() describe it
+                pass
+        problem = close(got, want, rtol=rtol, atol=atol)
+        if problem is None:
+            return None
+        for make, explanation in variants:
+            try:
+                wrong = make()
+            except Exception:  # a variant that does not apply to these inputs
+                continue
+            if isinstance(wrong, torch.Tensor):
+                wrong = wrong.detach().cpu()
+            if close(got, wrong, rtol=rtol, atol=atol) is None:
+                return f"{problem}: {explanation}"
+        more = extra(got, want) if extra is not None else None
+        return f"{problem}: {more}" if more else problem
+
+    return test
+
+
 def _portable(value: Any, depth: int = 0) -> Any:
     """What a probe may record: tensors (detached, on the CPU), numbers, short text, lists and dicts of them."""
     if depth > 4:

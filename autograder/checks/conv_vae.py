@@ -13,48 +13,18 @@ TF32 and differ from the CPU by more than the course's tolerance.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.probing import Test, Trial, check, close
+from autograder.probing import Test, Trial, check, close, naming
 from genlab import latent, losses
 from genlab.models import conv
 
 DTYPES = (torch.float32, torch.float64)
-
-
-def _naming(variants: Sequence[tuple[Callable[[], Any], str]], *, convert: Callable[[Any], Any] | None = None) -> Test:
-    """A test: the reference's value within the tolerance; otherwise name the wrong variant it matches.
-
-    ``variants`` are (value maker, explanation) pairs; the makers run in the grader only, on the
-    reference side's inputs. ``convert`` turns the student's record into a comparable value first.
-    """
-
-    def test(got: Any, want: Any, _records: dict[str, Any]) -> str | None:
-        if convert is not None:
-            try:
-                got = convert(got)
-            except Exception:  # not convertible: let close() describe it
-                pass
-        problem = close(got, want)
-        if problem is None:
-            return None
-        for make, explanation in variants:
-            try:
-                wrong = make()
-            except Exception:  # a variant that does not apply to these inputs
-                continue
-            if isinstance(wrong, torch.Tensor):
-                wrong = wrong.detach().cpu()
-            if close(got, wrong) is None:
-                return f"{problem}: {explanation}"
-        return problem
-
-    return test
 
 
 def _shapes(net: nn.Module) -> list[list[int]]:
@@ -158,7 +128,7 @@ def probe_conv_decoder(t: Trial, ConvDecoder) -> None:
                  "this is a 29 x 29 output cropped to 28 x 28 (4 -> 7 needs output_padding=0, the other two 1)"),
             ]
             t.check(f"{name}/{n}/logits", out, what=f"{name}: the logits for codes of shape {(n, nz)}", hint=values,
-                    test=_naming(variants))
+                    test=naming(variants))
 
 
 # ----------------------------------------------------------------------------- losses
@@ -185,7 +155,7 @@ def probe_categorical_nll(t: Trial, categorical_nll) -> None:
                  "this is the mean over everything (F.cross_entropy's default reduction); return one sum over the "
                  "pixels per example"),
             ]
-            t.check(f"nll/{case}", got, what=f"categorical_nll, {case}", hint=hint, test=_naming(variants))
+            t.check(f"nll/{case}", got, what=f"categorical_nll, {case}", hint=hint, test=naming(variants))
             weights = t.rand(n, dtype=dtype, low=0.5, high=1.5)
             if isinstance(got, torch.Tensor) and got.requires_grad and got.shape == (n,):
                 (got * weights).sum().backward()
@@ -212,7 +182,7 @@ def probe_batch_bpd(t: Trial, batch_bpd) -> None:
                 (lambda nats=nats, d=d: nats.sum() / (d * math.log(2)), "this is the sum over the batch: take the mean"),
                 (lambda nats=nats, d=d: nats.mean() * math.log(2) / d, "multiply nats by log2(e) = 1 / ln 2, not by ln 2"),
             ]
-            t.check(f"bpd/{case}", got, what=f"batch_bpd, {case}", hint=hint, test=_naming(variants))
+            t.check(f"bpd/{case}", got, what=f"batch_bpd, {case}", hint=hint, test=naming(variants))
 
 
 # ----------------------------------------------------------------------------- grids of codes
@@ -301,7 +271,7 @@ def probe_top_variance_dims(t: Trial, top_variance_dims) -> None:
                  "this ranks the mean square, not the variance: subtract each dimension's mean"),
             ]
             t.check(f"dims/{case}", got, what=f"top_variance_dims, {case}", hint=hint,
-                    test=_naming(variants, convert=lambda g: torch.as_tensor(g, dtype=torch.int64)))
+                    test=naming(variants, convert=lambda g: torch.as_tensor(g, dtype=torch.int64)))
 
 
 @check(latent.traversal_codes)
@@ -366,4 +336,4 @@ def probe_toward_class_mean(t: Trial, toward_class_mean) -> None:
                     z + a[:, None] * (codes[labels == target].mean(1).mean() - z),
                  "the class mean is taken over the codes (dim=0), one value per dimension"),
             ]
-            t.check(f"codes/{case}", got, what=f"toward_class_mean, {case}", hint=hint, test=_naming(variants))
+            t.check(f"codes/{case}", got, what=f"toward_class_mean, {case}", hint=hint, test=naming(variants))

@@ -12,13 +12,13 @@ Hidden-test cells call them as ``probe_<exercise>(<the student's function>)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import torch
 
-from autograder.probing import Test, Trial, check, close, describe
+from autograder.probing import Test, Trial, check, describe, naming
 from genlab import exact_models, losses, theory
 
 DTYPES = (torch.float32, torch.float64)
@@ -29,37 +29,6 @@ FALSE_ALARM = 1e-9
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def _diagnose(variants: Sequence[tuple[Callable[[], Any], str]], *,
-              extra: Callable[[Any, Any], str | None] | None = None,
-              rtol: float = 1e-4, atol: float = 1e-5) -> Test:
-    """A test: the reference's value within the tolerance; otherwise name the wrong variant it matches.
-
-    ``variants`` are (value maker, explanation) pairs; the makers run in the grader only, on the
-    reference side's inputs. ``extra(got, want)`` may explain a difference no variant matches.
-    """
-
-    def test(got: Any, want: Any, _records: dict[str, Any]) -> str | None:
-        problem = close(got, want, rtol=rtol, atol=atol)
-        if problem is None:
-            return None
-        for make, explanation in variants:
-            try:
-                wrong = make()
-            except Exception:  # a variant that does not apply to these inputs
-                continue
-            if isinstance(wrong, torch.Tensor):
-                wrong = wrong.detach()
-            if close(got, wrong, rtol=rtol, atol=atol) is None:
-                return f"{problem}: {explanation}"
-        if extra is not None:
-            more = extra(got, want)
-            if more:
-                return f"{problem}: {more}"
-        return problem
-
-    return test
 
 
 def _nan_where_finite(got: Any, want: Any) -> str | None:
@@ -261,7 +230,7 @@ def probe_mc_log_likelihood(t: Trial, mc_log_likelihood) -> None:
                      "subtract log L"),
                 ]
                 t.check(f"{case}", got, what=f"mc_log_likelihood, {case}", hint=hint,
-                        test=_diagnose(variants, extra=_underflow))
+                        test=naming(variants, extra=_underflow))
 
 
 # ----------------------------------------------------------------------------- 3 importance sampling
@@ -349,7 +318,7 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
             with t.without_distributions():
                 got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}")
             t.check(case, got, what=f"{name}, {case}", hint=hint,
-                    test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow))
+                    test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow))
             if grad_hint:
                 _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint)
         log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)
@@ -358,7 +327,7 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
         with t.without_distributions():
             got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}")
         t.check(f"exact/{dtype}", got, what=f"{name} with {case}", hint=hint,
-                test=_diagnose(_weights_variants(log_lik, mu, logstd, eps, kind)))
+                test=naming(_weights_variants(log_lik, mu, logstd, eps, kind)))
 
 
 @check(theory.log_importance_weights)
@@ -420,7 +389,7 @@ def probe_entropy(t: Trial, entropy) -> None:
                         (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
                         (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm")]
             t.check(case, got, what=f"entropy(p), {case}", hint=hint,
-                    test=_diagnose(variants, extra=_nan_where_finite))
+                    test=naming(variants, extra=_nan_where_finite))
     one_hot = torch.eye(4, device=t.device)
     with t.without_distributions():
         got = t.call(entropy, one_hot, what="entropy of one-hot distributions")
@@ -463,7 +432,7 @@ def probe_cross_entropy(t: Trial, cross_entropy) -> None:
                 (lambda pc=pc, qc=qc: -_cross_entropy(pc, qc), "the sign is wrong: -sum p log q"),
             ]
             t.check(case, got, what=f"cross_entropy(p, q), {case}", hint=hint,
-                    test=_diagnose(variants, extra=_nan_where_finite))
+                    test=naming(variants, extra=_nan_where_finite))
 
 
 @check(theory.categorical_kl)
@@ -486,7 +455,7 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
                 (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
             ]
             t.check(case, got, what=f"categorical_kl(p, q), {case}", hint=hint,
-                    test=_diagnose(variants, extra=_nan_where_finite))
+                    test=naming(variants, extra=_nan_where_finite))
 
 
 # ----------------------------------------------------------------------------- 5 the ELBO
@@ -542,7 +511,7 @@ def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
                     (lambda e=e, mq=mq, lq=lq, f=log_ratio: f(mq + lq.exp() * e).sum(0), "that sums over the samples; "
                      "average them"),
                 ]
-                t.check(case, got, what=case, hint=hint, test=_diagnose(variants))
+                t.check(case, got, what=case, hint=hint, test=naming(variants))
 
 
 # ----------------------------------------------------------------------------- 7 reparameterised gradients
@@ -597,7 +566,7 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
                      "differentiate f through z = mu + sigma * eps instead"),
                 ]
                 t.check(f"{case}/grad_{name}", parts[i], what=f"grad_{name} from reparam_gradient, {case}", hint=hint,
-                        test=_diagnose(variants))
+                        test=naming(variants))
 
 
 # ----------------------------------------------------------------------------- 8 bits per dimension
@@ -629,4 +598,4 @@ def probe_bits_per_dim(t: Trial, bits_per_dim) -> None:
             (lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s[2:]), "that leaves out the first "
              "non-batch dimension; include every dimension after the batch size (channels too)"),
         ]
-        t.check(label, got, what=f"bits_per_dim, {label}", hint=hint, test=_diagnose(variants))
+        t.check(label, got, what=f"bits_per_dim, {label}", hint=hint, test=naming(variants))

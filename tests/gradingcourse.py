@@ -78,9 +78,10 @@ def _meta(gid: str, **kw) -> dict:
     return {"nbgrader": {"grade_id": gid, "schema_version": 3, "task": False, **kw}}
 
 
-def source_notebook() -> nbformat.NotebookNode:
+def source_notebook(intro: str = "Three small exercises.") -> nbformat.NotebookNode:
+    """The source notebook: the three ae_to_cvae exercises, each with its probe as the hidden test."""
     nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nb.cells = [new_markdown_cell("Three small exercises."), new_code_cell(SETUP)]
+    nb.cells = [new_markdown_cell(intro), new_code_cell(SETUP)]
     for name, (head, body, points) in ANSWERS.items():
         nb.cells.append(new_code_cell(f"{head}    ### BEGIN SOLUTION\n{body}    ### END SOLUTION",
                                       metadata=_meta(name, solution=True, grade=False, locked=False)))

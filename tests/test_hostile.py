@@ -16,11 +16,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell
 from nbgrader.api import Gradebook
 
 from autograder import grade, notebooks, release, sandbox
 from autograder.course import gradebook_url
+from tests import gradingcourse
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow,
@@ -40,33 +41,11 @@ disk_limit_mb = 64
 cell_timeout_s = 15
 """
 
-SETUP = "import math, os, sys\nimport torch\nimport torch.nn.functional as F"
-ANSWERS = {
-    "interpolate": ("def interpolate(z0, z1, steps):\n", "    w = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]\n    return (1 - w) * z0 + w * z1\n", 3),
-    "one_hot": ("def one_hot(labels, num_classes=10):\n", "    return F.one_hot(labels.long(), num_classes).float()\n", 2),
-    "gaussian_kl": ("def gaussian_kl(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):\n",
-                    "    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)\n"
-                    "    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)\n"
-                    "    return (logstd_p - logstd_q + 0.5 * (torch.exp(2 * (logstd_q - logstd_p))\n"
-                    "            + (mu_q - mu_p) ** 2 * torch.exp(-2 * logstd_p) - 1)).sum(-1)\n", 5),
-}
-
-
-def _meta(gid: str, **kw) -> dict:
-    return {"nbgrader": {"grade_id": gid, "schema_version": 3, "task": False, **kw}}
+ANSWERS = gradingcourse.ANSWERS
 
 
 def source_notebook() -> nbformat.NotebookNode:
-    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nb.cells = [new_markdown_cell("A small assignment to attack."), new_code_cell(SETUP)]
-    for name, (head, body, points) in ANSWERS.items():
-        nb.cells.append(new_code_cell(f"{head}    ### BEGIN SOLUTION\n{body}    ### END SOLUTION",
-                                      metadata=_meta(name, solution=True, grade=False, locked=False)))
-        nb.cells.append(new_code_cell(
-            f"print('visible test of {name}')\n### BEGIN HIDDEN TESTS\n"
-            f"from autograder.checks.ae_to_cvae import probe_{name}\nprobe_{name}({name})\n### END HIDDEN TESTS",
-            metadata=_meta(f"test_{name}", solution=False, grade=True, locked=True, points=points)))
-    return nb
+    return gradingcourse.source_notebook("A small assignment to attack.")
 
 
 # Each attack: (cell source, built on "blank" or "correct", where it goes: see build()).

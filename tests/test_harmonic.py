@@ -300,3 +300,43 @@ def test_log_likelihood_degradation():
     assert torch.allclose(R.log_likelihood_degradation(x, clean, clean), torch.zeros(2))
     worse = torch.ones(2, 4)  # squared error 4: the log-likelihood falls by 3 units of 1
     assert torch.allclose(R.log_likelihood_degradation(x, clean, worse), torch.full((2,), -3.0))
+
+
+def test_sinc_encoder_study_writes_one_row_per_variant_sigma_and_seed(tiny, tmp_path):
+    known = {v.name: v for v in R.SINC_VARIANTS}
+    # the baseline at its three noise levels and the values-only encoder, each for one epoch of small batches
+    variants = [replace(known[n], epochs=1, batch_size=64) for n in ("baseline", "values only")]
+    plan = replace(tiny, seeds=(0,))
+    rows = R.sinc_encoder_study(plan, tmp_path / "out", tmp_path / "cache", variants)
+    assert [(r["variant"], r["sigma_n"]) for r in rows] == [
+        ("baseline", 0.0), ("baseline", 0.5), ("baseline", 1.0), ("values only", 0.0)]
+    assert all(r["status"] == "trained" and r["hidden"] == 8 and r["epochs"] == 1 for r in rows)
+    for r in rows:
+        assert r["paper"] == PAPER[("sinc", "sigma_n", r["sigma_n"])][0]
+        # at the probe points the exact Jacobian norm cannot beat the ascent that starts there
+        assert r["at_data"] <= r["lower"] * (1 + 1e-6) and r["lower"] <= r["eclipse"] <= r["product"] * (1 + 1e-6)
+        # a 1-d code: the l-inf constant is the gradient's l1 norm, between its l2 norm and sqrt(d) times it
+        d = 172 * (2 if r["variant"] == "baseline" else 1)
+        assert r["at_data"] <= r["linf_at_data"] * (1 + 1e-9) <= r["at_data"] * math.sqrt(d) * (1 + 1e-9)
+        assert r["linf_at_data"] <= r["linf_lower"] <= r["linf_product"] * (1 + 1e-6)
+        assert ("dec_lower" in r) == (r["sigma_n"] == 0.0)  # decoders only of the sigma_N = 0 networks
+    pairs, values = rows[0], rows[3]
+    assert max(pairs["values_part"], pairs["times_part"]) <= pairs["at_data"] * (1 + 1e-9)
+    assert math.isnan(values["times_part"]) and values["values_part"] == values["at_data"]
+
+    folder = tmp_path / "out"
+    back = R.load_sinc_encoder_rows(folder / "sinc-encoder.csv")
+    assert len(back) == 4 and back[3]["times_part"] == "nan" and back[1]["dec_lower"] == ""
+    table = R.sinc_encoder_table(back)
+    assert [row[:3] for row in table.rows] == [["baseline", known["baseline"].suspect, s] for s in ("0", "0.5", "1")] + [
+        ["values only", known["values only"].suspect, "0"]]
+    times = table.columns.index("times' columns")
+    assert table.rows[3][times] == "—" and table.rows[0][times] != "—"
+    assert table.rows[1][table.columns.index("decoder: lower bound")] == "—"
+    assert table.rows[0][-1] == "29.8" and "width 8" in table.notes[0]
+    md = (folder / "sinc-encoder.md").read_text()
+    assert md.startswith("# The sinc(5t) encoder") and md.count("\n| values only |") == 1
+
+    # a second run reuses every network
+    again = R.sinc_encoder_study(plan, tmp_path / "out", tmp_path / "cache", variants[:1], sigma_ns=(0.0,))
+    assert [r["status"] for r in again] == ["cached"] * 3

@@ -78,6 +78,11 @@ class GradeExecute(Execute):
     max_output_bytes = Integer(4 * 2**20, help="Cap on the bytes of all outputs of one notebook").tag(config=True)
     start_attempts = Integer(3, help="Kernel starts tried before the submission is reported ungraded").tag(config=True)
     store_widget_state = Bool(False)  # widget state of a grading run is useless and unbounded
+    # After a timed-out cell is interrupted, the kernel has this long to report that it stopped before
+    # it counts as stuck (and the rest of the submission is not run). nbclient's 4 s default is less
+    # than a busy machine can take to deliver a message interrupt; a kernel that finishes normally
+    # reports at once, so the margin costs nothing.
+    iopub_timeout = Integer(30).tag(config=True)
 
     def _sandboxed(self) -> bool:
         if self.sandbox == "off" or os.environ.get(SANDBOX_ENV) == "0":

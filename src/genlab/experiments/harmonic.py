@@ -1193,7 +1193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = Path(args.out) / "sinc-encoder"
         t0, load0, cpu0 = time.perf_counter(), provenance.load_average(), time.process_time()
         rows = sinc_encoder_study(plan, out_dir, args.cache, variants, args.sigma_n, lipsdp=args.lipsdp)
-        readme = write_provenance(out_dir, argv, {"study": time.perf_counter() - t0}, plan)
+        import shlex  # variant names hold spaces: the README's command must run as written
+
+        readme = write_provenance(out_dir, [shlex.quote(a) for a in argv], {"study": time.perf_counter() - t0}, plan)
         with open(readme, "a") as f:
             f.write("\n".join(sinc_study_provenance(rows, load0, time.process_time() - cpu0)) + "\n")
         return 0

@@ -1081,11 +1081,13 @@ SINC_STUDY_COLUMNS = (("lower", "Jacobian lower bound"), ("at_data", "largest no
                       ("dec_lower", "decoder: lower bound"), ("dec_eclipse", "decoder: ECLipsE-Fast"))
 
 
-def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None):
+def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
+                       suspects: bool = True):
     """The study as a :class:`genlab.plotting.Table`: one row per variant and σ_N, means ± std over seeds.
 
     ``rows`` as :func:`sinc_encoder_study` returns them or :func:`load_sinc_encoder_rows` reads them back;
-    ``columns`` picks measures by key (default: all).
+    ``columns`` picks measures by key (default: all); ``suspects=False`` leaves out the column that
+    says in words what each variant changes (a narrower table).
     """
     cols = [c for c in SINC_STUDY_COLUMNS if columns is None or c[0] in columns]
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
@@ -1095,11 +1097,13 @@ def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
     for (name, sigma_n), rs in groups.items():
         cells = [fmt(*mean_std([float(r[k]) for r in rs])) if all(r.get(k) not in (None, "") for r in rs) else "—"
                  for k, _ in cols]
-        body.append([name, rs[0]["suspect"], f"{sigma_n:g}", str(len(rs)), *cells, f"{float(rs[0]['paper']):g}"])
+        body.append([name, *([rs[0]["suspect"]] if suspects else []), f"{sigma_n:g}", str(len(rs)), *cells,
+                     f"{float(rs[0]['paper']):g}"])
     base = next((r for r in rows if r["variant"] == "baseline"), rows[0] if rows else None)
     setting = (f" (width {base['hidden']}, {base['n_train']} tracks, {base['epochs']} epochs in batches of "
                f"{base['batch_size']}, latent size 1, values and times in [-1, 1])" if base and "hidden" in base else "")
-    return _table(["variant", "what it changes", "σ_N", "seeds", *(c[1] for c in cols), "paper"], body,
+    return _table(["variant", *(["what it changes"] if suspects else []), "σ_N", "seeds", *(c[1] for c in cols), "paper"],
+                  body,
                   title="The sinc(5t) encoder's Lipschitz constant, one suspect changed at a time",
                   notes=[f"Encoders of the input-noise sweep (σ_enc = 0.5), trained as the baseline{setting} "
                          "except for the change named; mean ± std over seeds. Every column but the three ℓ∞ → ℓ2 ones is for the "

@@ -121,7 +121,8 @@ PROBE = r"""
     pre.textContent = JSON.stringify(data);
     document.body.appendChild(pre);
     var shot = new URLSearchParams(location.search).get("genlab-scroll");
-    if (shot) window.scrollTo(0, Number(shot));
+    // Later slices of a tall page: the content moves up (a headless screenshot ignores scrolling).
+    if (shot) document.body.style.transform = "translateY(-" + Number(shot) + "px)";
   }
   function measure() {
     var col = column(), rect = col.getBoundingClientRect();

@@ -914,6 +914,9 @@ def encoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan, *, lipsdp:
     bound with the first layer's ℓ∞ → ℓ2 norm bounded by the ℓ2 norm of its rows' ℓ1 norms;
     ECLipsE-Fast, the product bound and (when asked) LipSDP-neuron, all three for the ℓ2 norm.
     """
+    # BEGIN REFERENCE
+    # The exact Jacobian norms here are the graded jacobian_spectral_norm's reference, so the student
+    # edition leaves the study's measurements out (the chapter reads their committed results).
     from genlab import lipschitz
 
     net = _cpu64(model.encoder)
@@ -942,6 +945,7 @@ def encoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan, *, lipsdp:
         out["lipsdp"] = lipschitz.lipsdp(net, variant="neuron", method=plan.lipsdp_method,
                                          solver_options=plan.lipsdp_options)
     return out
+    # END REFERENCE
 
 
 def linf_lower_bound(net: nn.Sequential, points: torch.Tensor, *, steps: int = 100, lr: float = 1e-2) -> float:
@@ -952,6 +956,7 @@ def linf_lower_bound(net: nn.Sequential, points: torch.Tensor, *, steps: int = 1
     is the gradient's ℓ1 norm). Each value is the derivative along a direction of ℓ∞ norm 1 that the
     network attains, hence a true lower bound.
     """
+    # BEGIN REFERENCE
     from torch.func import jacrev, vmap
 
     f = _cpu64(net)
@@ -975,6 +980,7 @@ def linf_lower_bound(net: nn.Sequential, points: torch.Tensor, *, steps: int = 1
             (-value.sum()).backward()
             opt.step()
     return best
+    # END REFERENCE
 
 
 def decoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan) -> dict[str, float]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from autograder import status
+from autograder import sandbox, status
 
 # What of the driver's environment a task passes on to its grading process (a remote worker has
 # its own environment; these settings belong to the run).
@@ -296,7 +296,8 @@ def job_main(folder: Path) -> None:
     timed_out = False
     with open(folder / LOG_FILE, "wb") as log:
         proc = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec["cwd"], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=sandbox.unblock_signals)  # Ray's threads block SIGINT
         try:
             rc = proc.wait(timeout=spec["budget_s"])
         except subprocess.TimeoutExpired:

@@ -353,4 +353,13 @@ class SandboxKernelManager(AsyncKernelManager):
         os.chmod(self.connection_file, 0o644)
         for path in self.jail.sockets.iterdir():
             self.jail.give(path)
+        # A blocked signal mask is inherited through fork and exec: a grader started from a Ray task
+        # (whose threads block SIGINT) would start kernels that never see the interrupt of a timed-out
+        # cell, so one endless cell would cost the whole submission.
+        kw["preexec_fn"] = unblock_signals
         return bwrap_command(cmd, jail=self.jail, env=self.kernel_env, read_only=self.read_only), kw
+
+
+def unblock_signals() -> None:
+    """Clear the calling thread's blocked-signal mask (a child process inherits it)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())

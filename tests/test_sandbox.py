@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import nbformat
@@ -122,7 +124,29 @@ def test_grading_refuses_root_without_the_sandbox(monkeypatch):
 
 
 @needs_sandbox
-def test_a_timed_out_cell_is_interrupted_and_fails_alone(tmp_path):
+@pytest.mark.parametrize("sigint_blocked", [False, True], ids=["plain", "sigint-blocked-by-the-caller"])
+def test_a_timed_out_cell_is_interrupted_and_fails_alone(tmp_path, sigint_blocked):
+    """Also when the grader runs in a thread that blocks SIGINT, as a Ray task's threads do."""
+    if sigint_blocked:
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                _interrupt_a_timed_out_cell()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
+                outcome.append(err)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        if outcome:
+            raise outcome[0]
+    else:
+        _interrupt_a_timed_out_cell()
+
+
+def _interrupt_a_timed_out_cell() -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(60)"), nbformat.v4.new_code_cell("print('after')")]

@@ -79,10 +79,9 @@ class GradeExecute(Execute):
     start_attempts = Integer(3, help="Kernel starts tried before the submission is reported ungraded").tag(config=True)
     store_widget_state = Bool(False)  # widget state of a grading run is useless and unbounded
     # After a timed-out cell is interrupted, the kernel has this long to report that it stopped before
-    # it counts as stuck (and the rest of the submission is not run). nbclient's 4 s default is less
-    # than a busy machine can take to deliver a message interrupt; a kernel that finishes normally
-    # reports at once, so the margin costs nothing.
-    iopub_timeout = Integer(30).tag(config=True)
+    # it counts as stuck (and the rest of the submission is not run): a margin over nbclient's 4 s for
+    # a busy machine; a kernel that stops reports at once, so it costs nothing then.
+    iopub_timeout = Integer(10).tag(config=True)
 
     def _sandboxed(self) -> bool:
         if self.sandbox == "off" or os.environ.get(SANDBOX_ENV) == "0":

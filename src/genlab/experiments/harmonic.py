@@ -1088,7 +1088,8 @@ SINC_STUDY_COLUMNS = (("lower", "Jacobian lower bound"), ("at_data", "largest no
 
 
 def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
-                       suspects: bool = True):
+                       suspects: bool = True,
+                       title: str = "The sinc(5t) encoder's Lipschitz constant, one suspect changed at a time"):
     """The study as a :class:`genlab.plotting.Table`: one row per variant and σ_N, means ± std over seeds.
 
     ``rows`` as :func:`sinc_encoder_study` returns them or :func:`load_sinc_encoder_rows` reads them back;
@@ -1110,7 +1111,7 @@ def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
                f"{base['batch_size']}, latent size 1, values and times in [-1, 1])" if base and "hidden" in base else "")
     return _table(["variant", *(["what it changes"] if suspects else []), "σ_N", "seeds", *(c[1] for c in cols), "paper"],
                   body,
-                  title="The sinc(5t) encoder's Lipschitz constant, one suspect changed at a time",
+                  title=title,
                   notes=[f"Encoders of the input-noise sweep (σ_enc = 0.5), trained as the baseline{setting} "
                          "except for the change named; mean ± std over seeds. Every column but the three ℓ∞ → ℓ2 ones is for the "
                          "ℓ2 norm on inputs and codes; the decoder columns are the same σ_N = 0 networks' "

@@ -218,6 +218,7 @@ class GradeExecute(Execute):
                 notes.append("time limit reached")
                 return
             self.timeout = max(1, int(min(cell_timeout, left)))
+            oom_before = jail.cgroup is not None and jail.cgroup.out_of_memory()
             try:
                 self.preprocess_cell(cell, resources, index)
             except (DeadKernelError, CellTimeoutError) as exc:
@@ -232,6 +233,14 @@ class GradeExecute(Execute):
                 self._stop(nb, index + 1, f"not run: {why} in an earlier cell")
                 notes.append(why)
                 return
+            if not oom_before and jail.cgroup is not None and jail.cgroup.out_of_memory():
+                # The kernel lived on (a child process was killed, or the cell was interrupted later):
+                # say why, without changing the cell's score (an error only where there is one already).
+                why = f"processes of this cell were stopped for using more than {jail.limits.memory_mb} MB of memory"
+                failed = any(o.get("output_type") == "error" for o in cell.outputs)
+                cell.outputs.append(_error("MemoryLimit", why) if failed
+                                    else new_output("stream", name="stdout", text=f"note: {why}\n"))
+                notes.append(why)
 
     @staticmethod
     def _stop(nb: NotebookNode, start: int, why: str) -> None:

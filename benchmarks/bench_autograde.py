@@ -97,6 +97,11 @@ def on_ray(names: dict[str, str], jobs: int, *, fraction: float | None = None) -
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _listed(seconds) -> str:
+    """Each run's seconds, for the raw figures beside a ratio."""
+    return ", ".join(f"{x:.1f}" for x in seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--submissions", type=int, default=12)
@@ -150,22 +155,22 @@ def main() -> None:
     once = all(r.state == "graded" and r.executions == 1 for run in runs["ray"] for r in run[2])
     print(f"ray_grading_speedup: {seq / ray_s:.2f}x")
     print(f"    {len(names)} submissions: sequential nbgrader autograde {seq:.1f}s ({seq / len(names):.1f}s each; runs "
-          f"{', '.join(f'{x:.1f}' for x in runs['seq'])}); Ray with {args.jobs} workers {ray_s:.1f}s of grading (runs "
-          f"{', '.join(f'{r[0]:.1f}' for r in runs['ray'])}), {ray_total:.1f}s for the whole run (intake, feedback, "
+          f"{_listed(runs['seq'])}); Ray with {args.jobs} workers {ray_s:.1f}s of grading (runs "
+          f"{_listed(r[0] for r in runs['ray'])}), {ray_total:.1f}s for the whole run (intake, feedback, "
           f"export) + {cluster_start:.1f}s to start the local cluster once: end to end "
           f"{seq / (ray_total + cluster_start):.2f}x; every submission graded once: {once}")
     if args.overhead:
         bare_s, one = mean(runs["bare"]), mean(runs["one"])
         print(f"ray_overhead_per_submission: {(one - bare_s) / len(few):.2f}s")
         print(f"    {len(few)} submissions one at a time: bare nbgrader autograde {bare_s:.1f}s (runs "
-              f"{', '.join(f'{x:.1f}' for x in runs['bare'])}), Ray with one worker {one:.1f}s of grading (runs "
-              f"{', '.join(f'{x:.1f}' for x in runs['one'])})")
+              f"{_listed(runs['bare'])}), Ray with one worker {one:.1f}s of grading (runs "
+              f"{_listed(runs['one'])})")
     if args.in_kernel:
         boxed, plain = mean(runs["bare"]), mean(runs["plain"])
         print(f"sandbox_vs_in_kernel: {boxed / plain:.2f}x")
         print(f"    per submission ({len(few)}: correct, blank, typical mistakes): GradeExecute + VerifyProbes in the "
               f"jail {boxed / len(few):.1f}s, nbgrader's Execute with the probes verifying in the kernel "
-              f"{plain / len(few):.1f}s (runs {', '.join(f'{x:.1f}' for x in runs['plain'])})")
+              f"{plain / len(few):.1f}s (runs {_listed(runs['plain'])})")
     verify = [r["verify_s"] for r in seq_rows if r["verify_s"]]
     execute = [r["execute_s"] for r in seq_rows if r["execute_s"]]
     prepare = [r["prepare_s"] for r in seq_rows if r["prepare_s"]]

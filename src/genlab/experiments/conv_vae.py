@@ -299,13 +299,13 @@ def plot_snapshots(samples: Mapping[int, torch.Tensor], *, title: str) -> Any:
 
 
 def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan,
-                     data_note: str, load: Sequence[float] = ()) -> Path:
+                     data_note: str, load: Sequence[str] = ()) -> Path:
     """A README beside the results: the command, the commit and the machine that made them."""
     lines = [f"# Results of the {plan.profile} profile", "",
              f"- command: `python -m genlab.experiments.conv_vae {' '.join(argv)}`",
              f"- commit: {provenance.git_commit()}",
              f"- machine: {provenance.machine(genlab.device())}"
-             + (f"; load average {' -> '.join(f'{x:.1f}' for x in load)} (start -> end, 1 min)" if load else ""),
+             + (f"; load average {' -> '.join(load)} (start -> end, 1 min)" if load else ""),
              f"- data: {data_note}",
              f"- plan: z = {plan.nz}, {plan.levels} grey levels, {plan.epochs} epochs, snapshots {list(plan.snapshots)}, "
              f"batch {plan.batch}, Adam lr {plan.lr}, seed {plan.seed}; z = 2 manifold model {plan.manifold_epochs} epochs",
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.cache) / plan.profile
     seconds: dict[str, float] = {}
-    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    load = [provenance.load_average()]
 
     train, val, test = load_splits(plan, device)
     data_note = (f"{train.stand_in} standing in for MNIST" if train.stand_in else "MNIST") + \
@@ -388,8 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fig.tight_layout()
         fig.savefig(out_dir / "manifold.png", dpi=100)
         plt.close(fig)
-    if load:
-        load.append(os.getloadavg()[0])
+    load.append(provenance.load_average())
     write_provenance(out_dir, argv, seconds, plan, data_note, load)
     print(f"results in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return 0

@@ -1121,24 +1121,14 @@ def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 def sinc_study_provenance(rows: Sequence[Mapping[str, Any]], load_before: str, cpu_s: float) -> list[str]:
     """README lines of a study run beyond the grid's: kernel and CPU, load, CPU time, what was trained."""
     import platform
-    import subprocess
 
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor() or "unknown")
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    try:
-        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        uname = " ".join(platform.uname())
     trained = [r for r in rows if r["status"] != "cached"]
     levels: dict[str, dict[str, None]] = {}
     for r in rows:
         levels.setdefault(r["variant"], {})[f"{float(r['sigma_n']):g}"] = None
     return ["", "## This run of the sinc encoder study", "",
-            f"- `uname -a`: {uname}",
-            f"- CPU: {cpu}",
+            f"- system: {' '.join(platform.uname())}",
+            f"- CPU: {provenance.cpu_model()}",
             f"- load average (1 min) at the start and at the end: {load_before}, {provenance.load_average()}",
             f"- CPU time of the process: {cpu_s:.0f} s",
             f"- networks: {len(rows)}, of which {len(trained)} trained in this run and {len(rows) - len(trained)} "

@@ -36,6 +36,17 @@ def machine(device: torch.device) -> str:
             f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def load_average() -> str:
     """The 1-minute load average: times measured on a shared machine mean little without it."""
     try:

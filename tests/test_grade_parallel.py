@@ -8,6 +8,7 @@ kernel exits, one printing warnings) and compare every cell's score with what se
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -127,6 +128,55 @@ def test_gpu_options_and_the_missing_gpu_message(tmp_path):
     runner.check_gpu(m, runner.Cluster(address="local", cpus=2, gpus=1, started_here=True))
 
 
+# ----------------------------------------------------------------------------- the grading server (fast)
+
+
+def _job(tmp_path: Path, db: str, student: str, *argv: str, budget_s: float = 120.0) -> Path:
+    """A job folder whose grading process runs ``nbgrader <argv>`` for ``student``'s row."""
+    folder = tmp_path / student
+    folder.mkdir()
+    status.ensure(db, NAME, student, "d1")
+    spec = {"argv": [str(Path(sys.executable).parent / "nbgrader"), *argv], "env": dict(os.environ),
+            "cwd": str(folder), "budget_s": budget_s, "db_url": db, "key": [NAME, student, "d1"]}
+    (folder / runner.JOB_FILE).write_text(json.dumps(spec))
+    return folder
+
+
+def _stored_log(db: str, student: str, folder: Path) -> str:
+    """The log a grading process stored, once it has also removed its folder."""
+    deadline = time.monotonic() + 120
+    while status.get(db, NAME, student, "d1").get("log") is None or folder.exists():
+        assert time.monotonic() < deadline, f"{student}'s grading process did not finish"
+        time.sleep(0.2)
+    return status.get(db, NAME, student, "d1")["log"]
+
+
+def test_the_grading_server_forks_grading_processes_and_is_started_again_when_gone(tmp_path, db, monkeypatch):
+    ada = _job(tmp_path, db, "ada", "--version")
+    runner._launch(ada)
+    assert "nbgrader version" in _stored_log(db, "ada", ada)
+    server = runner._server.proc
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+    bob = _job(tmp_path, db, "bob", "--version")
+    runner._launch(bob)
+    assert runner._server.proc.pid != server.pid
+    assert "nbgrader version" in _stored_log(db, "bob", bob)
+
+    cy = _job(tmp_path, db, "cy", "autograde", "--no-such-option", budget_s=0.01)
+    runner._launch(cy)
+    assert "was killed after its budget of 0 s" in _stored_log(db, "cy", cy)
+
+    server = runner._server.proc
+    monkeypatch.setattr(runner, "_code_stamp", lambda: ("a check was edited",))
+    dan = _job(tmp_path, db, "dan", "--version")
+    runner._launch(dan)
+    assert runner._server.proc.pid != server.pid, "a server kept grading with the code it imported before a change"
+    assert server.wait(timeout=30) == 0  # the old one ended when its stdin closed
+    assert "nbgrader version" in _stored_log(db, "dan", dan)
+
+
 # ----------------------------------------------------------------------------- batches (slow)
 
 
@@ -196,15 +246,23 @@ def test_ray_batch_grades_like_sequential_autograde(cluster, reference, tmp_path
     assert len(status.rows(db, NAME)) == len(gc.BATCH) + 1  # the blank submission's old row stays, graded
 
 
-def _ray_processes(tag: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if tag in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+def _proc_file(pid: int | str, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:  # it ended meanwhile
+        return b""
+
+
+def _processes_of(ray_tmp: str) -> list[int]:
+    """The processes of a run started with ``RAY_TMPDIR=ray_tmp``: Ray's, its workers', the grading servers' and
+    the grading processes they forked (whose command line is their server's)."""
+    tag = f"RAY_TMPDIR={ray_tmp}".encode()
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if tag in _proc_file(p.name, "environ").split(b"\0")]
+
+
+def _ray_processes(ray_tmp: str) -> list[int]:
+    """Ray's own processes (head, raylet, workers) of a cluster whose files are under ``ray_tmp``."""
+    return [pid for pid in _processes_of(ray_tmp) if ray_tmp.encode() in _proc_file(pid, "cmdline")]
 
 
 def _kill(pids: list[int]) -> None:
@@ -265,8 +323,10 @@ def test_a_killed_driver_resumes_and_grades_each_submission_exactly_once(postgre
     for student in gc.BATCH:
         assert (root / "autograded" / student / NAME / f"{NAME}.ipynb").exists()
         assert (root / "feedback" / student / NAME / f"{NAME}.html").exists()
-    _kill(_ray_processes(ray_tmp))
-    assert not _ray_processes("genlab-task-"), "grading processes are left running"
+    deadline = time.monotonic() + 60  # the servers end once their workers are gone
+    while _processes_of(ray_tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_of(ray_tmp), "the restarted run left processes behind"
 
 
 def _utc(moment: datetime) -> datetime:

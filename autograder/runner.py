@@ -13,9 +13,9 @@ double fork, its own session), under a small watchdog (:func:`job_main`) that en
 budget and keeps the log, so a worker or a driver killed with SIGKILL does not take it down:
 the process finishes and records the result itself. Both are forked from the worker's grading
 server (:func:`serve`), which has nbgrader, torch and the checks imported already: a fresh
-``nbgrader`` process would spend about 3.5 s importing them for every submission. A task that finds the submission claimed
-waits for the claim while its process lives and takes it over once it is gone; a task that
-finds it graded returns the stored result without running anything.
+``nbgrader`` process would spend about 3.5 s importing them for every submission. A task that
+finds the submission claimed waits for the claim while its process lives and takes it over once
+it is gone; a task that finds it graded returns the stored result without running anything.
 
 :func:`run` is the driver's loop: every task is submitted up front but at most ``limit`` are in
 flight, results are taken in completion order with ``ray.wait``, Ray retries a task whose worker
@@ -54,6 +54,7 @@ PASSED_ENV = ("GENLAB_SANDBOX", "GENLAB_PROFILE", "GENLAB_DATA", "OMP_NUM_THREAD
 BUDGET_MARGIN_S = 300  # on top of the manifest's limits: nbgrader's start, kernel retries, verification
 POLL_S = 0.2
 JOB_FILE, LOG_FILE = "job.json", "autograde.log"
+SERVER_ARGV = (sys.executable, "-P", "-m", "autograder.runner", "serve")  # -P: nothing imported from its folder
 SERVER_START_S = 120  # a busy worker's first job waits for the server's imports
 # What an ``nbgrader autograde`` of this course imports, loaded once by each worker's grading server.
 PRELOAD = ("nbgrader.apps.nbgraderapp", "nbconvert.preprocessors", "autograder.preprocessors",
@@ -65,6 +66,21 @@ PRELOAD = ("nbgrader.apps.nbgraderapp", "nbconvert.preprocessors", "autograder.p
 class _Server:
     proc: subprocess.Popen
     stamp: tuple  # the grading code it imported (see :func:`_code_stamp`)
+    errors: Any  # its stderr, a temporary file
+
+    @classmethod
+    def start(cls, stamp: tuple) -> _Server:
+        # A session of its own, so that signals meant for the worker's group do not reach it; it
+        # ends by itself when its stdin closes.
+        errors = tempfile.TemporaryFile()
+        proc = subprocess.Popen(SERVER_ARGV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                bufsize=1, cwd=tempfile.gettempdir(), start_new_session=True,
+                                preexec_fn=sandbox.unblock_signals)
+        return cls(proc, stamp, errors)
+
+    def stderr(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read().decode(errors="replace").strip()[-500:]
 
 
 _server: _Server | None = None  # this worker's grading server (see :func:`serve`)
@@ -239,7 +255,7 @@ def _launch(folder: Path) -> int:
         _server = None
     for _ in range(2):  # a server that died (killed, out of memory) is started again once
         if _server is None or _server.proc.poll() is not None:
-            _server = _Server(_start_server(), stamp)
+            _server = _Server.start(stamp)
         proc = _server.proc
         try:
             proc.stdin.write(f"{folder}\n")
@@ -249,18 +265,8 @@ def _launch(folder: Path) -> int:
         except (OSError, ValueError):
             proc.kill()
             proc.wait()
-    proc.stderr.seek(0)
-    detail = proc.stderr.read().decode(errors="replace").strip()[-500:]
-    _server = None
+    detail, _server = _server.stderr(), None
     raise InfrastructureError(f"the grading server did not start a grading process: {detail or 'no output'}")
-
-
-def _start_server() -> subprocess.Popen:
-    # -P: nothing importable from the working folder; a session of its own, so that signals meant
-    # for the worker's group do not reach it; it ends by itself when its stdin closes.
-    return subprocess.Popen([sys.executable, "-P", "-m", "autograder.runner", "serve"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True, bufsize=1,
-                            cwd=tempfile.gettempdir(), start_new_session=True, preexec_fn=sandbox.unblock_signals)
 
 
 def _code_stamp() -> tuple:
@@ -344,13 +350,15 @@ def serve() -> None:
         read, write = os.pipe()
         first = os.fork()
         if first == 0:  # double fork: the watchdog is nobody's child, and the server leaves no zombie
-            os.close(read)
-            watchdog = os.fork()
-            if watchdog == 0:
-                os.close(write)
-                job_main(Path(line.strip()))
-            os.write(write, str(watchdog).encode())
-            os._exit(0)
+            try:  # nothing raised here may unwind into the server's loop
+                os.close(read)
+                watchdog = os.fork()
+                if watchdog == 0:
+                    os.close(write)
+                    job_main(Path(line.strip()))
+                os.write(write, str(watchdog).encode())
+            finally:
+                os._exit(0)
         os.close(write)
         os.waitpid(first, 0)
         with os.fdopen(read) as fh:
@@ -371,7 +379,10 @@ def job_main(folder: Path) -> NoReturn:
     with open(folder / LOG_FILE, "wb") as log:
         pid = os.fork()
         if pid == 0:
-            _nbgrader(spec, log.fileno())
+            try:  # nothing raised here may unwind into the watchdog's code
+                _nbgrader(spec, log.fileno())
+            finally:
+                os._exit(1)
     done = select.select([os.pidfd_open(pid)], [], [], spec["budget_s"])[0]
     if not done:
         try:

@@ -177,6 +177,13 @@ def test_the_grading_server_forks_grading_processes_and_is_started_again_when_go
     assert "nbgrader version" in _stored_log(db, "dan", dan)
 
 
+def test_a_grading_server_that_cannot_start_is_an_infrastructure_error(tmp_path, db, monkeypatch):
+    monkeypatch.setattr(runner, "SERVER_ARGV", (sys.executable, "-c", "import sys; sys.exit('nbgrader is missing')"))
+    monkeypatch.setattr(runner, "_server", None)
+    with pytest.raises(runner.InfrastructureError, match="did not start a grading process: nbgrader is missing"):
+        runner._launch(_job(tmp_path, db, "eve", "--version"))
+
+
 # ----------------------------------------------------------------------------- batches (slow)
 
 

@@ -6,11 +6,20 @@ The standard commands work unchanged from here:
     nbgrader generate_feedback <assignment>
     nbgrader export
 """
+
 from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds, GetGrades,
-                                    IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 
 from autograder import linkguard
 from autograder.course import gradebook_url
@@ -52,13 +61,26 @@ c.GenerateFeedback.preprocessors = [GetGradeStates, SanitizeErrors, CSSHTMLHeade
 c.GenerateFeedback.exporter_class = FeedbackExporter
 
 # Locked cells come back from the gradebook; warn only about real changes, not removed hidden tests.
-c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 
 # Execution and verdicts: the kernel runs in a jail (autograder/sandbox.py) and only probes; the
 # verdict of every hidden test is decided here, outside it (autograder/preprocessors/).
 c.Autograde.autograde_preprocessors = [
-    GradeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, VerifyProbes,
-    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata, RecordGraded,
+    GradeExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    VerifyProbes,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+    RecordGraded,
 ]
 # A generous per-cell limit; each assignment's manifest sets its own (and the whole run's).
 c.Execute.timeout = 600

@@ -1,4 +1,5 @@
 """Where the course lives: its root folder and its gradebook."""
+
 from __future__ import annotations
 
 import os

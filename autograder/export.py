@@ -5,6 +5,7 @@ grader failed to grade. This export adds a ``status`` column (``graded``, ``ungr
 ``not submitted``) and the ``reason`` of an ungraded one, whose score is left empty: a grading
 failure is never recorded as a zero.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,21 @@ from nbgrader.plugins import ExportPlugin
 
 from autograder import status
 
-COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
-           "raw_score", "late_submission_penalty", "score", "max_score", "status", "reason"]
+COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+    "status",
+    "reason",
+]
 
 
 class GradesExport(ExportPlugin):
@@ -37,18 +51,44 @@ class GradesExport(ExportPlugin):
                     writer.writerow(self._row(gradebook, db_url, assignment, student))
 
     def _row(self, gradebook: Gradebook, db_url: str, assignment, student) -> dict:
-        row = {"assignment": assignment.name, "duedate": assignment.duedate or "", "student_id": student.id,
-               "last_name": student.last_name or "", "first_name": student.first_name or "",
-               "email": student.email or "", "max_score": assignment.max_score, "reason": ""}
+        row = {
+            "assignment": assignment.name,
+            "duedate": assignment.duedate or "",
+            "student_id": student.id,
+            "last_name": student.last_name or "",
+            "first_name": student.first_name or "",
+            "email": student.email or "",
+            "max_score": assignment.max_score,
+            "reason": "",
+        }
         try:
             submission = gradebook.find_submission(assignment.name, student.id)
         except MissingEntry:
-            return {**row, "timestamp": "", "raw_score": 0.0, "late_submission_penalty": 0.0, "score": 0.0,
-                    "status": "not submitted"}
+            return {
+                **row,
+                "timestamp": "",
+                "raw_score": 0.0,
+                "late_submission_penalty": 0.0,
+                "score": 0.0,
+                "status": "not submitted",
+            }
         latest = status.latest(db_url, assignment.name, student.id)
         if latest is not None and latest["state"] == "ungraded":
-            return {**row, "timestamp": submission.timestamp or "", "raw_score": "", "late_submission_penalty": "",
-                    "score": "", "status": "ungraded", "reason": latest["reason"]}
+            return {
+                **row,
+                "timestamp": submission.timestamp or "",
+                "raw_score": "",
+                "late_submission_penalty": "",
+                "score": "",
+                "status": "ungraded",
+                "reason": latest["reason"],
+            }
         penalty = submission.late_submission_penalty or 0.0
-        return {**row, "timestamp": submission.timestamp or "", "raw_score": submission.score,
-                "late_submission_penalty": penalty, "score": max(0.0, submission.score - penalty), "status": "graded"}
+        return {
+            **row,
+            "timestamp": submission.timestamp or "",
+            "raw_score": submission.score,
+            "late_submission_penalty": penalty,
+            "score": max(0.0, submission.score - penalty),
+            "status": "graded",
+        }

@@ -8,6 +8,7 @@ typeset without a network connection, and messages that wrap instead of running 
 - :class:`SanitizeErrors` trims error tracebacks to the notebook's own frames;
 - :class:`FeedbackExporter` renders the page with the template ``templates/genlab_feedback``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,8 +66,9 @@ class GetGradeStates(GetGrades):
 
     def _get_score(self, cell, resources) -> None:
         super()._get_score(cell, resources)
-        grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
-                                          self.assignment_id, self.student_id)
+        grade = self.gradebook.find_grade(
+            cell.metadata["nbgrader"]["grade_id"], self.notebook_id, self.assignment_id, self.student_id
+        )
         if grade.manual_score is not None:
             state = "graded"
         elif grade.auto_score is None:

@@ -19,6 +19,7 @@
 3. ``nbgrader generate_feedback`` and ``nbgrader export``; a grade table with the time of each
    phase is printed, and the phase times are written to grading-times.csv beside grades.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,13 @@ from autograder.release import nbgrader
 
 ROOT = manifest.ROOT
 TIMES_CSV = "grading-times.csv"
-PHASE_NAMES = {"queued_s": "queued", "prepare_s": "preparing", "execute_s": "executing", "verify_s": "verifying",
-               "write_s": "writing"}
+PHASE_NAMES = {
+    "queued_s": "queued",
+    "prepare_s": "preparing",
+    "execute_s": "executing",
+    "verify_s": "verifying",
+    "write_s": "writing",
+}
 
 
 class GradebookError(RuntimeError):
@@ -132,7 +138,7 @@ def check_gradebook(db_url: str, m: manifest.Manifest, root: Path) -> None:
 
 
 def _record_assignment(m: manifest.Manifest, root: Path, db_url: str) -> None:
-    """Record an assignment in a gradebook that lacks it (a new database): ``generate_assignment`` in a scratch course."""
+    """Record an assignment in a gradebook that lacks it (a new database): run ``generate_assignment`` aside."""
     scratch = Path(tempfile.mkdtemp(prefix="genlab-record-"))
     try:
         shutil.copy(root / "nbgrader_config.py", scratch / "nbgrader_config.py")
@@ -160,7 +166,8 @@ def _check_cluster_reaches(db_url: str, cluster: runner.Cluster) -> None:
     if host not in ("127.0.0.1", "localhost", "auto", os.uname().nodename):
         raise GradebookError(
             f"the Ray cluster at {cluster.address} cannot reach the SQLite gradebook {db_url} on this machine: set "
-            "GENLAB_GRADEBOOK to a database server both reach (postgresql://user:password@host:port/db)")
+            "GENLAB_GRADEBOOK to a database server both reach (postgresql://user:password@host:port/db)"
+        )
 
 
 # ----------------------------------------------------------------------------- the run
@@ -198,8 +205,16 @@ def _discard(root: Path, m: manifest.Manifest, student: str) -> None:
     shutil.rmtree(root / "autograded" / student / m.name, ignore_errors=True)
 
 
-def grade(name: str, *, jobs: int = 2, root: Path = ROOT, address: str | None = None, regrade: bool = False,
-          gpus: float | None = None, keep_cluster: bool = True) -> list[Result]:
+def grade(
+    name: str,
+    *,
+    jobs: int = 2,
+    root: Path = ROOT,
+    address: str | None = None,
+    regrade: bool = False,
+    gpus: float | None = None,
+    keep_cluster: bool = True,
+) -> list[Result]:
     """Checks, intake, grading on Ray, feedback and export for every submission of assignment ``name``.
 
     ``address`` (else ``$RAY_ADDRESS``) names an existing Ray cluster; without one a local cluster
@@ -213,8 +228,10 @@ def grade(name: str, *, jobs: int = 2, root: Path = ROOT, address: str | None = 
     m = manifest.load(name, root)
     release_nb = root / "release" / m.name / m.notebook
     if not release_nb.exists():
-        raise FileNotFoundError(f"assignment {m.name} has no release ({release_nb} is missing): run `make release` "
-                                f"or `python -m autograder.release {m.name}` first")
+        raise FileNotFoundError(
+            f"assignment {m.name} has no release ({release_nb} is missing): run `make release` "
+            f"or `python -m autograder.release {m.name}` first"
+        )
     folders = sorted(p for p in (root / "submitted").glob(f"*/{m.name}") if p.is_dir() and not p.is_symlink())
     if not folders:
         raise FileNotFoundError(f"no submissions in {root / 'submitted'}/<student>/{m.name}/")
@@ -254,9 +271,19 @@ def grade(name: str, *, jobs: int = 2, root: Path = ROOT, address: str | None = 
 
     course = runner.course_files(root, m)
     env = {k: os.environ[k] for k in runner.PASSED_ENV if k in os.environ}
-    jobs_list = [runner.Job(assignment=m.name, student=s, digest=rows[s]["digest"], notebook=m.notebook,
-                            db_url=db_url, budget_s=runner.budget(m), env=env,
-                            files=runner.submission_files(root / "submitted" / s / m.name, m, s)) for s in todo]
+    jobs_list = [
+        runner.Job(
+            assignment=m.name,
+            student=s,
+            digest=rows[s]["digest"],
+            notebook=m.notebook,
+            db_url=db_url,
+            budget_s=runner.budget(m),
+            env=env,
+            files=runner.submission_files(root / "submitted" / s / m.name, m, s),
+        )
+        for s in todo
+    ]
     if jobs_list:
         _run(m, jobs_list, course, cluster, root, db_url, jobs, results)
     if not keep_cluster:
@@ -278,8 +305,12 @@ def _cluster(address: str | None, jobs: int, gpus: float | None) -> runner.Clust
 
     if ray.is_initialized() and _local_cluster:
         resources = ray.cluster_resources()
-        if (address or os.environ.get("RAY_ADDRESS") or resources.get("CPU", 0) < jobs
-                or (gpus is not None and resources.get("GPU", 0) != gpus)):
+        if (
+            address
+            or os.environ.get("RAY_ADDRESS")
+            or resources.get("CPU", 0) < jobs
+            or (gpus is not None and resources.get("GPU", 0) != gpus)
+        ):
             runner.shutdown()  # the local cluster of an earlier call does not fit this one
             _local_cluster = False
     cluster = runner.connect(address, jobs=jobs, gpus=gpus)
@@ -327,14 +358,20 @@ def _run(m, jobs_list, course, cluster, root, db_url, jobs, results) -> None:
                 on_result(job, {**runner._result(job, row, job.submitted, ""), "started": job.submitted})
                 return
         if row and row["state"] in ("queued", "running") and not status.claim_alive(row):
-            status.set_state(db_url, m.name, job.student, job.digest, "ungraded",
-                             f"its grading task failed twice ({reason}); grade it again later",
-                             token=row.get("token") if row["state"] == "running" else None, expect=row["state"])
+            status.set_state(
+                db_url,
+                m.name,
+                job.student,
+                job.digest,
+                "ungraded",
+                f"its grading task failed twice ({reason}); grade it again later",
+                token=row.get("token") if row["state"] == "running" else None,
+                expect=row["state"],
+            )
         advance("ungraded")
 
     try:
-        runner.run(m, jobs_list, course, cluster, limit=max(1, jobs),
-                   on_result=on_result, on_failure=on_failure)
+        runner.run(m, jobs_list, course, cluster, limit=max(1, jobs), on_result=on_result, on_failure=on_failure)
     finally:
         bar.close()
 
@@ -370,9 +407,18 @@ def write_times(path: Path, m: manifest.Manifest, results: list[Result]) -> None
         writer = csv.writer(fh)
         writer.writerow(["assignment", "student", "digest", "state", *status.PHASES, "total_s", "executions", "note"])
         for r in results:
-            writer.writerow([m.name, r.student, r.digest[:16], r.state,
-                             *(f"{r.phases.get(p, 0.0):.2f}" for p in status.PHASES), f"{r.seconds:.2f}",
-                             r.executions, r.error or ""])
+            writer.writerow(
+                [
+                    m.name,
+                    r.student,
+                    r.digest[:16],
+                    r.state,
+                    *(f"{r.phases.get(p, 0.0):.2f}" for p in status.PHASES),
+                    f"{r.seconds:.2f}",
+                    r.executions,
+                    r.error or "",
+                ]
+            )
 
 
 def table(results: list[Result]) -> str:
@@ -383,10 +429,16 @@ def table(results: list[Result]) -> str:
         if r.written_pending:
             written += f" ({r.written_pending:g} to grade by hand)"
         score = f"{r.auto_score:g} / {r.auto_max:g}" if not r.error else "ungraded"
-        rows.append((
-            r.student, score, written, *(f"{r.phases.get(p, 0.0):.1f}" for p in PHASE_NAMES),
-            f"{r.seconds:.1f}", r.error or (f"{len(r.notes)} note(s)" if r.notes else ""),
-        ))
+        rows.append(
+            (
+                r.student,
+                score,
+                written,
+                *(f"{r.phases.get(p, 0.0):.1f}" for p in PHASE_NAMES),
+                f"{r.seconds:.1f}",
+                r.error or (f"{len(r.notes)} note(s)" if r.notes else ""),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -394,15 +446,25 @@ def table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("assignments", nargs="+", metavar="assignment")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="submissions graded at once: the worker slots of a local Ray cluster (default 2)")
-    parser.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379; default "
-                                          "$RAY_ADDRESS, else a local cluster)")
-    parser.add_argument("--regrade", action="store_true",
-                        help="grade again what is graded already (after a hidden test was fixed)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="submissions graded at once: the worker slots of a local Ray cluster (default 2)",
+    )
+    parser.add_argument(
+        "--address",
+        help="an existing Ray cluster (ray://host:10001 or host:6379; default $RAY_ADDRESS, else a local cluster)",
+    )
+    parser.add_argument(
+        "--regrade", action="store_true", help="grade again what is graded already (after a hidden test was fixed)"
+    )
     parser.add_argument("--course", type=Path, default=ROOT, help="the course's root folder (default: this repository)")
-    parser.add_argument("--samples", action="store_true",
-                        help="first write sample submissions: demo-correct, demo-blank, demo-mistakes (one per round of typical mistakes)")
+    parser.add_argument(
+        "--samples",
+        action="store_true",
+        help="first write sample submissions: demo-correct, demo-blank, demo-mistakes (one per round of mistakes)",
+    )
     args = parser.parse_args(argv)
     failed = False
     for name in args.assignments:

@@ -10,6 +10,7 @@
 Every note goes into a "Grading notes" cell at the top of the notebook, so it reaches the
 student's feedback.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,10 @@ def intake(folder: Path, m: manifest.Manifest, release_nb: Path) -> list[str]:
     restored = restore_missing(nb, notebooks.read(release_nb))
     if restored:
         nbformat.write(nb, expected)
-        notes += [f"Cell `{gid}` was missing from your submission; it was restored from the release "
-                  "and scores no points." for gid in restored]
+        notes += [
+            f"Cell `{gid}` was missing from your submission; it was restored from the release and scores no points."
+            for gid in restored
+        ]
     if notes:
         _add_notes(expected, notes)
     return notes

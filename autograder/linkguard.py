@@ -6,6 +6,7 @@ folder into the student's feedback. :func:`install` makes those steps refuse a f
 a link or a special file, before they copy, write or chmod anything, and say which entry it is.
 ``nbgrader_config.py`` installs it, so the plain nbgrader commands are guarded too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,8 @@ def refuse_links(folder: str | Path) -> None:
             names = ", ".join(str(p.relative_to(folder)) for p in bad[:5])
             raise NbGraderException(
                 f"{folder} holds links or special files ({names}); remove them (python -m autograder.grade "
-                "does so at intake) and grade again")
+                "does so at intake) and grade again"
+            )
 
 
 def install() -> None:

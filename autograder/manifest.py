@@ -1,4 +1,5 @@
 """Assignment manifests (assignments/<name>.toml): what is graded, for how much, within what limits."""
+
 from __future__ import annotations
 
 import tomllib
@@ -71,8 +72,10 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
     path = Path(name_or_path)
     if path.suffix != ".toml":
         folders = [Path(root) / "assignments"] if root is not None else []
-        path = next((f / f"{name_or_path}.toml" for f in folders if (f / f"{name_or_path}.toml").exists()),
-                    MANIFESTS / f"{name_or_path}.toml")
+        path = next(
+            (f / f"{name_or_path}.toml" for f in folders if (f / f"{name_or_path}.toml").exists()),
+            MANIFESTS / f"{name_or_path}.toml",
+        )
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in MANIFESTS.glob("*.toml"))) or "none"
         raise FileNotFoundError(f"no manifest {path}; known assignments: {known}")
@@ -85,10 +88,12 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
         raise ValueError(f"{path}: gpu must be one of {GPU_CHOICES}, got {gpu!r}")
     gpu_fraction = data.get("gpu_fraction", 1.0)
     if isinstance(gpu_fraction, bool) or not isinstance(gpu_fraction, (int, float)) or not 0 < gpu_fraction <= 1:
-        raise ValueError(f"{path}: gpu_fraction must be a number in (0, 1] (the share of one GPU a submission "
-                         f"takes), got {gpu_fraction!r}")
+        raise ValueError(
+            f"{path}: gpu_fraction must be a number in (0, 1] (the share of one GPU a submission "
+            f"takes), got {gpu_fraction!r}"
+        )
     if "gpu_fraction" in data and gpu == "none":
-        raise ValueError(f"{path}: gpu_fraction is set but gpu = \"none\"; remove it or say \"optional\" or \"required\"")
+        raise ValueError(f'{path}: gpu_fraction is set but gpu = "none"; remove it or say "optional" or "required"')
     due = _require(data, "due", (str, datetime), path)
     mistakes = tuple(
         Mistake(

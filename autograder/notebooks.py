@@ -1,4 +1,5 @@
 """Reading source notebooks: solution and hidden-test regions, and the sample submissions built from them."""
+
 from __future__ import annotations
 
 import re

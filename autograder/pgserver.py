@@ -9,6 +9,7 @@ starts it on ``PORT`` (a free one by default) with its socket in ``DIR``, and a 
 ``genlab`` is created. As root the server runs as the ``postgres`` account (PostgreSQL refuses
 root). Nothing outside ``DIR`` is written; ``stop`` shuts it down (``rm -rf DIR`` removes it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ class Server:
             cmd = ["setpriv", f"--reuid={_account().pw_uid}", f"--regid={_account().pw_gid}", "--init-groups", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.folder)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+            raise RuntimeError(
+                f"{args[0]} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     def start(self) -> Server:
@@ -78,13 +81,37 @@ class Server:
         os.chmod(self.folder, 0o700)
         if not (self.data / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-o", options, "-w",
-                  "-t", "60", "start")
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         (self.folder / "port").write_text(str(self.port))
-        created = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres", "-tAc",
-                            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        created = self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            USER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+        )
         if created.stdout.strip() != "1":
             self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
         return self

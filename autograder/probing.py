@@ -18,6 +18,7 @@ advance. Without ``$GENLAB_PROBE_DIR`` (a notebook run by nbval or by hand), a p
 at once in the same process and raises :class:`Failed`, which is how the source notebooks test
 their own solutions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,7 +112,9 @@ def close(got: Any, expected: Any, *, rtol: float = RTOL, atol: float = ATOL, ex
         if expected.dtype == torch.bool or not expected.is_floating_point():
             if not torch.equal(a, e):
                 i = int((a != e).flatten().nonzero()[0])
-                return f"wrong value at flat index {i}: got {a.flatten()[i].item():g}, expected {e.flatten()[i].item():g}"
+                return (
+                    f"wrong value at flat index {i}: got {a.flatten()[i].item():g}, expected {e.flatten()[i].item():g}"
+                )
             return None
         scale = max(1.0, float(e[torch.isfinite(e)].abs().max())) if torch.isfinite(e).any() else 1.0
         ok = torch.isclose(a, e, rtol=rtol, atol=atol * scale, equal_nan=True)
@@ -133,8 +136,14 @@ def close(got: Any, expected: Any, *, rtol: float = RTOL, atol: float = ATOL, ex
     return f"got {have:.8g}, expected {want:.8g}"
 
 
-def naming(variants: Sequence[tuple[Callable[[], Any], str]], *, convert: Callable[[Any], Any] | None = None,
-           extra: Callable[[Any, Any], str | None] | None = None, rtol: float = RTOL, atol: float = ATOL) -> Test:
+def naming(
+    variants: Sequence[tuple[Callable[[], Any], str]],
+    *,
+    convert: Callable[[Any], Any] | None = None,
+    extra: Callable[[Any, Any], str | None] | None = None,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> Test:
     """A test: the reference's value within the tolerance; otherwise name the wrong variant it matches.
 
     ``variants`` are (value maker, explanation) pairs; the makers run in the grader only, on the
@@ -233,11 +242,15 @@ class Trial:
         self.doing = "starting"
 
     # ---------------------------------------------------------------- inputs
-    def randn(self, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0, mean: float = 0.0) -> torch.Tensor:
+    def randn(
+        self, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0, mean: float = 0.0
+    ) -> torch.Tensor:
         x = mean + scale * torch.randn(shape, generator=self.gen, dtype=torch.float64)
         return x.to(self.device, dtype)
 
-    def rand(self, *shape: int, dtype: torch.dtype = torch.float32, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    def rand(
+        self, *shape: int, dtype: torch.dtype = torch.float32, low: float = 0.0, high: float = 1.0
+    ) -> torch.Tensor:
         x = low + (high - low) * torch.rand(shape, generator=self.gen, dtype=torch.float64)
         return x.to(self.device, dtype)
 
@@ -275,8 +288,10 @@ class Trial:
         try:
             return fn(*args, **kwargs)
         except NotImplementedError as exc:
-            raise _Crash(f"{what} raised NotImplementedError{': ' + str(exc)[:300] if str(exc) else ''} "
-                         "(is the exercise written yet?)") from None
+            raise _Crash(
+                f"{what} raised NotImplementedError{': ' + str(exc)[:300] if str(exc) else ''} "
+                "(is the exercise written yet?)"
+            ) from None
         except Exception as exc:  # the student's code may raise anything
             raise _Crash(f"{what} raised {type(exc).__name__}: {str(exc)[:500]}") from None
 
@@ -296,8 +311,10 @@ class Trial:
         original = Distribution.__init__
 
         def refuse(*_args: Any, **_kwargs: Any) -> None:
-            raise RuntimeError("torch.distributions is not available in this exercise: write the density "
-                               "or the sampling with plain tensor operations")
+            raise RuntimeError(
+                "torch.distributions is not available in this exercise: write the density "
+                "or the sampling with plain tensor operations"
+            )
 
         Distribution.__init__ = refuse  # type: ignore[method-assign]
         try:
@@ -306,11 +323,25 @@ class Trial:
             Distribution.__init__ = original  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------- records
-    def same(self, key: str, value: Any, *, what: str, hint: str = "", rtol: float = RTOL,
-             atol: float = ATOL, exact_dtype: bool = False) -> None:
+    def same(
+        self,
+        key: str,
+        value: Any,
+        *,
+        what: str,
+        hint: str = "",
+        rtol: float = RTOL,
+        atol: float = ATOL,
+        exact_dtype: bool = False,
+    ) -> None:
         """Record ``value``; it must equal the reference's within the tolerance."""
-        self.check(key, value, what=what, hint=hint,
-                   test=lambda got, want, _: close(got, want, rtol=rtol, atol=atol, exact_dtype=exact_dtype))
+        self.check(
+            key,
+            value,
+            what=what,
+            hint=hint,
+            test=lambda got, want, _: close(got, want, rtol=rtol, atol=atol, exact_dtype=exact_dtype),
+        )
 
     def check(self, key: str, value: Any, *, what: str, test: Test, hint: str = "") -> None:
         """Record ``value``; ``test(got, reference_value, records)`` says what is wrong with it, or None.
@@ -342,7 +373,7 @@ class Check:
             raise ValueError(f"a check's function must be called probe_<exercise>, not {body.__name__}")
         self.body = body
         self.reference = reference
-        self.exercise = body.__name__[len("probe_"):]
+        self.exercise = body.__name__[len("probe_") :]
         self.__name__ = body.__name__
         self.__doc__ = body.__doc__
 
@@ -375,7 +406,9 @@ class Check:
                 warnings.simplefilter("ignore")
                 self.body(t, self.reference)
         except Exception as exc:
-            raise GraderError(f"the reference run of check {self.exercise} failed: {type(exc).__name__}: {exc}") from exc
+            raise GraderError(
+                f"the reference run of check {self.exercise} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             torch.random.set_rng_state(state)
         return t.expected
@@ -442,8 +475,13 @@ def decode(data: bytes) -> Any:
 def write_payload(folder: Path, exercise: str, payload: dict[str, Any]) -> None:
     data = encode(payload)
     if len(data) > MAX_RECORD_BYTES:
-        data = encode({"exercise": exercise, "records": {},
-                       "crash": f"the hidden test's records exceed {MAX_RECORD_BYTES // 2**20} MB"})
+        data = encode(
+            {
+                "exercise": exercise,
+                "records": {},
+                "crash": f"the hidden test's records exceed {MAX_RECORD_BYTES // 2**20} MB",
+            }
+        )
     tmp = folder / f".{exercise}.tmp"
     tmp.write_bytes(data)
     os.replace(tmp, folder / f"{exercise}.pt")

@@ -7,6 +7,7 @@ release/genlab-<version>+student-py3-none-any.whl (the package with every graded
 body replaced by ``raise NotImplementedError``), then refuses to finish if a solution line, a
 hidden-test line or a reference line is found in release/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,7 +122,9 @@ def student_wheel(out_dir: Path) -> Path:
         *(f"Requires-Dist: {dep}" for dep in project["dependencies"]),
     ]
     files[f"{dist_info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: genlab-release\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: genlab-release\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = [_record_line(name, data) for name, data in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
 
@@ -160,7 +163,9 @@ def leaks(release_dir: Path, assignments: list[manifest.Manifest], root: Path = 
     for m in assignments:
         secrets |= notebooks.secret_lines(notebooks.read(m.source_at(root)))
     # A line the student edition ships anyway (``optimizer.step()`` in the training harness) is no secret.
-    shipped = {line.strip() for path in PACKAGE.rglob("*.py") for line in strip_reference(path.read_text()).splitlines()}
+    shipped = {
+        line.strip() for path in PACKAGE.rglob("*.py") for line in strip_reference(path.read_text()).splitlines()
+    }
     secrets -= shipped
     return [
         f"{path.relative_to(release_dir)}: {line}"

@@ -22,6 +22,7 @@ flight, results are taken in completion order with ``ray.wait``, Ray retries a t
 died once elsewhere (``max_retries``) and retries an exception only when it is an
 :class:`InfrastructureError` (never what a submission did: that is graded, not raised).
 """
+
 from __future__ import annotations
 
 import gc
@@ -57,9 +58,16 @@ JOB_FILE, LOG_FILE = "job.json", "autograde.log"
 SERVER_ARGV = (sys.executable, "-P", "-m", "autograder.runner", "serve")  # -P: nothing imported from its folder
 SERVER_START_S = 120  # a busy worker's first job waits for the server's imports
 # What an ``nbgrader autograde`` of this course imports, loaded once by each worker's grading server.
-PRELOAD = ("nbgrader.apps.nbgraderapp", "nbconvert.preprocessors", "autograder.preprocessors",
-           "autograder.preprocessors.recordgraded", "autograder.feedback", "autograder.export", "autograder.linkguard",
-           *(f"autograder.checks.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent / "checks")])))
+PRELOAD = (
+    "nbgrader.apps.nbgraderapp",
+    "nbconvert.preprocessors",
+    "autograder.preprocessors",
+    "autograder.preprocessors.recordgraded",
+    "autograder.feedback",
+    "autograder.export",
+    "autograder.linkguard",
+    *(f"autograder.checks.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent / "checks")])),
+)
 
 
 @dataclass
@@ -73,9 +81,17 @@ class _Server:
         # A session of its own, so that signals meant for the worker's group do not reach it; it
         # ends by itself when its stdin closes.
         errors = tempfile.TemporaryFile()
-        proc = subprocess.Popen(SERVER_ARGV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                bufsize=1, cwd=tempfile.gettempdir(), start_new_session=True,
-                                preexec_fn=sandbox.unblock_signals)
+        proc = subprocess.Popen(
+            SERVER_ARGV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            bufsize=1,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+            preexec_fn=sandbox.unblock_signals,
+        )
         return cls(proc, stamp, errors)
 
     def stderr(self) -> str:
@@ -124,8 +140,12 @@ def course_files(root: Path, m) -> dict[str, bytes]:
     source = root / "source" / m.name
     for path in sorted(source.rglob("*")) if source.is_dir() else []:
         rel = path.relative_to(source)
-        skip = (path.suffix in (".ipynb", ".pyc") or path.is_symlink() or not path.is_file()
-                or any(part.startswith(".") or part in ("__pycache__", "feedback", "results") for part in rel.parts))
+        skip = (
+            path.suffix in (".ipynb", ".pyc")
+            or path.is_symlink()
+            or not path.is_file()
+            or any(part.startswith(".") or part in ("__pycache__", "feedback", "results") for part in rel.parts)
+        )
         if not skip:
             files[f"source/{m.name}/{rel}"] = path.read_bytes()
     return files
@@ -214,15 +234,33 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
         (folder / "source" / job.assignment).mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, **job.env,
-               "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-               "GENLAB_GRADEBOOK": job.db_url,
-               status.CLAIM_ENV: token, status.DIGEST_ENV: job.digest, status.TASK_START_ENV: repr(started),
-               "CUDA_VISIBLE_DEVICES": ",".join(_gpu_ids())}
-        argv = [os.path.join(bin_dir, "nbgrader"), "autograde", job.assignment, "--student", job.student, "--force",
-                f"--CourseDirectory.root={folder}"]
-        spec = {"argv": argv, "env": env, "cwd": str(folder), "budget_s": job.budget_s,
-                "db_url": job.db_url, "key": [job.assignment, job.student, job.digest]}
+        env = {
+            **os.environ,
+            **job.env,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "GENLAB_GRADEBOOK": job.db_url,
+            status.CLAIM_ENV: token,
+            status.DIGEST_ENV: job.digest,
+            status.TASK_START_ENV: repr(started),
+            "CUDA_VISIBLE_DEVICES": ",".join(_gpu_ids()),
+        }
+        argv = [
+            os.path.join(bin_dir, "nbgrader"),
+            "autograde",
+            job.assignment,
+            "--student",
+            job.student,
+            "--force",
+            f"--CourseDirectory.root={folder}",
+        ]
+        spec = {
+            "argv": argv,
+            "env": env,
+            "cwd": str(folder),
+            "budget_s": job.budget_s,
+            "db_url": job.db_url,
+            "key": [job.assignment, job.student, job.digest],
+        }
         (folder / JOB_FILE).write_text(json.dumps(spec))
         os.chmod(folder / JOB_FILE, 0o600)  # it holds the gradebook URL
         pid = _launch(folder)
@@ -232,13 +270,21 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
         if row["state"] == "queued":
             # nbgrader ended before it executed anything (a database hiccup, a broken course): the
             # machinery's failure, so Ray tries the task once more; a second failure leaves it ungraded
-            raise InfrastructureError(f"{job.student}: nbgrader ended before executing the notebook: "
-                                      f"{_last_error(log)}")
+            raise InfrastructureError(
+                f"{job.student}: nbgrader ended before executing the notebook: {_last_error(log)}"
+            )
         if row["state"] == "running" and row["token"] == token:
             # it ended without a result after executing (nbgrader itself crashed or was killed, a course
             # without the RecordGraded step): a grading failure, never a zero
-            status.set_state(job.db_url, job.assignment, job.student, job.digest, "ungraded",
-                             f"grading failed: {_last_error(log)}", token=token)
+            status.set_state(
+                job.db_url,
+                job.assignment,
+                job.student,
+                job.digest,
+                "ungraded",
+                f"grading failed: {_last_error(log)}",
+                token=token,
+            )
             row = status.get(job.db_url, job.assignment, job.student, job.digest)
         return row, log
     finally:
@@ -297,17 +343,27 @@ def _kill_claim(row: dict[str, Any]) -> None:
                 pass
             time.sleep(0.5)
             return
-    raise InfrastructureError(f"{row['student']}: its grading process on {row.get('host')} ran past its budget "
-                              "and cannot be stopped from here")
+    raise InfrastructureError(
+        f"{row['student']}: its grading process on {row.get('host')} ran past its budget "
+        "and cannot be stopped from here"
+    )
 
 
 def _result(job: Job, row: dict[str, Any], started: float, log: str) -> dict[str, Any]:
     return {
-        "student": job.student, "digest": job.digest, "state": row["state"], "reason": row.get("reason") or "",
-        "executions": row.get("executions") or 0, "notebook": status.notebook_bytes(row),
+        "student": job.student,
+        "digest": job.digest,
+        "state": row["state"],
+        "reason": row.get("reason") or "",
+        "executions": row.get("executions") or 0,
+        "notebook": status.notebook_bytes(row),
         "scores": json.loads(row["scores"]) if row.get("scores") else {},
-        "phases": {p: row.get(p) or 0.0 for p in status.PHASES}, "log": log or row.get("log") or "",
-        "started": started, "finished": time.time(), "host": status.host_id(), "gpu_ids": _gpu_ids(),
+        "phases": {p: row.get(p) or 0.0 for p in status.PHASES},
+        "log": log or row.get("log") or "",
+        "started": started,
+        "finished": time.time(),
+        "host": status.host_id(),
+        "gpu_ids": _gpu_ids(),
         "pid": os.getpid(),
     }
 
@@ -458,7 +514,8 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise ClusterError(
             f"the Ray cluster at {address} does not answer ({exc.strerror or exc}). Start it (`ray start --head` on "
-            "its head node), or fix --address / RAY_ADDRESS; leave both unset to grade on a local cluster") from None
+            "its head node), or fix --address / RAY_ADDRESS; leave both unset to grade on a local cluster"
+        ) from None
 
 
 def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = None) -> Cluster:
@@ -476,14 +533,17 @@ def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = N
             try:
                 ray.init(address=address, log_to_driver=False, logging_level="WARNING")
             except Exception as exc:
-                raise ClusterError(f"could not join the Ray cluster at {address}: {exc}. Check --address / "
-                                   "RAY_ADDRESS and that the cluster runs this course's Python environment") from None
+                raise ClusterError(
+                    f"could not join the Ray cluster at {address}: {exc}. Check --address / "
+                    "RAY_ADDRESS and that the cluster runs this course's Python environment"
+                ) from None
         else:
             start_local(max(1, jobs), gpus)
             started = True
     resources = ray.cluster_resources()
-    return Cluster(address=address or "local", cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0),
-                   started_here=started)
+    return Cluster(
+        address=address or "local", cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), started_here=started
+    )
 
 
 def start_local(cpus: int, gpus: float | None, attempts: int = 3) -> None:
@@ -505,19 +565,33 @@ def check_gpu(m, cluster: Cluster) -> None:
     """A ``gpu = "required"`` assignment on a cluster without GPUs fails now instead of waiting forever."""
     if m.gpu == "required" and cluster.gpus < m.gpu_fraction:
         raise ClusterError(
-            f"assignment {m.name} needs a GPU (gpu = \"required\" in its manifest) but the Ray cluster at "
+            f'assignment {m.name} needs a GPU (gpu = "required" in its manifest) but the Ray cluster at '
             f"{cluster.address} has {cluster.gpus:g}. Grade on a cluster with GPUs (--address or RAY_ADDRESS), "
-            f"or set gpu = \"optional\" in assignments/{m.name}.toml to let CPUs grade it")
+            f'or set gpu = "optional" in assignments/{m.name}.toml to let CPUs grade it'
+        )
 
 
 def task_options(m, *, gpu: bool) -> dict[str, Any]:
     """Ray options of one submission's task: one CPU slot, a share of a GPU when ``gpu``."""
-    return {"num_cpus": 1, "num_gpus": m.gpu_fraction if gpu else 0, "max_retries": 1,
-            "retry_exceptions": [InfrastructureError], "name": f"grade:{m.name}"}
+    return {
+        "num_cpus": 1,
+        "num_gpus": m.gpu_fraction if gpu else 0,
+        "max_retries": 1,
+        "retry_exceptions": [InfrastructureError],
+        "name": f"grade:{m.name}",
+    }
 
 
-def run(m, jobs: Iterable[Job], course: dict[str, bytes], cluster: Cluster, *, limit: int,
-        on_result: Callable[[Job, dict[str, Any]], None], on_failure: Callable[[Job, str], None]) -> None:
+def run(
+    m,
+    jobs: Iterable[Job],
+    course: dict[str, bytes],
+    cluster: Cluster,
+    *,
+    limit: int,
+    on_result: Callable[[Job, dict[str, Any]], None],
+    on_failure: Callable[[Job, str], None],
+) -> None:
     """Submit one task per job, at most ``limit`` in flight, and hand each result over as it completes.
 
     GPUs: ``required`` tasks always ask for ``m.gpu_fraction`` of one; ``optional`` ones ask for it
@@ -534,8 +608,7 @@ def run(m, jobs: Iterable[Job], course: dict[str, bytes], cluster: Cluster, *, l
     while pending or in_flight:
         while pending and len(in_flight) < limit:
             job = pending.pop()
-            on_gpu = m.gpu == "required" or (
-                m.gpu == "optional" and sum(g for _, g in in_flight.values()) < gpu_slots)
+            on_gpu = m.gpu == "required" or (m.gpu == "optional" and sum(g for _, g in in_flight.values()) < gpu_slots)
             job.submitted = time.time()
             ref = remote.options(**task_options(m, gpu=on_gpu)).remote(asdict(job), course_ref)
             in_flight[ref] = (job, on_gpu)

@@ -16,6 +16,7 @@ the Python environment, the student edition of genlab, the data), a private /tmp
 environment built from an allow-list, and message-based interrupts (a signal would reach
 bubblewrap, not the kernel).
 """
+
 from __future__ import annotations
 
 import errno
@@ -40,12 +41,28 @@ LOCKS = Path("/run/genlab-sandbox")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What a Python kernel reads from /etc: the loader's cache, fonts, time zone, alternatives' links.
-ETC_PATHS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts", "localtime", "timezone",
-             "nsswitch.conf", "mime.types")
+ETC_PATHS = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "fonts",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "mime.types",
+)
 # Variables a kernel may inherit from the grader; everything else (a gradebook URL with its
 # password, tokens, the grader's paths) stays outside.
-PASSED_ENV = ("GENLAB_PROFILE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-              "NVIDIA_VISIBLE_DEVICES", "GENLAB_PROGRESS", "TZ")
+PASSED_ENV = (
+    "GENLAB_PROFILE",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "GENLAB_PROGRESS",
+    "TZ",
+)
 
 
 def available() -> bool:
@@ -182,8 +199,10 @@ def _claim_slot() -> tuple[int, int]:
 
 
 def _mount_tmpfs(path: Path, size_mb: int) -> bool:
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700,nosuid,nodev", "tmpfs",
-                             str(path)], capture_output=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700,nosuid,nodev", "tmpfs", str(path)],
+        capture_output=True,
+    )
     return result.returncode == 0
 
 
@@ -297,9 +316,26 @@ def kernel_paths() -> list[Path]:
 def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only: list[Path]) -> list[str]:
     """Wrap a kernel command line in bubblewrap, setpriv and prlimit (and the jail's cgroup)."""
     lim = jail.limits
-    args = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--clearenv",
-            "--proc", "/proc", "--dev", "/dev", "--size", str(lim.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
+    args = [
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(lim.disk_mb * 2**20),
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+    ]
     binds = _Binds(args)
     for system in SYSTEM_PATHS:
         binds.add(system)
@@ -317,15 +353,29 @@ def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only:
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", str(jail.scratch), "--cap-add", "CAP_SETUID,CAP_SETGID"]
-    limits = [f"--cpu={lim.cpu_s}", f"--nproc={lim.processes}", f"--fsize={lim.file_mb * 2**20}",
-              f"--nofile={lim.open_files}"]
+    limits = [
+        f"--cpu={lim.cpu_s}",
+        f"--nproc={lim.processes}",
+        f"--fsize={lim.file_mb * 2**20}",
+        f"--nofile={lim.open_files}",
+    ]
     if not (jail.cgroup and jail.cgroup.folders):  # no cgroup: at least each process is bounded
         limits.append(f"--data={lim.memory_mb * 2**20}")
     wrapped = [
-        "bwrap", *args, "--",
-        "setpriv", f"--reuid={jail.uid}", f"--regid={jail.uid}", "--clear-groups", "--no-new-privs",
-        "--inh-caps=-all", "--bounding-set=-all",
-        "prlimit", *limits, "--", *cmd,
+        "bwrap",
+        *args,
+        "--",
+        "setpriv",
+        f"--reuid={jail.uid}",
+        f"--regid={jail.uid}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "prlimit",
+        *limits,
+        "--",
+        *cmd,
     ]
     if jail.cgroup and jail.cgroup.folders:
         # Join the cgroup first (as root, before bubblewrap starts): every process of the kernel inherits it.
@@ -347,8 +397,10 @@ class SandboxKernelManager(AsyncKernelManager):
         self.transport = "ipc"
         self.ip = str(self.jail.sockets / "kernel")
         self.connection_file = str(self.jail.sockets / "connection.json")
-        kw["env"] = {**self.kernel_env, "GENLAB_CGROUP_PROCS": " ".join(
-            self.jail.cgroup.procs_files if self.jail.cgroup else [])}
+        kw["env"] = {
+            **self.kernel_env,
+            "GENLAB_CGROUP_PROCS": " ".join(self.jail.cgroup.procs_files if self.jail.cgroup else []),
+        }
         cmd, kw = await super()._async_pre_start_kernel(**kw)
         os.chmod(self.connection_file, 0o644)
         for path in self.jail.sockets.iterdir():

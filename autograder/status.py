@@ -20,6 +20,7 @@ so that of several processes noticing the loss only one requeues it.
 ``nbgrader autograde`` run by hand (no ``GENLAB_CLAIM`` in its environment) records the same
 states without the exclusive claim, so an instructor may always regrade by hand.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ import socket
 import threading
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +112,13 @@ def digest(folder: Path) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes for what was stored in UTC."""
     if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     return moment
 
 
@@ -148,7 +149,7 @@ def proc_start(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] == "Z":  # a zombie has finished
         return None
     return int(fields[19])
@@ -177,8 +178,11 @@ def ensure(db_url: str, assignment: str, student: str, sha: str) -> dict[str, An
             return dict(row)
     try:
         with eng.begin() as conn:
-            conn.execute(table.insert().values(**key, state="queued", reason="", executions=0, updated=_now(),
-                                               **{p: 0.0 for p in PHASES}))
+            conn.execute(
+                table.insert().values(
+                    **key, state="queued", reason="", executions=0, updated=_now(), **{p: 0.0 for p in PHASES}
+                )
+            )
     except sa.exc.IntegrityError:  # another driver inserted it first
         pass
     return get(db_url, assignment, student, sha)
@@ -195,10 +199,17 @@ def requeue(db_url: str, row: dict[str, Any], reason: str = "") -> bool:
     """Put a lost claim (or an ungraded submission) back in the queue; False if its row changed meanwhile."""
     cond = _where(**_key(row["assignment"], row["student"], row["digest"]), state=row["state"])
     if row["state"] == "running":
-        cond = sa.and_(cond, table.c.token == row["token"]) if row.get("token") else sa.and_(cond, table.c.token.is_(None))
+        cond = (
+            sa.and_(cond, table.c.token == row["token"]) if row.get("token") else sa.and_(cond, table.c.token.is_(None))
+        )
     with engine(db_url).begin() as conn:
-        done = conn.execute(table.update().where(cond).values(
-            state="queued", reason=reason, token=None, pid=None, proc_start=None, heartbeat=None, updated=_now()))
+        done = conn.execute(
+            table.update()
+            .where(cond)
+            .values(
+                state="queued", reason=reason, token=None, pid=None, proc_start=None, heartbeat=None, updated=_now()
+            )
+        )
     return done.rowcount == 1
 
 
@@ -229,16 +240,33 @@ def claim(db_url: str, assignment: str, student: str, sha: str, token: str) -> d
     ensure(db_url, assignment, student, sha)
     pid = os.getpid()
     now = _now()
-    cond = sa.and_(_where(**_key(assignment, student, sha)),
-                   sa.or_(table.c.state == "queued", sa.and_(table.c.state == "running", table.c.token == token)))
+    cond = sa.and_(
+        _where(**_key(assignment, student, sha)),
+        sa.or_(table.c.state == "queued", sa.and_(table.c.state == "running", table.c.token == token)),
+    )
     with engine(db_url).begin() as conn:
-        done = conn.execute(table.update().where(cond).values(
-            state="running", reason="", token=token, host=host_id(), pid=pid, proc_start=proc_start(pid),
-            claimed=now, heartbeat=now, updated=now, executions=table.c.executions + 1))
+        done = conn.execute(
+            table.update()
+            .where(cond)
+            .values(
+                state="running",
+                reason="",
+                token=token,
+                host=host_id(),
+                pid=pid,
+                proc_start=proc_start(pid),
+                claimed=now,
+                heartbeat=now,
+                updated=now,
+                executions=table.c.executions + 1,
+            )
+        )
     if done.rowcount != 1:
         row = get(db_url, assignment, student, sha) or {}
-        raise ClaimRefused(f"{student}'s submission of {assignment} is {row.get('state')} "
-                           f"(claimed by {row.get('host')} pid {row.get('pid')}): not executed again")
+        raise ClaimRefused(
+            f"{student}'s submission of {assignment} is {row.get('state')} "
+            f"(claimed by {row.get('host')} pid {row.get('pid')}): not executed again"
+        )
     _start_heartbeat(db_url, _key(assignment, student, sha), token)
     return get(db_url, assignment, student, sha)
 
@@ -249,9 +277,11 @@ def _start_heartbeat(db_url: str, key: dict[str, str], token: str) -> None:
             time.sleep(HEARTBEAT_S)
             try:
                 with engine(db_url).begin() as conn:
-                    done = conn.execute(table.update().where(sa.and_(_where(**key), table.c.token == token,
-                                                                     table.c.state == "running"))
-                                        .values(heartbeat=_now()))
+                    done = conn.execute(
+                        table.update()
+                        .where(sa.and_(_where(**key), table.c.token == token, table.c.state == "running"))
+                        .values(heartbeat=_now())
+                    )
                 if done.rowcount != 1:
                     return
             except Exception:  # the database is away for a moment; the next beat tries again
@@ -260,8 +290,19 @@ def _start_heartbeat(db_url: str, key: dict[str, str], token: str) -> None:
     threading.Thread(target=beat, name="genlab-heartbeat", daemon=True).start()
 
 
-def set_state(db_url: str, assignment: str, student: str, sha: str, state: str, reason: str = "",
-              *, executed: bool = False, token: str | None = None, expect: str | None = None, **values: Any) -> bool:
+def set_state(
+    db_url: str,
+    assignment: str,
+    student: str,
+    sha: str,
+    state: str,
+    reason: str = "",
+    *,
+    executed: bool = False,
+    token: str | None = None,
+    expect: str | None = None,
+    **values: Any,
+) -> bool:
     """Record a submission's state and other columns; with ``token``, only while that claim holds it,
     with ``expect``, only while the row is in that state.
 
@@ -341,18 +382,41 @@ def phase_times(resources: dict, end: float | None = None) -> dict[str, float]:
     execute = laps.get("execute", end)
     verify = laps.get("verify", execute)
     write = laps.get("write", verify)
-    return {"prepare_s": max(0.0, execute - start), "execute_s": max(0.0, verify - execute),
-            "verify_s": max(0.0, write - verify), "write_s": max(0.0, end - write)}
+    return {
+        "prepare_s": max(0.0, execute - start),
+        "execute_s": max(0.0, verify - execute),
+        "verify_s": max(0.0, write - verify),
+        "write_s": max(0.0, end - write),
+    }
 
 
-def record_graded(db_url: str, assignment: str, student: str, sha: str, token: str | None, *,
-                  notebook: str, scores: dict[str, list], phases: dict[str, float]) -> None:
+def record_graded(
+    db_url: str,
+    assignment: str,
+    student: str,
+    sha: str,
+    token: str | None,
+    *,
+    notebook: str,
+    scores: dict[str, list],
+    phases: dict[str, float],
+) -> None:
     """Store the result of a grading run and mark it graded (under the claim ``token``, if any)."""
-    written = set_state(db_url, assignment, student, sha, "graded", token=token,
-                        notebook=zlib.compress(notebook.encode(), 6), scores=json.dumps(scores), **phases)
+    written = set_state(
+        db_url,
+        assignment,
+        student,
+        sha,
+        "graded",
+        token=token,
+        notebook=zlib.compress(notebook.encode(), 6),
+        scores=json.dumps(scores),
+        **phases,
+    )
     if not written:
-        raise ClaimRefused(f"{student}'s submission of {assignment}: the claim {token} was lost before its result "
-                           "was recorded")
+        raise ClaimRefused(
+            f"{student}'s submission of {assignment}: the claim {token} was lost before its result was recorded"
+        )
 
 
 def rows(db_url: str, assignment: str | None = None) -> list[dict[str, Any]]:
@@ -370,8 +434,9 @@ def latest(db_url: str, assignment: str, student: str) -> dict[str, Any] | None:
     return max(found, key=lambda r: _aware(r["updated"])) if found else None
 
 
-def wait_while_running(db_url: str, row: dict[str, Any], *, poll_s: float = 0.5,
-                       timeout_s: float | None = None) -> dict[str, Any]:
+def wait_while_running(
+    db_url: str, row: dict[str, Any], *, poll_s: float = 0.5, timeout_s: float | None = None
+) -> dict[str, Any]:
     """Wait while ``row``'s claim is alive and unfinished; return the row as it then stands."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
@@ -389,6 +454,27 @@ def since(moment: datetime | None) -> float:
     return (_now() - moment).total_seconds() if moment else 0.0
 
 
-__all__ = ["ClaimRefused", "PHASES", "STATES", "claim", "claim_alive", "digest", "engine", "ensure", "get",
-           "lap", "latest", "mark", "notebook_bytes", "phase_times", "record_graded", "requeue", "rows",
-           "set_log", "set_phase", "set_state", "since", "wait_while_running"]
+__all__ = [
+    "ClaimRefused",
+    "PHASES",
+    "STATES",
+    "claim",
+    "claim_alive",
+    "digest",
+    "engine",
+    "ensure",
+    "get",
+    "lap",
+    "latest",
+    "mark",
+    "notebook_bytes",
+    "phase_times",
+    "record_graded",
+    "requeue",
+    "rows",
+    "set_log",
+    "set_phase",
+    "set_state",
+    "since",
+    "wait_while_running",
+]

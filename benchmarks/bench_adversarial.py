@@ -19,6 +19,7 @@ to 3x32x32; printed). The first two lines are the headlines ``<name>: <ratio>x``
 smoke profile's (one block per stage, width 8) unless ``--width``/``--blocks`` say otherwise: a
 width-64 ResNet-18 epoch takes many minutes on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import timed  # noqa: E402
+from common import timed
 
-import genlab  # noqa: E402
-from genlab.attacks import pgd  # noqa: E402
-from genlab.data import TensorData, load  # noqa: E402
-from genlab.experiments.adversarial import augment, data_statistics  # noqa: E402
-from genlab.models.resnet import CifarResNet  # noqa: E402
+import genlab
+from genlab.attacks import pgd
+from genlab.data import TensorData, load
+from genlab.experiments.adversarial import augment, data_statistics
+from genlab.models.resnet import CifarResNet
 
 BATCH = 64
 
@@ -78,8 +79,9 @@ def baseline_loader(root: Path):
                 self.classes = pickle.load(f)[self.meta["key"]]
             self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
-    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor()])
+    transform = transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    )
     ds = CIFAR10Files(str(root), train=True, transform=transform, download=False)
     return torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=False)
 
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     def network() -> CifarResNet:
         torch.manual_seed(0)
         return CifarResNet((args.blocks,) * 4, width=args.width, mean=mean, std=std).to(
-            dev, memory_format=torch.channels_last)
+            dev, memory_format=torch.channels_last
+        )
 
     model_g, model_b = network(), network()
     opt_g = torch.optim.SGD(model_g.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -161,17 +164,23 @@ def main(argv: list[str] | None = None) -> int:
         pgd_g_all = [ours_pgd() for _ in range(args.reps)]
     pgd_g = sorted(pgd_g_all)[len(pgd_g_all) // 2]
 
-    where = f"{dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f", {args.threads} torch thread(s)")
+    where = f"{dev}" + (
+        f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f", {args.threads} torch thread(s)"
+    )
     print(f"adversarial_epoch: {epoch_b / epoch_g:.2f}x")
     if torchattacks is not None:
         print(f"pgd10_vs_torchattacks: {pgd_t / pgd_g:.2f}x")
     else:
         print("pgd10_vs_torchattacks: skipped (pip install torchattacks)")
-    print(f"  device {where}; {len(data)} images ({data.stand_in or 'CIFAR-10'}); ResNet with {args.blocks} block(s) "
-          f"per stage, width {args.width}; {steps} steps of {BATCH}; medians of {args.reps}")
+    print(
+        f"  device {where}; {len(data)} images ({data.stand_in or 'CIFAR-10'}); ResNet with {args.blocks} block(s) "
+        f"per stage, width {args.width}; {steps} steps of {BATCH}; medians of {args.reps}"
+    )
     print(f"  epoch, genlab on-device batches + batched augment: {epoch_g:.2f} s  (data alone {data_only_g:.3f} s)")
-    print(f"  epoch, torchvision CIFAR10 + transforms + DataLoader(num_workers=2): {epoch_b:.2f} s  "
-          f"(data alone {data_only_b:.3f} s)")
+    print(
+        f"  epoch, torchvision CIFAR10 + transforms + DataLoader(num_workers=2): {epoch_b:.2f} s  "
+        f"(data alone {data_only_b:.3f} s)"
+    )
     print(f"  PGD-10 on 256 images, genlab.attacks.pgd: {pgd_g:.3f} s")
     if torchattacks is not None:
         print(f"  PGD-10 on 256 images, torchattacks.PGD {torchattacks.__version__}: {pgd_t:.3f} s")

@@ -22,16 +22,16 @@ each, and PGD's time in float32, its usual setting (target: under 1 s on a 2-cor
 on ``--threads`` threads (default 1: on a busy 2-core machine a second thread slows these
 batch-of-one products down several times; ``--threads 0`` keeps torch's default).
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
+from common import timed
 from torch import nn
 
 from genlab.attacks import lbfgs_damage, maximum_damage_attack
-
-from common import timed
 
 SHAPE = (3, 32, 32)
 
@@ -47,7 +47,6 @@ def sigmoid_mlp(widths: list[int], gain: float) -> nn.Sequential:
         if i < len(widths) - 2:
             layers.append(nn.Sigmoid())
     return nn.Sequential(*layers)
-
 
 
 def main() -> None:
@@ -100,14 +99,20 @@ def main() -> None:
     f64 = torch.float64
     ratio = results["lbfgs", f64, 4][0] / results["pgd", f64, 4][0]
     print(f"max_damage_attack_vs_lbfgs: {ratio:.2f}x")
-    print(f"  input 1x{'x'.join(map(str, SHAPE))}, radius {args.radius:g}, torch threads {torch.get_num_threads()}, median of {args.reps}")
+    print(
+        f"  input 1x{'x'.join(map(str, SHAPE))}, radius {args.radius:g}, torch threads {torch.get_num_threads()}, "
+        f"median of {args.reps}"
+    )
     print(line("PGD, 4 restarts, float64:", ("pgd", f64, 4)))
     print(line("L-BFGS-B, 4 restarts, float64:", ("lbfgs", f64, 4)))
     print(line("PGD, 1 restart, float64:", ("pgd", f64, 1)))
     print(line("L-BFGS-B, 1 restart, float64:", ("lbfgs", f64, 1)))
     print(f"  L-BFGS-B / PGD time, 1 restart each: {results['lbfgs', f64, 1][0] / results['pgd', f64, 1][0]:.2f}x")
     t32 = results["pgd", torch.float32, 4][0]
-    print(line("PGD, 4 restarts, float32:", ("pgd", torch.float32, 4)) + f"  (target < 1 s: {'met' if t32 < 1 else 'MISSED'})")
+    print(
+        line("PGD, 4 restarts, float32:", ("pgd", torch.float32, 4))
+        + f"  (target < 1 s: {'met' if t32 < 1 else 'MISSED'})"
+    )
     print(line("PGD, 1 restart, float32:", ("pgd", torch.float32, 1)))
 
 

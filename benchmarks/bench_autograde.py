@@ -26,6 +26,7 @@ GPU runners (16 cores, one GPU): ``--submissions 64 --jobs 16 --gpu-fraction 0.0
 every task holding a sixteenth of the GPU; record its output under results/grading/ with the
 command, the commit and the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,14 +63,18 @@ c.Execute.kernel_name = "python3"
 def students(n: int) -> dict[str, str]:
     """``n`` submissions: student id -> the batch's submission it hands in (the batch, repeated)."""
     batch = list(gc.BATCH)
-    return {batch[i % len(batch)] + (f"-{i // len(batch)}" if i >= len(batch) else ""): batch[i % len(batch)]
-            for i in range(n)}
+    return {
+        batch[i % len(batch)] + (f"-{i // len(batch)}" if i >= len(batch) else ""): batch[i % len(batch)]
+        for i in range(n)
+    }
 
 
-def course(tag: str, names: dict[str, str], *, gpu: str = "none", fraction: float | None = None,
-           config: Path | None = None) -> Path:
-    root = gc.make_course(Path(tempfile.mkdtemp(prefix=f"genlab-bench-{tag}-")), gpu=gpu, gpu_fraction=fraction,
-                          config=config)
+def course(
+    tag: str, names: dict[str, str], *, gpu: str = "none", fraction: float | None = None, config: Path | None = None
+) -> Path:
+    root = gc.make_course(
+        Path(tempfile.mkdtemp(prefix=f"genlab-bench-{tag}-")), gpu=gpu, gpu_fraction=fraction, config=config
+    )
     for student, kind in names.items():
         folder = root / "submitted" / student / gc.NAME
         folder.mkdir(parents=True)
@@ -117,7 +122,7 @@ def main() -> None:
     start = time.perf_counter()
     grade._cluster(None, args.jobs, None)  # a started cluster: its start is counted apart
     cluster_start = time.perf_counter() - start
-    few = dict(list(names.items())[:max(args.overhead, args.in_kernel)])
+    few = dict(list(names.items())[: max(args.overhead, args.in_kernel)])
     config = Path(tempfile.mkdtemp(prefix="genlab-bench-config-")) / "nbgrader_config.py"
     config.write_text(IN_KERNEL_CONFIG)
 
@@ -145,8 +150,12 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
             runs["plain"].append(seconds)
 
-    order = ["seq", "ray"] + (["bare"] if few else []) + (["one"] if args.overhead else []) + (
-        ["plain"] if args.in_kernel else [])
+    order = (
+        ["seq", "ray"]
+        + (["bare"] if few else [])
+        + (["one"] if args.overhead else [])
+        + (["plain"] if args.in_kernel else [])
+    )
     for what in order + order[::-1]:
         measure(what)
     mean = statistics.mean
@@ -154,33 +163,46 @@ def main() -> None:
     ray_s, ray_total = mean(r[0] for r in runs["ray"]), mean(r[1] for r in runs["ray"])
     once = all(r.state == "graded" and r.executions == 1 for run in runs["ray"] for r in run[2])
     print(f"ray_grading_speedup: {seq / ray_s:.2f}x")
-    print(f"    {len(names)} submissions: sequential nbgrader autograde {seq:.1f}s ({seq / len(names):.1f}s each; runs "
-          f"{_listed(runs['seq'])}); Ray with {args.jobs} workers {ray_s:.1f}s of grading (runs "
-          f"{_listed(r[0] for r in runs['ray'])}), {ray_total:.1f}s for the whole run (intake, feedback, "
-          f"export) + {cluster_start:.1f}s to start the local cluster once: end to end "
-          f"{seq / (ray_total + cluster_start):.2f}x; every submission graded once: {once}")
+    print(
+        f"    {len(names)} submissions: sequential nbgrader autograde {seq:.1f}s ({seq / len(names):.1f}s each; runs "
+        f"{_listed(runs['seq'])}); Ray with {args.jobs} workers {ray_s:.1f}s of grading (runs "
+        f"{_listed(r[0] for r in runs['ray'])}), {ray_total:.1f}s for the whole run (intake, feedback, "
+        f"export) + {cluster_start:.1f}s to start the local cluster once: end to end "
+        f"{seq / (ray_total + cluster_start):.2f}x; every submission graded once: {once}"
+    )
     if args.overhead:
         bare_s, one = mean(runs["bare"]), mean(runs["one"])
         print(f"ray_overhead_per_submission: {(one - bare_s) / len(few):.2f}s")
-        print(f"    {len(few)} submissions one at a time: bare nbgrader autograde {bare_s:.1f}s (runs "
-              f"{_listed(runs['bare'])}), Ray with one worker {one:.1f}s of grading (runs "
-              f"{_listed(runs['one'])})")
+        print(
+            f"    {len(few)} submissions one at a time: bare nbgrader autograde {bare_s:.1f}s (runs "
+            f"{_listed(runs['bare'])}), Ray with one worker {one:.1f}s of grading (runs "
+            f"{_listed(runs['one'])})"
+        )
     if args.in_kernel:
         boxed, plain = mean(runs["bare"]), mean(runs["plain"])
         print(f"sandbox_vs_in_kernel: {boxed / plain:.2f}x")
-        print(f"    per submission ({len(few)}: correct, blank, typical mistakes): GradeExecute + VerifyProbes in the "
-              f"jail {boxed / len(few):.1f}s, nbgrader's Execute with the probes verifying in the kernel "
-              f"{plain / len(few):.1f}s (runs {_listed(runs['plain'])})")
+        print(
+            f"    per submission ({len(few)}: correct, blank, typical mistakes): GradeExecute + VerifyProbes in the "
+            f"jail {boxed / len(few):.1f}s, nbgrader's Execute with the probes verifying in the kernel "
+            f"{plain / len(few):.1f}s (runs {_listed(runs['plain'])})"
+        )
     verify = [r["verify_s"] for r in seq_rows if r["verify_s"]]
     execute = [r["execute_s"] for r in seq_rows if r["execute_s"]]
     prepare = [r["prepare_s"] for r in seq_rows if r["prepare_s"]]
     print(f"verification_per_submission: {statistics.median(verify):.2f}s")
-    print(f"    median of {len(verify)} sandboxed autogrades (max {max(verify):.2f}s); nbgrader's start and "
-          f"sanitising {statistics.median(prepare):.1f}s, execution in the jail {statistics.median(execute):.1f}s")
-    print("gpu_grading_speedup: not measured here (no GPU on this machine); on a runner with 16 cores and one GPU: "
-          "python benchmarks/bench_autograde.py --submissions 64 --jobs 16 --gpu-fraction 0.0625, "
-          "recorded under results/grading/ (target >= 12x)")
-    print(f"    machine: {os.cpu_count()} cores, load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"    median of {len(verify)} sandboxed autogrades (max {max(verify):.2f}s); nbgrader's start and "
+        f"sanitising {statistics.median(prepare):.1f}s, execution in the jail {statistics.median(execute):.1f}s"
+    )
+    print(
+        "gpu_grading_speedup: not measured here (no GPU on this machine); on a runner with 16 cores and one GPU: "
+        "python benchmarks/bench_autograde.py --submissions 64 --jobs 16 --gpu-fraction 0.0625, "
+        "recorded under results/grading/ (target >= 12x)"
+    )
+    print(
+        f"    machine: {os.cpu_count()} cores, load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+        "end"
+    )
     grade.stop_cluster()
 
 

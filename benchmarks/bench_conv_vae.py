@@ -22,6 +22,7 @@ shape and size; the work per step does not depend on the pixels). The epoch is o
 gets); the raw figures follow, and the same comparison with one torch thread. Each contender's time is
 the median of ``--reps`` epochs (``common.timed``), the two measured in the same process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_loader import torchvision_layout
+from common import sync, thread_settings, timed, warm_up
 
 import genlab
 from genlab.data import DataUnavailable, load
@@ -39,9 +42,6 @@ from genlab.losses import batch_bpd, categorical_nll, gaussian_kl
 from genlab.models.conv import CategoricalConvVAE
 from genlab.models.mlp import reparameterize
 from genlab.quantize import quantize
-
-from bench_loader import torchvision_layout
-from common import sync, thread_settings, timed, warm_up
 
 BATCH = 128
 LOSSES = {"nll": categorical_nll, "bpd": batch_bpd, "kl": gaussian_kl, "sample": reparameterize}
@@ -88,22 +88,34 @@ def compare(data, tv, dev: torch.device, reps: int) -> dict[str, Any]:
 
 
 def report(med: dict[str, Any], threads: int, reps: int, n_images: int, dev: torch.device) -> None:
-    print(f"  device: {dev}, torch threads: {threads}, images: {n_images}, batch: {BATCH}, "
-          f"steps per epoch: {med['genlab_steps']}, repetitions: {reps} (medians)")
-    print(f"    epoch, genlab TensorData.batches (data on the device):  {med['genlab']:.2f} s  "
-          f"(last loss {med['genlab_loss']:.3f} bpd)")
-    print(f"    epoch, torchvision + ToTensor + DataLoader(2 workers):  {med['baseline']:.2f} s  "
-          f"(last loss {med['baseline_loss']:.3f} bpd)")
-    print(f"    baseline / genlab: {med['baseline'] / med['genlab']:.2f}x; "
-          f"{n_images / med['genlab']:.0f} vs {n_images / med['baseline']:.0f} images/s")
+    print(
+        f"  device: {dev}, torch threads: {threads}, images: {n_images}, batch: {BATCH}, "
+        f"steps per epoch: {med['genlab_steps']}, repetitions: {reps} (medians)"
+    )
+    print(
+        f"    epoch, genlab TensorData.batches (data on the device):  {med['genlab']:.2f} s  "
+        f"(last loss {med['genlab_loss']:.3f} bpd)"
+    )
+    print(
+        f"    epoch, torchvision + ToTensor + DataLoader(2 workers):  {med['baseline']:.2f} s  "
+        f"(last loss {med['baseline_loss']:.3f} bpd)"
+    )
+    print(
+        f"    baseline / genlab: {med['baseline'] / med['genlab']:.2f}x; "
+        f"{n_images / med['genlab']:.0f} vs {n_images / med['baseline']:.0f} images/s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000, help="training images per epoch (0: all)")
     parser.add_argument("--reps", type=int, default=1, help="epochs per contender (the median is reported)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="measure only with this many torch threads (default: all cores, then one)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="measure only with this many torch threads (default: all cores, then one)",
+    )
     args = parser.parse_args(argv)
     settings = thread_settings(args.threads)
 

@@ -23,6 +23,7 @@ data-only pass (no model) of each. By default the epoch covers the first 10 000 
 sets one thread there: on a shared 2-core machine two threads made these convolutions several times
 slower); the DataLoader's two workers come on top.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import epochs_side_by_side, sync, warm_up  # noqa: E402
+from common import epochs_side_by_side, sync, warm_up
 
-import genlab  # noqa: E402
-from genlab import gan  # noqa: E402
-from genlab.data import DataUnavailable, load  # noqa: E402
-from genlab.models.dcgan import Discriminator, Generator  # noqa: E402
+import genlab
+from genlab import gan
+from genlab.data import DataUnavailable, load
+from genlab.models.dcgan import Discriminator, Generator
 
 BATCH = 128
 
@@ -101,8 +102,9 @@ def compare(data: Any, base: torch.utils.data.Dataset, dev: torch.device, reps: 
         return data.batches(BATCH, shuffle=True, drop_last=True)
 
     def baseline_batches():
-        return DataLoader(base, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True,
-                          pin_memory=dev.type == "cuda")
+        return DataLoader(
+            base, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True, pin_memory=dev.type == "cuda"
+        )
 
     genlab.seed_everything(0)
     G, D = Generator(), Discriminator()
@@ -110,8 +112,12 @@ def compare(data: Any, base: torch.utils.data.Dataset, dev: torch.device, reps: 
     D.apply(gan.dcgan_init)
     init = ({k: v.to(dev) for k, v in G.state_dict().items()}, {k: v.to(dev) for k, v in D.state_dict().items()})
     warm_up(genlab_batches, baseline_batches, batches=3)
-    return epochs_side_by_side([("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
-                               lambda batches, move: train_epoch(batches, init, dev, move=move), dev, reps)
+    return epochs_side_by_side(
+        [("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
+        lambda batches, move: train_epoch(batches, init, dev, move=move),
+        dev,
+        reps,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10_000, help="training images per epoch (0: all)")
     parser.add_argument("--quick", action="store_true", help="2560 images (20 steps)")
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions of each contender")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on a CPU (default 1, as the chapter's notebook runs there)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on a CPU (default 1, as the chapter's notebook runs there)",
+    )
     args = parser.parse_args(argv)
     n = 2560 if args.quick else (args.images or None)
     torch.set_num_threads(max(1, args.threads))
@@ -138,15 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     med = compare(data, base, dev, args.reps)
     runs, losses = med["runs"], med["losses"]
     print(f"dcgan_epoch: {med['baseline'] / med['genlab']:.2f}x")
-    print(f"  device: {dev}, torch threads: {torch.get_num_threads()}, data: {data.stand_in or 'cifar10'}, "
-          f"images: {len(data)}, batch: {BATCH}, steps per epoch: {med['steps']}, repetitions: {max(1, args.reps)} "
-          "(medians)")
-    print(f"    train epoch, genlab TensorData.batches:                 {med['genlab']:.2f} s  "
-          f"(runs {', '.join(f'{t:.2f}' for t in runs['genlab'])}; last D loss {losses['genlab']:.4f})")
-    print(f"    train epoch, dataset + ToTensor + DataLoader(2 workers): {med['baseline']:.2f} s  "
-          f"(runs {', '.join(f'{t:.2f}' for t in runs['baseline'])}; last D loss {losses['baseline']:.4f})")
+    print(
+        f"  device: {dev}, torch threads: {torch.get_num_threads()}, data: {data.stand_in or 'cifar10'}, "
+        f"images: {len(data)}, batch: {BATCH}, steps per epoch: {med['steps']}, repetitions: {max(1, args.reps)} "
+        "(medians)"
+    )
+    print(
+        f"    train epoch, genlab TensorData.batches:                 {med['genlab']:.2f} s  "
+        f"(runs {', '.join(f'{t:.2f}' for t in runs['genlab'])}; last D loss {losses['genlab']:.4f})"
+    )
+    print(
+        f"    train epoch, dataset + ToTensor + DataLoader(2 workers): {med['baseline']:.2f} s  "
+        f"(runs {', '.join(f'{t:.2f}' for t in runs['baseline'])}; last D loss {losses['baseline']:.4f})"
+    )
     print(f"    data only, genlab:    {med['genlab_data']:.3f} s")
-    print(f"    data only, baseline:  {med['baseline_data']:.3f} s  (ratio {med['baseline_data'] / med['genlab_data']:.1f}x)")
+    print(
+        f"    data only, baseline:  {med['baseline_data']:.3f} s  (ratio "
+        f"{med['baseline_data'] / med['genlab_data']:.1f}x)"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ each on a 2-core CPU); ``--study-dense`` also solves the encoder's dense LMI (me
 single-threaded anyway) runs on ``--threads`` threads, default 1: on a busy 2-core machine a second
 thread slows small dense products down several times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,10 @@ import sys
 import time
 
 import torch
+from common import timed
 from torch import nn
 
 from genlab.lipschitz import eclipse_fast_bound, lipsdp_report, spectral_product_bound
-
-from common import timed
 
 
 def sigmoid_mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
@@ -43,7 +43,6 @@ def sigmoid_mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
         if i < len(widths) - 2:
             layers.append(nn.Sigmoid())
     return nn.Sequential(*layers)
-
 
 
 def eclipse_fast(net: nn.Module):
@@ -87,18 +86,21 @@ def main() -> None:
 
     print(f"lipsdp_structured_vs_dense: {headline:.2f}x")
     print(
-        f"  (times: median of {args.reps}; SCS eps 1e-4 + certificate + polish; torch threads {torch.get_num_threads()}; "
+        f"  (times: median of {args.reps}; SCS eps 1e-4 + certificate + polish; torch threads "
+        f"{torch.get_num_threads()}; "
         f"first call of the process, 2-3-2 net: {cold:.2f} s)"
     )
     for widths, net, t_struct, r_struct, t_dense, r_dense, t_ecl, ecl in rows:
         print(f"  net {describe(widths)} (sigmoid)")
         print(
             f"    structured (chordal): {t_struct:8.3f} s  bound {r_struct.bound:.6g}  "
-            f"LMIs {r_struct.block_sizes}  SCS iterations {r_struct.iterations}  solver's own value {r_struct.solver_bound:.6g}"
+            f"LMIs {r_struct.block_sizes}  SCS iterations {r_struct.iterations}  "
+            f"solver's own value {r_struct.solver_bound:.6g}"
         )
         print(
             f"    dense:                {t_dense:8.3f} s  bound {r_dense.bound:.6g}  "
-            f"LMIs {r_dense.block_sizes}  SCS iterations {r_dense.iterations}  solver's own value {r_dense.solver_bound:.6g}"
+            f"LMIs {r_dense.block_sizes}  SCS iterations {r_dense.iterations}  "
+            f"solver's own value {r_dense.solver_bound:.6g}"
         )
         print(f"    dense / structured:   {t_dense / t_struct:8.2f}x")
         if t_ecl is None:

@@ -23,6 +23,7 @@ OMP_NUM_THREADS=1 for the test workers). The same comparison with one torch thre
 second set of raw figures: there the baseline's two loader workers have a core to themselves and
 the gap shrinks (measured: 1.5x against 3.0x). ``--threads N`` measures only N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from common import epochs_side_by_side, sync, thread_settings, warm_up
 from torch import nn
 
 import genlab
 from genlab.data import DataUnavailable, load
-
-from common import epochs_side_by_side, sync, thread_settings, warm_up
 
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BATCH = 64
 
 
 def autoencoder() -> nn.Module:
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(),
-                            nn.Linear(64, 32))
-    decoder = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 784),
-                            nn.Sigmoid())
+    encoder = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 32)
+    )
+    decoder = nn.Sequential(
+        nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid()
+    )
     return nn.Sequential(encoder, decoder)
 
 
@@ -103,30 +105,46 @@ def compare(data, tv, dev: torch.device, reps: int) -> dict[str, Any]:
     torch.manual_seed(0)
     init = {k: v.to(dev) for k, v in autoencoder().state_dict().items()}
     warm_up(genlab_batches, baseline_batches, batches=20)
-    return epochs_side_by_side([("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
-                               lambda batches, move: train_epoch(batches, init, dev, move=move), dev, reps)
+    return epochs_side_by_side(
+        [("genlab", genlab_batches, False), ("baseline", baseline_batches, True)],
+        lambda batches, move: train_epoch(batches, init, dev, move=move),
+        dev,
+        reps,
+    )
 
 
 def report(med: dict, threads: int, reps: int, n_images: int, dev: torch.device) -> None:
-    print(f"  device: {dev}, torch threads: {threads}, images: {n_images}, batch: {BATCH}, "
-          f"steps per epoch: {med['steps']}, repetitions: {reps} (medians)")
+    print(
+        f"  device: {dev}, torch threads: {threads}, images: {n_images}, batch: {BATCH}, "
+        f"steps per epoch: {med['steps']}, repetitions: {reps} (medians)"
+    )
     runs, losses = med["runs"], med["losses"]
-    print(f"    train epoch, genlab TensorData.batches:           {med['genlab']:.3f} s  "
-          f"(runs {', '.join(f'{t:.3f}' for t in runs['genlab'])}; last loss {losses['genlab']:.4f})")
-    print(f"    train epoch, torchvision + ToTensor + DataLoader(2): {med['baseline']:.3f} s  "
-          f"(runs {', '.join(f'{t:.3f}' for t in runs['baseline'])}; last loss {losses['baseline']:.4f})")
+    print(
+        f"    train epoch, genlab TensorData.batches:           {med['genlab']:.3f} s  "
+        f"(runs {', '.join(f'{t:.3f}' for t in runs['genlab'])}; last loss {losses['genlab']:.4f})"
+    )
+    print(
+        f"    train epoch, torchvision + ToTensor + DataLoader(2): {med['baseline']:.3f} s  "
+        f"(runs {', '.join(f'{t:.3f}' for t in runs['baseline'])}; last loss {losses['baseline']:.4f})"
+    )
     print(f"    baseline / genlab: {med['baseline'] / med['genlab']:.2f}x")
     print(f"    data only, genlab:    {med['genlab_data']:.3f} s")
-    print(f"    data only, baseline:  {med['baseline_data']:.3f} s  "
-          f"(ratio {med['baseline_data'] / med['genlab_data']:.2f}x)")
+    print(
+        f"    data only, baseline:  {med['baseline_data']:.3f} s  "
+        f"(ratio {med['baseline_data'] / med['genlab_data']:.2f}x)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="use the first 10000 training images")
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions of each contender")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="measure only with this many torch threads (default: all cores, then one)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="measure only with this many torch threads (default: all cores, then one)",
+    )
     args = parser.parse_args(argv)
     settings = thread_settings(args.threads)
 

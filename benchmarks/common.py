@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts (each is run as ``python benchmarks/<name>.py``)."""
+
 from __future__ import annotations
 
 import statistics

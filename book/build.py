@@ -16,6 +16,7 @@ The cache key is the chapter's code plus a hidden first cell that names the cont
 genlab package and of the source notebook's hidden tests with the checks they call: a change to
 any of them re-executes the chapter; an unchanged rebuild executes nothing and takes seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ CELL_TIMEOUT_S = 900
 # Run in the kernel before the notebook's first cell (its outputs are dropped): every figure's PNG
 # records the smallest font size on it and the dpi it was drawn at, so the browser test can tell
 # how large the figure's text is once the page has scaled the image.
-FIGURE_NOTES = '''
+FIGURE_NOTES = """
 import matplotlib.pyplot
 from IPython import get_ipython
 from IPython.core.pylabtools import print_figure
@@ -59,7 +60,7 @@ def _genlab_png(fig):
 
 get_ipython().display_formatter.formatters["image/png"].for_type(Figure, _genlab_png)
 del _genlab_png, get_ipython, print_figure, Figure, Text
-'''
+"""
 
 
 class ExecutionFailed(RuntimeError):
@@ -86,8 +87,10 @@ def execution_key(source: nbformat.NotebookNode) -> str:
     package = _digest(list((ROOT / "src" / "genlab").rglob("*.py")))
     hidden = "\n".join(c.source for c in source.cells if c.cell_type == "code" and notebooks.BEGIN_HIDDEN in c.source)
     checks = _digest([*(ROOT / "autograder" / "checks").rglob("*.py"), ROOT / "autograder" / "probing.py"], hidden)
-    return ("# Execution key (not shown in the book): the chapter is executed again when it changes.\n"
-            f"# genlab package {package}; hidden tests and their checks {checks}")
+    return (
+        "# Execution key (not shown in the book): the chapter is executed again when it changes.\n"
+        f"# genlab package {package}; hidden tests and their checks {checks}"
+    )
 
 
 def chapter(source: nbformat.NotebookNode, executed: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
@@ -160,8 +163,9 @@ def execute_source(name: str, source: nbformat.NotebookNode) -> tuple[nbformat.N
     nb.cells.insert(0, nbformat.v4.new_code_cell(FIGURE_NOTES))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"genlab-book-{name}-") as cwd:
-        client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False,
-                                record_timing=False)
+        client = NotebookClient(
+            nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False, record_timing=False
+        )
         try:
             client.execute(env=kernel_env(), cwd=cwd)
         except CellExecutionError as err:
@@ -169,8 +173,10 @@ def execute_source(name: str, source: nbformat.NotebookNode) -> tuple[nbformat.N
             failed = BOOK / "_build" / "failed" / f"{name}.ipynb"  # the outputs up to the error, to look at
             failed.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, failed)
-            raise ExecutionFailed(f"{name}: the source notebook failed in the {kernel_env()['GENLAB_PROFILE']} "
-                                  f"profile (its outputs so far: {failed})\n{err}") from None
+            raise ExecutionFailed(
+                f"{name}: the source notebook failed in the {kernel_env()['GENLAB_PROFILE']} "
+                f"profile (its outputs so far: {failed})\n{err}"
+            ) from None
     nb.cells.pop(0)
     return nb, time.perf_counter() - start
 
@@ -187,17 +193,21 @@ def execute_chapter(name: str) -> str:
     done = chapter(source, executed)
     # Filed under the key taken before the run: if the package changed meanwhile, the next build runs again.
     done.cells[0] = nb.cells[0]
-    _cache().cache_notebook_bundle(CacheBundleIn(done, str(chapter_path(name)), data={"execution_seconds": seconds}),
-                                   check_validity=False, overwrite=True)
+    _cache().cache_notebook_bundle(
+        CacheBundleIn(done, str(chapter_path(name)), data={"execution_seconds": seconds}),
+        check_validity=False,
+        overwrite=True,
+    )
     return f"executed in {seconds:.0f} s"
 
 
 def execute_chapters(names: list[str], jobs: int = 1) -> dict[str, str]:
     """:func:`execute_chapter` for each name, ``jobs`` at a time; every failure is reported together."""
+
     def run(name: str) -> str | Exception:
         try:
             return execute_chapter(name)
-        except Exception as err:  # noqa: BLE001 - collected and raised below
+        except Exception as err:
             return err
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -235,16 +245,23 @@ def build(jobs: int | None = None, only: list[str] | None = None) -> Path:
         names = [n for n in names if n in only]
         toc = BOOK / "_build" / "_toc.partial.yml"
         toc.parent.mkdir(exist_ok=True)
-        toc.write_text(yaml.safe_dump({"format": "jb-book", "root": "intro",
-                                       "chapters": [{"file": f"chapters/{n}"} for n in names]}))
+        toc.write_text(
+            yaml.safe_dump(
+                {"format": "jb-book", "root": "intro", "chapters": [{"file": f"chapters/{n}"} for n in names]}
+            )
+        )
     jobs = jobs or int(os.environ.get("GENLAB_BOOK_JOBS", min(2, os.cpu_count() or 1)))
     for name, status in execute_chapters(names, jobs).items():
         print(f"{name}: {status}", flush=True)
     install_mathjax()
     jb = Path(sys.executable).parent / "jupyter-book"
     # From the book's folder: jupyter-book resolves the cache path of _config.yml against the working folder.
-    subprocess.run([str(jb), "build", ".", "--toc", str(toc), "--warningiserror", "--keep-going", "--quiet"],
-                   check=True, env=kernel_env(), cwd=BOOK)
+    subprocess.run(
+        [str(jb), "build", ".", "--toc", str(toc), "--warningiserror", "--keep-going", "--quiet"],
+        check=True,
+        env=kernel_env(),
+        cwd=BOOK,
+    )
     return BOOK / "_build" / "html" / "index.html"
 
 

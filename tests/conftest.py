@@ -1,4 +1,5 @@
 """Shared fixtures: a throw-away copy of the course for the pipeline tests."""
+
 from __future__ import annotations
 
 import shutil

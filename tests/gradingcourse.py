@@ -2,10 +2,12 @@
 
 The assignment (10 points: interpolate 3, one_hot 2, gaussian_kl 5, checked by the probes of
 autograder/checks/ae_to_cvae.py) has small limits (a 20 s cell: room for importing torch on a
-busy 2-core machine) so that a batch grades in minutes on two cores. :data:`BATCH` holds twelve submissions: correct ones, a blank one, typical mistakes,
-one that sleeps past its cell time limit (after the tests), one that allocates past its memory limit, one whose
-kernel exits, one that prints warnings.
+busy 2-core machine) so that a batch grades in minutes on two cores. :data:`BATCH` holds twelve
+submissions: correct ones, a blank one, typical mistakes, one that sleeps past its cell time limit
+(after the tests), one that allocates past its memory limit, one whose kernel exits, one that
+prints warnings.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -38,16 +40,25 @@ cell_timeout_s = 20
 
 SETUP = "import math, os, sys, time\nimport torch\nimport torch.nn.functional as F"
 ANSWERS = {
-    "interpolate": ("def interpolate(z0, z1, steps):\n",
-                    "    w = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]\n"
-                    "    return (1 - w) * z0 + w * z1\n", 3),
-    "one_hot": ("def one_hot(labels, num_classes=10):\n",
-                "    return F.one_hot(labels.long(), num_classes).float()\n", 2),
-    "gaussian_kl": ("def gaussian_kl(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):\n",
-                    "    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)\n"
-                    "    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)\n"
-                    "    return (logstd_p - logstd_q + 0.5 * (torch.exp(2 * (logstd_q - logstd_p))\n"
-                    "            + (mu_q - mu_p) ** 2 * torch.exp(-2 * logstd_p) - 1)).sum(-1)\n", 5),
+    "interpolate": (
+        "def interpolate(z0, z1, steps):\n",
+        "    w = torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]\n"
+        "    return (1 - w) * z0 + w * z1\n",
+        3,
+    ),
+    "one_hot": (
+        "def one_hot(labels, num_classes=10):\n",
+        "    return F.one_hot(labels.long(), num_classes).float()\n",
+        2,
+    ),
+    "gaussian_kl": (
+        "def gaussian_kl(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):\n",
+        "    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)\n"
+        "    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)\n"
+        "    return (logstd_p - logstd_q + 0.5 * (torch.exp(2 * (logstd_q - logstd_p))\n"
+        "            + (mu_q - mu_p) ** 2 * torch.exp(-2 * logstd_p) - 1)).sum(-1)\n",
+        5,
+    ),
 }
 WRONG = {
     "interpolate": "    return torch.stack([z0] * steps)\n",  # never moves towards z1
@@ -65,11 +76,17 @@ BATCH: dict[str, tuple[tuple[str, ...], str, str]] = {
     "wrong-gaussian_kl": (("gaussian_kl",), "", ""),
     "wrong-all": (("interpolate", "one_hot", "gaussian_kl"), "", ""),
     "sleeps-past-limit": ((), "time.sleep(600)", "gaussian_kl"),
-    "memory-hog": ((), "block = bytearray(3 * 2**30)\nfor i in range(0, len(block), 4096):\n    block[i] = 1",
-                   "one_hot"),
+    "memory-hog": (
+        (),
+        "block = bytearray(3 * 2**30)\nfor i in range(0, len(block), 4096):\n    block[i] = 1",
+        "one_hot",
+    ),
     "kernel-exits": ((), "os._exit(3)", "one_hot"),
-    "warnings": ((), "import warnings\nwarnings.warn('careful', UserWarning)\nprint('noise', file=sys.stderr)",
-                 "interpolate"),
+    "warnings": (
+        (),
+        "import warnings\nwarnings.warn('careful', UserWarning)\nprint('noise', file=sys.stderr)",
+        "interpolate",
+    ),
     "half": (("one_hot", "gaussian_kl"), "", ""),
 }
 
@@ -83,17 +100,25 @@ def source_notebook(intro: str = "Three small exercises.") -> nbformat.NotebookN
     nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nb.cells = [new_markdown_cell(intro), new_code_cell(SETUP)]
     for name, (head, body, points) in ANSWERS.items():
-        nb.cells.append(new_code_cell(f"{head}    ### BEGIN SOLUTION\n{body}    ### END SOLUTION",
-                                      metadata=_meta(name, solution=True, grade=False, locked=False)))
-        nb.cells.append(new_code_cell(
-            f"print('visible test of {name}')\n### BEGIN HIDDEN TESTS\n"
-            f"from autograder.checks.ae_to_cvae import probe_{name}\nprobe_{name}({name})\n### END HIDDEN TESTS",
-            metadata=_meta(f"test_{name}", solution=False, grade=True, locked=True, points=points)))
+        nb.cells.append(
+            new_code_cell(
+                f"{head}    ### BEGIN SOLUTION\n{body}    ### END SOLUTION",
+                metadata=_meta(name, solution=True, grade=False, locked=False),
+            )
+        )
+        nb.cells.append(
+            new_code_cell(
+                f"print('visible test of {name}')\n### BEGIN HIDDEN TESTS\n"
+                f"from autograder.checks.ae_to_cvae import probe_{name}\nprobe_{name}({name})\n### END HIDDEN TESTS",
+                metadata=_meta(f"test_{name}", solution=False, grade=True, locked=True, points=points),
+            )
+        )
     return nb
 
 
-def make_course(root: Path, *, gpu: str = "none", gpu_fraction: float | None = None,
-                config: Path | None = None) -> Path:
+def make_course(
+    root: Path, *, gpu: str = "none", gpu_fraction: float | None = None, config: Path | None = None
+) -> Path:
     """A released course with the small assignment (its own manifest) in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(config or ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
@@ -151,8 +176,21 @@ def autograde_sequentially(root: Path, students, *, env: dict | None = None) -> 
     failed = {}
     start = time.perf_counter()
     for student in students:
-        proc = subprocess.run([str(bin_dir / "nbgrader"), "autograde", NAME, "--student", student, "--force",
-                               f"--CourseDirectory.root={root}"], cwd=root, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                str(bin_dir / "nbgrader"),
+                "autograde",
+                NAME,
+                "--student",
+                student,
+                "--force",
+                f"--CourseDirectory.root={root}",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             failed[student] = (proc.stdout + proc.stderr)[-3000:]
     return time.perf_counter() - start, failed

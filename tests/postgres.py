@@ -1,4 +1,5 @@
 """A private PostgreSQL server for tests (autograder/pgserver.py): started once per module, stopped after it."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """The chapter "Adversarial attacks and defenses": its ResNet, defenses, experiment helpers and hidden-test checks."""
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,17 @@ from autograder.release import strip_reference
 from genlab.attacks import fgsm, pgd
 from genlab.data import TensorData
 from genlab.defenses import accuracy_under_attack, adversarial_batch, fgsm_loss, fgsm_rs_loss
-from genlab.experiments.adversarial import (augment, class_names, data_statistics, make_plan, one_cycle, percent_table,
-                                            split_halves, train_classifier, worst_of_restarts)
+from genlab.experiments.adversarial import (
+    augment,
+    class_names,
+    data_statistics,
+    make_plan,
+    one_cycle,
+    percent_table,
+    split_halves,
+    train_classifier,
+    worst_of_restarts,
+)
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +74,9 @@ def test_resnet_width_and_blocks_scale_the_network():
     x = torch.rand(3, 3, 32, 32)
     assert small(x).shape == (3, 10)
     assert small.features(x).shape == (3, 64)
-    assert CifarResNet(width=4, num_classes=7, in_channels=1, mean=(0.5,), std=(0.25,))(torch.rand(2, 1, 28, 28)).shape == (2, 7)
+    assert CifarResNet(width=4, num_classes=7, in_channels=1, mean=(0.5,), std=(0.25,))(
+        torch.rand(2, 1, 28, 28)
+    ).shape == (2, 7)
 
 
 def test_the_network_normalises_its_inputs_itself():
@@ -80,10 +92,17 @@ def test_the_network_normalises_its_inputs_itself():
     assert {n for n, _ in model.named_buffers()} >= {"normalize.mean", "normalize.std"}  # they move with .to()
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"width": 0}, "width"), ({"width": 2.5}, "width"), ({"blocks": (2, 2, 2)}, "blocks"),
-    ({"blocks": (2, 0, 2, 2)}, "blocks"), ({"num_classes": 1}, "num_classes"), ({"mean": (0.5,)}, "mean"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"width": 0}, "width"),
+        ({"width": 2.5}, "width"),
+        ({"blocks": (2, 2, 2)}, "blocks"),
+        ({"blocks": (2, 0, 2, 2)}, "blocks"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"mean": (0.5,)}, "mean"),
+    ],
+)
 def test_resnet_bad_arguments_are_named(kwargs, name):
     blocks = kwargs.pop("blocks", (2, 2, 2, 2))
     with pytest.raises(ValueError, match=name):
@@ -113,7 +132,9 @@ def test_accuracy_under_attack_counts_over_all_examples_in_eval_mode():
     assert accuracy_under_attack(toy, batches, lambda m, a, b: a.flip(-1)) == pytest.approx(2 / 5)
     net = bn_net().train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    accuracy_under_attack(net, [(images(4), torch.tensor([0, 1, 2, 3]))], lambda m, a, b: fgsm(m, F.cross_entropy, a, b, 0.1))
+    accuracy_under_attack(
+        net, [(images(4), torch.tensor([0, 1, 2, 3]))], lambda m, a, b: fgsm(m, F.cross_entropy, a, b, 0.1)
+    )
     assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     with pytest.raises(ValueError, match="no examples"):
         accuracy_under_attack(toy, [])
@@ -196,8 +217,13 @@ def test_augment_shifts_by_at_most_the_padding_and_flips():
     padded = F.pad(x, (2, 2, 2, 2))
     flips = 0
     for i in range(len(x)):
-        found = [(dy, dx, f) for f in (False, True) for dy in range(5) for dx in range(5)
-                 if torch.equal((lambda c: c.flip(-1) if f else c)(padded[i, :, dy:dy + 8, dx:dx + 8]), out[i])]
+        found = [
+            (dy, dx, f)
+            for f in (False, True)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal((lambda c: c.flip(-1) if f else c)(padded[i, :, dy : dy + 8, dx : dx + 8]), out[i])
+        ]
         assert found, f"image {i} is not a crop of the padded image"
         flips += found[0][2]
     assert 16 <= flips <= 48  # about half of 64 (p = 1e-4 to fail by chance)
@@ -235,7 +261,10 @@ def test_split_halves_and_statistics():
 def test_class_names_follow_the_stand_in():
     x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     assert class_names(TensorData(x, torch.zeros(1), "cifar10"))[0] == "airplane"
-    assert class_names(TensorData(x, torch.zeros(1), "cifar10", stand_in="fashion-mnist padded to 3x32x32"))[0] == "T-shirt"
+    assert (
+        class_names(TensorData(x, torch.zeros(1), "cifar10", stand_in="fashion-mnist padded to 3x32x32"))[0]
+        == "T-shirt"
+    )
     with pytest.raises(ValueError, match="no class names"):
         class_names(TensorData(x, torch.zeros(1), "celeba"))
 
@@ -280,8 +309,15 @@ def test_train_classifier_learns_and_follows_the_schedule():
         model.eval()  # an evaluation that leaves eval mode: the harness must put train mode back
         seen.append(epoch)
 
-    history = train_classifier(model, data, lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=4, batch_size=16,
-                               lr_max=0.5, on_epoch_end=on_epoch_end)
+    history = train_classifier(
+        model,
+        data,
+        lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+        epochs=4,
+        batch_size=16,
+        lr_max=0.5,
+        on_epoch_end=on_epoch_end,
+    )
     assert seen == [0, 1, 2, 3]
     assert history.epochs["loss"][-1] < history.epochs["loss"][0]
     assert history.steps["lr"] == pytest.approx([one_cycle(i, 16, 0.5) for i in range(16)])
@@ -309,19 +345,24 @@ def test_the_notebook_and_the_runner_share_the_plan(profile, grading):
 # ============================================================================================ reference markers
 
 
-@pytest.mark.parametrize("module, names", [
-    ("attacks", ["fgsm", "pgd"]),
-    ("defenses", ["accuracy_under_attack", "fgsm_loss", "adversarial_batch"]),
-])
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        ("attacks", ["fgsm", "pgd"]),
+        ("defenses", ["accuracy_under_attack", "fgsm_loss", "adversarial_batch"]),
+    ],
+)
 def test_graded_bodies_are_withheld_from_the_student_edition(module, names):
     source = (ROOT / "src" / "genlab" / f"{module}.py").read_text()
     namespace: dict = {"__name__": f"student_{module}"}
     exec(compile(strip_reference(source), f"student/{module}.py", "exec"), namespace)
-    args = {"fgsm": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1),
-            "pgd": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1, 0.01, 2),
-            "accuracy_under_attack": (bn_net(), []),
-            "fgsm_loss": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1),
-            "adversarial_batch": (bn_net(), images(2), torch.tensor([0, 1]), lambda m, a, b: a)}
+    args = {
+        "fgsm": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1),
+        "pgd": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1, 0.01, 2),
+        "accuracy_under_attack": (bn_net(), []),
+        "fgsm_loss": (bn_net(), F.cross_entropy, images(2), torch.tensor([0, 1]), 0.1),
+        "adversarial_batch": (bn_net(), images(2), torch.tensor([0, 1]), lambda m, a, b: a),
+    }
     for name in names:
         with pytest.raises(NotImplementedError, match="graded exercise"):
             namespace[name](*args[name])
@@ -335,8 +376,13 @@ def test_graded_bodies_are_withheld_from_the_student_edition(module, names):
 
 def test_every_probe_is_verified_against_its_package_reference():
     found = probing.checks_of(checks)
-    assert {c.exercise for c in found.values()} == {"fgsm", "pgd", "accuracy_under_attack", "fgsm_loss",
-                                                     "adversarial_batch"}
+    assert {c.exercise for c in found.values()} == {
+        "fgsm",
+        "pgd",
+        "accuracy_under_attack",
+        "fgsm_loss",
+        "adversarial_batch",
+    }
     assert found["probe_fgsm"].reference is fgsm and found["probe_pgd"].reference is pgd
 
 
@@ -446,7 +492,7 @@ def fgsm_loss_cat(model, loss_fn, x, y, eps, alpha=0.5, attack=fgsm):
     x_adv = attack(model, loss_fn, x, y, eps).detach()
     model.train()
     logits = model(torch.cat([x, x_adv]))
-    return alpha * loss_fn(logits[: len(x)], y) + (1 - alpha) * loss_fn(logits[len(x):], y)
+    return alpha * loss_fn(logits[: len(x)], y) + (1 - alpha) * loss_fn(logits[len(x) :], y)
 
 
 def fgsm_loss_lerp(model, loss_fn, x, y, eps, alpha=0.5, attack=fgsm):
@@ -628,27 +674,51 @@ MISTAKES = {
     "pgd-start-on-the-default-device": ("probe_pgd", pgd_variant(start="default-device"), "device"),
     "accuracy-in-train-mode": ("probe_accuracy_under_attack", accuracy_variant(eval_mode=False), "model.eval"),
     "accuracy-without-no-grad": ("probe_accuracy_under_attack", accuracy_variant(no_grad=False), "torch.no_grad"),
-    "accuracy-attack-inside-no-grad": ("probe_accuracy_under_attack", accuracy_variant(attack_in_no_grad=True),
-                                       "needs gradients"),
-    "accuracy-mean-of-batch-means": ("probe_accuracy_under_attack", accuracy_variant(mean_of_means=True),
-                                     "per-batch accuracies"),
+    "accuracy-attack-inside-no-grad": (
+        "probe_accuracy_under_attack",
+        accuracy_variant(attack_in_no_grad=True),
+        "needs gradients",
+    ),
+    "accuracy-mean-of-batch-means": (
+        "probe_accuracy_under_attack",
+        accuracy_variant(mean_of_means=True),
+        "per-batch accuracies",
+    ),
     "accuracy-in-percent": ("probe_accuracy_under_attack", accuracy_variant(percent=True), "not a percentage"),
-    "fgsm-loss-alpha-on-the-adversarial-term": ("probe_fgsm_loss", fgsm_loss_variant(swap=True),
-                                                "alpha multiplies the adversarial term"),
+    "fgsm-loss-alpha-on-the-adversarial-term": (
+        "probe_fgsm_loss",
+        fgsm_loss_variant(swap=True),
+        "alpha multiplies the adversarial term",
+    ),
     "fgsm-loss-attack-in-train-mode": ("probe_fgsm_loss", fgsm_loss_variant(eval_attack=False), "train mode"),
     "fgsm-loss-not-detached": ("probe_fgsm_loss", fgsm_loss_variant(detach=False), "Detach the adversarial"),
     "fgsm-loss-computed-in-eval-mode": ("probe_fgsm_loss", fgsm_loss_variant(eval_loss=True), "in eval mode"),
     "fgsm-loss-wrong-default": ("probe_fgsm_loss", fgsm_loss_variant(default_alpha=0.3), "defaults to 0.5"),
-    "adversarial-batch-in-train-mode": ("probe_adversarial_batch", adversarial_batch_variant(eval_mode=False),
-                                        "train mode"),
-    "adversarial-batch-not-detached": ("probe_adversarial_batch", adversarial_batch_variant(detach=False),
-                                       "Detach the adversarial"),
-    "adversarial-batch-attack-in-no-grad": ("probe_adversarial_batch", adversarial_batch_variant(no_grad=True),
-                                            "needs gradients"),
-    "adversarial-batch-labels-misaligned": ("probe_adversarial_batch", adversarial_batch_variant(labels="flip"),
-                                            "line up"),
-    "adversarial-batch-replaces-the-batch": ("probe_adversarial_batch", adversarial_batch_variant(only_adversarial=True),
-                                             "expected shape"),
+    "adversarial-batch-in-train-mode": (
+        "probe_adversarial_batch",
+        adversarial_batch_variant(eval_mode=False),
+        "train mode",
+    ),
+    "adversarial-batch-not-detached": (
+        "probe_adversarial_batch",
+        adversarial_batch_variant(detach=False),
+        "Detach the adversarial",
+    ),
+    "adversarial-batch-attack-in-no-grad": (
+        "probe_adversarial_batch",
+        adversarial_batch_variant(no_grad=True),
+        "needs gradients",
+    ),
+    "adversarial-batch-labels-misaligned": (
+        "probe_adversarial_batch",
+        adversarial_batch_variant(labels="flip"),
+        "line up",
+    ),
+    "adversarial-batch-replaces-the-batch": (
+        "probe_adversarial_batch",
+        adversarial_batch_variant(only_adversarial=True),
+        "expected shape",
+    ),
 }
 
 
@@ -676,8 +746,10 @@ def test_probe_records_fit_the_payload_limit():
 def _all_mistakes() -> list[dict]:
     from autograder import manifest
 
-    return [{"name": m.name, "cell": m.cell, "code": m.code, "fails": list(m.fails)}
-            for m in manifest.load("adversarial").mistakes]
+    return [
+        {"name": m.name, "cell": m.cell, "code": m.code, "fails": list(m.fails)}
+        for m in manifest.load("adversarial").mistakes
+    ]
 
 
 def test_every_manifest_mistake_fails_its_hidden_test_in_process():

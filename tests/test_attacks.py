@@ -1,4 +1,5 @@
 """genlab.attacks: projections, the maximum-damage attack, FGSM and PGD against closed-form optima."""
+
 from __future__ import annotations
 
 import math
@@ -188,7 +189,9 @@ def test_pgd_linf_reaches_the_box_corner(random_start):
     model, loss = linear_classifier()
     x = torch.full((3, 10), 0.5, dtype=torch.float64)
     y = torch.tensor([0, 1, 1])
-    adv = pgd(model, loss, x, y, eps=0.05, alpha=0.02, steps=10, norm="inf", random_start=random_start, generator=gen(1))
+    adv = pgd(
+        model, loss, x, y, eps=0.05, alpha=0.02, steps=10, norm="inf", random_start=random_start, generator=gen(1)
+    )
     W = model.weight.detach()
     assert torch.allclose(adv - x, 0.05 * torch.sign(W[1 - y] - W[y]), atol=1e-12)
 
@@ -233,9 +236,18 @@ def test_pgd_arguments():
 
 def batchnorm_classifier(seed=0):
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                        nn.Flatten(), nn.Linear(64, 4))
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 4),
+    )
     return net
 
 
@@ -294,7 +306,7 @@ def trained_classifier():
     for _ in range(2):
         for i in range(0, 1500, 50):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(net(x[i:i + 50]), y[i:i + 50]).backward()
+            nn.functional.cross_entropy(net(x[i : i + 50]), y[i : i + 50]).backward()
             optimizer.step()
     net.eval()
     return net, x[1500:], y[1500:]

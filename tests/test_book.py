@@ -5,6 +5,7 @@ in headless Chromium through a local server that adds a small script to it; the 
 MathJax and the images, measures the page and writes its findings into the page, which Chromium
 then dumps. Screenshots of every page are kept under test-output/.
 """
+
 from __future__ import annotations
 
 import base64
@@ -189,9 +190,20 @@ def serve(directory: Path):
 def chromium(*args: str, timeout: int = 180) -> str:
     # A profile folder of its own: a second Chromium on a folder in use hands its work to the first and quits.
     with tempfile.TemporaryDirectory(prefix="genlab-chromium-") as profile:
-        base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=30000"]
+        base = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",
+        ]
         return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
@@ -208,8 +220,11 @@ class Page:
         for text in self.data["texts"]:
             for line in text.splitlines():
                 s = line.strip()
-                if (re.fullmatch(r"\|.*\|.*\|", s) or re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?", s)
-                        or re.match(r"#{1,6} \S", s)):
+                if (
+                    re.fullmatch(r"\|.*\|.*\|", s)
+                    or re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?", s)
+                    or re.match(r"#{1,6} \S", s)
+                ):
                     bad.append(s[:120])
         return bad
 
@@ -234,8 +249,10 @@ class Page:
             font_pt = info.get("min_font_pt") or DEFAULT_FONT_PT
             text_px = font_pt * info["dpi"] / 72 * img["width"] / img["natural_width"]
             if text_px < MIN_TEXT_PX:
-                problems.append(f"{img['src'][-40:]}: {img['natural_width']} px wide at {info['dpi']:g} dpi shown "
-                                f"{img['width']:.0f} px wide, so its {font_pt:g} pt text is {text_px:.1f} px high")
+                problems.append(
+                    f"{img['src'][-40:]}: {img['natural_width']} px wide at {info['dpi']:g} dpi shown "
+                    f"{img['width']:.0f} px wide, so its {font_pt:g} pt text is {text_px:.1f} px high"
+                )
         return problems
 
 
@@ -246,8 +263,8 @@ def png_info(data: bytes) -> dict | None:
     info: dict = {"dpi": 72.0}
     pos = 8
     while pos + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             info["width"], info["height"] = struct.unpack(">II", body[:8])
         elif kind == b"pHYs" and body[8] == 1:  # pixels per metre
@@ -286,8 +303,11 @@ def inspect_page(url: str, shot_name: str, output_dir: Path) -> Page:
         path = output_dir / (f"{shot_name}.png" if slices == 1 else f"{shot_name}-{k + 1}.png")
         sep = "&" if "?" in url else "?"
         height = min(SHOT_SLICE_PX, page.data["height"] - k * SHOT_SLICE_PX)
-        chromium(f"--screenshot={path}", f"--window-size={WINDOW[0]},{max(height, WINDOW[1])}",
-                 f"{url}{sep}genlab-scroll={k * SHOT_SLICE_PX}")
+        chromium(
+            f"--screenshot={path}",
+            f"--window-size={WINDOW[0]},{max(height, WINDOW[1])}",
+            f"{url}{sep}genlab-scroll={k * SHOT_SLICE_PX}",
+        )
         assert path.stat().st_size > 10_000, f"{path}: the screenshot is empty"
         page.shots.append(path)
     return page
@@ -300,7 +320,8 @@ def check_page(page: Page, *, expect_tables: int, expect_math: bool) -> None:
     assert not page.markdown_syntax(), f"{where}: Markdown shown as text: {page.markdown_syntax()[:5]}"
     assert not d["output_headings"], f"{where}: a cell's output made page headings: {d['output_headings'][:5]}"
     assert d["output_tables"] >= expect_tables, (
-        f"{where}: the cells display {expect_tables} tables, the page shows {d['output_tables']} as tables")
+        f"{where}: the cells display {expect_tables} tables, the page shows {d['output_tables']} as tables"
+    )
     if expect_math:
         assert d["math"] > 0, f"{where}: math was not typeset (no MathJax output in the page)"
     assert not d["math_errors"], f"{where}: MathJax could not typeset {d['math_errors']} formulas"
@@ -367,12 +388,17 @@ def test_progress_bars_leave_no_widgets_in_saved_notebooks(tmp_path):
     """A notebook saved after training shows the bars' last state, never a widget stuck at 0%."""
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from genlab.progress import progress\n"
-        "for _ in progress(range(3), desc='outer', leave=True):\n"
-        "    for _ in progress(range(4), desc='inner'):\n"
-        "        pass\n"
-        "print('done')")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "from genlab.progress import progress\n"
+                "for _ in progress(range(3), desc='outer', leave=True):\n"
+                "    for _ in progress(range(4), desc='inner'):\n"
+                "        pass\n"
+                "print('done')"
+            )
+        ]
+    )
     env = {**__import__("os").environ, "GENLAB_PROGRESS": "1"}
     NotebookClient(nb, kernel_name="python3", timeout=120).execute(env=env, cwd=str(tmp_path))
     outputs = nb.cells[0].outputs
@@ -423,8 +449,12 @@ def book_server(html_dir):
 @pytest.mark.parametrize("name", NAMES)
 def test_chapter_reads_well_in_a_browser(build, book_server, output_dir, name):
     executed = executed_chapter(build, name)
-    assert not [o for c in executed.cells for o in c.get("outputs", [])
-                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], "stale widgets in the outputs"
+    assert not [
+        o
+        for c in executed.cells
+        for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ], "stale widgets in the outputs"
     page = inspect_page(f"{book_server}/chapters/{name}.html", f"book-{name}", output_dir)
     uses_math = any("$" in c.source for c in executed.cells if c.cell_type == "markdown")
     check_page(page, expect_tables=displayed_tables(executed), expect_math=uses_math)

@@ -2,6 +2,7 @@
 tools and losses it adds, genlab.experiments.conv_vae), and of its hidden-test checks run in-process: the
 reference passes, correct answers written in other styles pass, each typical mistake fails with a
 message that points at the fix, and the student edition's stripped bodies fail as "graded exercise"."""
+
 from __future__ import annotations
 
 import math
@@ -18,12 +19,18 @@ from torch import nn
 
 from autograder import probing, release
 from autograder.checks import conv_vae as checks
-from genlab import latent, losses
+from genlab import latent
 from genlab.experiments import conv_vae as runner
 from genlab.losses import batch_bpd, categorical_nll, gaussian_kl
-from genlab.models import conv
-from genlab.models.conv import (BNConvAE, BNConvDecoder, BNConvVAE, CategoricalConvVAE, ConvDecoder, ConvEncoder,
-                                SmallConvVAE)
+from genlab.models.conv import (
+    BNConvAE,
+    BNConvDecoder,
+    BNConvVAE,
+    CategoricalConvVAE,
+    ConvDecoder,
+    ConvEncoder,
+    SmallConvVAE,
+)
 from genlab.models.mlp import reparameterize
 from genlab.quantize import dequantize, quantize
 
@@ -186,9 +193,9 @@ def test_manifold_codes_are_normal_quantiles_in_plot_order():
     codes = latent.manifold_codes(4, dtype=torch.float64)
     q = torch.tensor(norm.ppf([0.125, 0.375, 0.625, 0.875]), dtype=torch.float64)
     assert codes.shape == (16, 2) and codes.dtype == torch.float64
-    assert torch.allclose(codes[:4, 0], q) and torch.allclose(codes[:4, 1], q[3].expand(4))   # top row: largest z2
-    assert torch.allclose(codes[12:, 1], q[0].expand(4))                                      # bottom row: smallest
-    assert torch.allclose(codes[::4, 0], q[0].expand(4))                                      # left column
+    assert torch.allclose(codes[:4, 0], q) and torch.allclose(codes[:4, 1], q[3].expand(4))  # top row: largest z2
+    assert torch.allclose(codes[12:, 1], q[0].expand(4))  # bottom row: smallest
+    assert torch.allclose(codes[::4, 0], q[0].expand(4))  # left column
     # every code sits in the middle of a cell of equal prior mass
     assert np.allclose(norm.cdf(codes[:4, 0].numpy()), [0.125, 0.375, 0.625, 0.875])
 
@@ -234,8 +241,18 @@ def test_toward_class_mean_ends_at_the_class_mean():
 
 
 def _tiny_plan() -> runner.Plan:
-    return replace(runner.make_plan("smoke"), n_train=96, n_val=64, n_test=64, epochs=2, snapshots=(0, 2),
-                   manifold_epochs=1, batch=32, hidden=4, manifold_n=3)
+    return replace(
+        runner.make_plan("smoke"),
+        n_train=96,
+        n_val=64,
+        n_test=64,
+        epochs=2,
+        snapshots=(0, 2),
+        manifold_epochs=1,
+        batch=32,
+        hidden=4,
+        manifold_n=3,
+    )
 
 
 FNS = {"nll": categorical_nll, "bpd": batch_bpd, "kl": gaussian_kl, "sample": reparameterize}
@@ -274,8 +291,15 @@ def test_command_line_writes_the_results(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "make_plan", lambda profile, grading=False: plan)
     assert runner.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "ckpt")]) == 0
     out = tmp_path / "out" / "smoke"
-    assert {p.name for p in out.iterdir()} == {"README.md", "curves.csv", "curves.png", "manifold.png", "samples.png",
-                                              "summary.csv", "summary.md"}
+    assert {p.name for p in out.iterdir()} == {
+        "README.md",
+        "curves.csv",
+        "curves.png",
+        "manifold.png",
+        "samples.png",
+        "summary.csv",
+        "summary.md",
+    }
     readme = (out / "README.md").read_text()
     assert "python -m genlab.experiments.conv_vae --profile smoke" in readme and "commit:" in readme
     assert "machine:" in readme
@@ -287,8 +311,15 @@ def test_command_line_writes_the_results(tmp_path, monkeypatch):
 
 def test_every_exercise_has_a_check():
     assert set(probing.checks_of(checks)) == {
-        "probe_conv_encoder", "probe_conv_decoder", "probe_categorical_nll", "probe_batch_bpd",
-        "probe_manifold_codes", "probe_top_variance_dims", "probe_traversal_codes", "probe_toward_class_mean"}
+        "probe_conv_encoder",
+        "probe_conv_decoder",
+        "probe_categorical_nll",
+        "probe_batch_bpd",
+        "probe_manifold_codes",
+        "probe_top_variance_dims",
+        "probe_traversal_codes",
+        "probe_toward_class_mean",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(probing.checks_of(checks)))
@@ -304,7 +335,9 @@ def test_student_edition_fails_as_a_graded_exercise(name):
     ref = check.reference
     module = __import__(ref.__module__, fromlist=["_"])
     stripped = types.ModuleType(f"stripped_{ref.__module__}")
-    exec(compile(release.strip_reference(Path(module.__file__).read_text()), module.__file__, "exec"), stripped.__dict__)
+    exec(
+        compile(release.strip_reference(Path(module.__file__).read_text()), module.__file__, "exec"), stripped.__dict__
+    )
     with pytest.raises(probing.Failed, match="graded exercise"):
         check(getattr(stripped, ref.__name__))
 
@@ -319,8 +352,9 @@ class EncoderModuleList(nn.Module):
         super().__init__()
         self.head = nn.Linear(2 * hidden * 16, 2 * nz)
         chans = [1, hidden, hidden, 2 * hidden, 2 * hidden, 2 * hidden]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=s, padding=1)
-                                   for a, b, s in zip(chans[:-1], chans[1:], [2, 1, 2, 1, 2]))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=s, padding=1) for a, b, s in zip(chans[:-1], chans[1:], [2, 1, 2, 1, 2])
+        )
         self.nz = nz
 
     def forward(self, x):
@@ -358,10 +392,19 @@ class DecoderUnflatten(nn.Module):
         super().__init__()
         h = hidden
         self.net = nn.Sequential(
-            nn.Linear(nz, 32 * h), nn.GELU(), nn.Unflatten(1, (2 * h, 4, 4)),
-            nn.ConvTranspose2d(2 * h, 2 * h, 3, 2, 1, 0), nn.GELU(), nn.Conv2d(2 * h, 2 * h, 3, padding=1), nn.GELU(),
-            nn.ConvTranspose2d(2 * h, h, 3, 2, 1, 1), nn.GELU(), nn.Conv2d(h, h, 3, padding="same"), nn.GELU(),
-            nn.ConvTranspose2d(h, levels, 3, 2, 1, 1))
+            nn.Linear(nz, 32 * h),
+            nn.GELU(),
+            nn.Unflatten(1, (2 * h, 4, 4)),
+            nn.ConvTranspose2d(2 * h, 2 * h, 3, 2, 1, 0),
+            nn.GELU(),
+            nn.Conv2d(2 * h, 2 * h, 3, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose2d(2 * h, h, 3, 2, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(h, h, 3, padding="same"),
+            nn.GELU(),
+            nn.ConvTranspose2d(h, levels, 3, 2, 1, 1),
+        )
 
     def forward(self, z):
         return self.net(z)
@@ -619,7 +662,12 @@ def test_default_device_is_caught_when_the_kernel_has_another(monkeypatch):
 # ============================================================================= the manifest's mistakes, in-process
 
 NOTEBOOK_NAMES = {
-    "math": math, "np": np, "norm": norm, "torch": torch, "F": F, "nn": nn,
+    "math": math,
+    "np": np,
+    "norm": norm,
+    "torch": torch,
+    "F": F,
+    "nn": nn,
 }
 
 
@@ -635,7 +683,12 @@ def test_manifest_mistakes_fail_their_checks(mistake):
     namespace = dict(NOTEBOOK_NAMES)
     exec(compile(mistake.code, mistake.name, "exec"), namespace)
     (test_cell,) = mistake.fails
-    check = probing.checks_of(checks)[f"probe_{test_cell[len('test_'):]}"]
+    check = probing.checks_of(checks)[f"probe_{test_cell[len('test_') :]}"]
     with pytest.raises(probing.Failed):
-        check(namespace[mistake.cell if mistake.cell not in ("conv_encoder", "conv_decoder") else
-                        {"conv_encoder": "ConvEncoder", "conv_decoder": "ConvDecoder"}[mistake.cell]])
+        check(
+            namespace[
+                mistake.cell
+                if mistake.cell not in ("conv_encoder", "conv_decoder")
+                else {"conv_encoder": "ConvEncoder", "conv_decoder": "ConvDecoder"}[mistake.cell]
+            ]
+        )

@@ -3,6 +3,7 @@
 Every test is hermetic: the data root is an empty temporary folder, no system folder is searched
 unless a test says so, and the download step raises instead of touching the network.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -86,19 +87,49 @@ def fake_cifar(root: Path, *, per_batch=6, n_test=5, seed=1):
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
         with open(folder / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
-                         "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]}, f)
+            pickle.dump(
+                {
+                    "batch_label": f"training batch {i} of 5",
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"img{i}_{j}.png" for j in range(per_batch)],
+                },
+                f,
+            )
         train_x.append(data)
         train_y += labels
     test_x = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
     test_y = [int(v) for v in rng.integers(0, 10, size=n_test)]
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"batch_label": "testing batch 1 of 1", "labels": test_y, "data": test_x,
-                     "filenames": [f"t{j}.png" for j in range(n_test)]}, f)
+        pickle.dump(
+            {
+                "batch_label": "testing batch 1 of 1",
+                "labels": test_y,
+                "data": test_x,
+                "filenames": [f"t{j}.png" for j in range(n_test)],
+            },
+            f,
+        )
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"], "num_cases_per_batch": per_batch,
-                     "num_vis": 3072}, f)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_cases_per_batch": per_batch,
+                "num_vis": 3072,
+            },
+            f,
+        )
     return (np.vstack(train_x), np.array(train_y)), (test_x, np.array(test_y))
 
 
@@ -125,17 +156,18 @@ def fake_celeba(root: Path, *, partition=(0, 0, 0, 1, 2, 2), optional=True, seed
         pixels[-20:, :, 0] = 255
         Image.fromarray(pixels).save(images / name, quality=95)
         levels.append(level)
-    (folder / "list_eval_partition.txt").write_text(
-        "".join(f"{name} {p}\n" for name, p in zip(names, partition)))
+    (folder / "list_eval_partition.txt").write_text("".join(f"{name} {p}\n" for name, p in zip(names, partition)))
     rows = "".join(name + " " + " ".join(f"{v:2d}" for v in a) + "\n" for name, a in zip(names, attrs))
     (folder / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(ATTRS) + " \n" + rows)
     if optional:
         (folder / "identity_CelebA.txt").write_text("".join(f"{name} {i % 3 + 1}\n" for i, name in enumerate(names)))
         (folder / "list_bbox_celeba.txt").write_text(
-            f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{name} 95 71 226 313\n" for name in names))
+            f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{name} 95 71 226 313\n" for name in names)
+        )
         (folder / "list_landmarks_align_celeba.txt").write_text(
             f"{n}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
-            "rightmouth_x rightmouth_y\n" + "".join(f"{name} 69 109 106 113 77 142 73 152 108 154\n" for name in names))
+            "rightmouth_x rightmouth_y\n" + "".join(f"{name} 69 109 106 113 77 142 73 152 108 154\n" for name in names)
+        )
     return names, (attrs + 1) // 2, levels
 
 
@@ -202,8 +234,10 @@ def test_system_folder_is_searched_after_the_data_root(tmp_path, monkeypatch):
     assert files_under(system) == {f"{n}.gz" for n in IDX}  # read in place, nothing written
 
 
-@pytest.mark.skipif(not (SYSTEM_FASHION / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)")
+@pytest.mark.skipif(
+    not (SYSTEM_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)",
+)
 def test_real_system_fashion_mnist(monkeypatch):
     monkeypatch.setattr(gd, "SYSTEM_DIRS", {**gd.SYSTEM_DIRS, "fashion-mnist": (str(SYSTEM_FASHION),)})
     train = load("fashion-mnist")

@@ -2,6 +2,7 @@
 Fréchet distance (genlab.frechet), the hidden-test probes (autograder.checks.dcgan) on the reference,
 on correct answers in other styles and on the typical mistakes, and every manifest mistake against
 the chapter's test cells."""
+
 from __future__ import annotations
 
 import math
@@ -29,14 +30,15 @@ def _seed():
 
 
 def test_transposed_conv_side_is_the_repair():
-    assert [transposed_conv_side(s) for s in (4, 10, 22)] == [10, 22, 46]   # the original, unpadded
+    assert [transposed_conv_side(s) for s in (4, 10, 22)] == [10, 22, 46]  # the original, unpadded
     assert [transposed_conv_side(s, padding=1) for s in (4, 8, 16)] == [8, 16, 32]
     layer = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
     assert layer(torch.zeros(1, 2, 7, 7)).shape[-1] == transposed_conv_side(7, padding=1)
 
 
-@pytest.mark.parametrize("kw,name", [({"side": 0}, "side"), ({"side": 4, "padding": -1}, "padding"),
-                                     ({"side": 4, "stride": 1.5}, "stride")])
+@pytest.mark.parametrize(
+    "kw,name", [({"side": 0}, "side"), ({"side": 4, "padding": -1}, "padding"), ({"side": 4, "stride": 1.5}, "stride")]
+)
 def test_transposed_conv_side_rejects_bad_arguments(kw, name):
     with pytest.raises(ValueError, match=name):
         transposed_conv_side(**kw)
@@ -54,8 +56,9 @@ def test_generator_makes_32x32_images_in_the_unit_interval():
     assert all(m.padding == (1, 1) for m in G.modules() if isinstance(m, nn.ConvTranspose2d))
 
 
-@pytest.mark.parametrize("kw,name", [({"code_size": 0}, "code_size"), ({"code_size": 2.5}, "code_size"),
-                                     ({"channels": 0}, "channels")])
+@pytest.mark.parametrize(
+    "kw,name", [({"code_size": 0}, "code_size"), ({"code_size": 2.5}, "code_size"), ({"channels": 0}, "channels")]
+)
 def test_generator_rejects_bad_sizes(kw, name):
     with pytest.raises(ValueError, match=name):
         Generator(**kw)
@@ -205,8 +208,15 @@ def _toy_data(n: int = 40) -> TensorData:
 def test_train_gan_records_losses_grids_and_snapshots():
     s = gan.GanSettings(n_train=None, n_test=8, epochs=2, batch_size=8, code_size=8, grids=2, snapshots=3)
     G, D = Generator(8), Discriminator()
-    hist = gan.train_gan(G, D, _toy_data(), d_step=gan.discriminator_step, g_step=gan.generator_step,
-                         settings=s, fixed_noise=torch.randn(4, 8))
+    hist = gan.train_gan(
+        G,
+        D,
+        _toy_data(),
+        d_step=gan.discriminator_step,
+        g_step=gan.generator_step,
+        settings=s,
+        fixed_noise=torch.randn(4, 8),
+    )
     assert hist.steps == 10 and hist.steps_per_epoch == 5 and len(hist.g_loss) == 10
     assert [step for step, _ in hist.grids] == [5, 10] and hist.grids[0][1].shape == (4, 3, 32, 32)
     assert [step for step, _ in hist.snapshots] == [3, 7, 10]
@@ -242,13 +252,15 @@ def test_frechet_distance_of_gaussians():
     a, b = torch.rand(d, dtype=torch.float64) + 0.5, torch.rand(d, dtype=torch.float64) + 0.5
     want = ((mu1 - mu2) ** 2).sum() + ((a.sqrt() - b.sqrt()) ** 2).sum()  # diagonal covariances
     assert frechet.frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(float(want), rel=1e-9)
-    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))   # rotate both: the distance stays
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # rotate both: the distance stays
     got = frechet.frechet_distance(q @ mu1, q @ torch.diag(a) @ q.T, q @ mu2, q @ torch.diag(b) @ q.T)
     assert got == pytest.approx(float(want), rel=1e-8)
     c = torch.cov(torch.randn(d, 50, dtype=torch.float64))
     assert frechet.frechet_distance(mu1, c, mu1, c) == pytest.approx(0.0, abs=1e-8)
     c2 = torch.cov(torch.randn(d, 50, dtype=torch.float64))
-    assert frechet.frechet_distance(mu1, c, mu2, c2) == pytest.approx(frechet.frechet_distance(mu2, c2, mu1, c), rel=1e-8)
+    assert frechet.frechet_distance(mu1, c, mu2, c2) == pytest.approx(
+        frechet.frechet_distance(mu2, c2, mu1, c), rel=1e-8
+    )
 
 
 def test_frechet_distance_rejects_mismatched_shapes():
@@ -342,7 +354,7 @@ def g_step_module_loss(D, G, z, opt):
 
 def g_step_softplus(D, G, z, opt):
     opt.zero_grad()
-    loss = F.softplus(-D(G(z))).mean()     # -log sigmoid(l)
+    loss = F.softplus(-D(G(z))).mean()  # -log sigmoid(l)
     loss.backward()
     opt.step()
     return loss.detach()
@@ -384,10 +396,13 @@ CORRECT = {
 }
 
 
-@pytest.mark.parametrize("exercise,impl", [(e, f) for e, fs in CORRECT.items() for f in fs],
-                         ids=[f"{e}-{f.__name__}" for e, fs in CORRECT.items() for f in fs])
+@pytest.mark.parametrize(
+    "exercise,impl",
+    [(e, f) for e, fs in CORRECT.items() for f in fs],
+    ids=[f"{e}-{f.__name__}" for e, fs in CORRECT.items() for f in fs],
+)
 def test_probe_accepts_correct_answers(exercise, impl):
-    getattr(checks, f"probe_{exercise}")(impl)   # raises probing.Failed otherwise
+    getattr(checks, f"probe_{exercise}")(impl)  # raises probing.Failed otherwise
 
 
 def test_probes_reject_the_student_edition(monkeypatch):
@@ -400,9 +415,11 @@ def test_probes_reject_the_student_edition(monkeypatch):
 
     student = types.ModuleType("student_gan")
     monkeypatch.setitem(sys.modules, "student_gan", student)
-    exec(compile(strip_reference((ROOT / "src" / "genlab" / "gan.py").read_text()), "student_gan.py", "exec"),
-         student.__dict__)
-    for name, check in probing.checks_of(checks).items():
+    exec(
+        compile(strip_reference((ROOT / "src" / "genlab" / "gan.py").read_text()), "student_gan.py", "exec"),
+        student.__dict__,
+    )
+    for check in probing.checks_of(checks).values():
         with pytest.raises(probing.Failed, match="graded exercise"):
             check(getattr(student, check.exercise))
 
@@ -442,7 +459,7 @@ def init_conv2d_only(m):
 def init_uniform(m):
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         a = 0.02 * math.sqrt(3)
-        nn.init.uniform_(m.weight, -a, a)   # the right standard deviation, but not normal
+        nn.init.uniform_(m.weight, -a, a)  # the right standard deviation, but not normal
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
@@ -471,7 +488,7 @@ def loss_as_float(logits, labels):
 def d_step_mixed(D, G, real, z, opt):
     opt.zero_grad()
     logits = D(torch.cat([real, G(z).detach()]))
-    labels = torch.cat([torch.ones_like(logits[: len(real)]), torch.zeros_like(logits[len(real):])])
+    labels = torch.cat([torch.ones_like(logits[: len(real)]), torch.zeros_like(logits[len(real) :])])
     loss = F.binary_cross_entropy_with_logits(logits, labels)
     loss.backward()
     opt.step()
@@ -540,12 +557,13 @@ def g_step_no_zero_grad(D, G, z, opt):
     return loss
 
 
-def _reconstruction(start: str = "zeros", train: bool = False, params: str = "codes", reduce: str = "sum",
-                    restore: bool = False):
+def _reconstruction(
+    start: str = "zeros", train: bool = False, params: str = "codes", reduce: str = "sum", restore: bool = False
+):
     def reconstruct(generator, x, steps=500, lr=1e-2):
         generator.train(train)
         shape = (x.shape[0], generator.code_size)
-        z = (torch.zeros(shape, device=x.device) if start == "zeros" else torch.randn(shape, device=x.device))
+        z = torch.zeros(shape, device=x.device) if start == "zeros" else torch.randn(shape, device=x.device)
         z.requires_grad_(params == "codes")
         opt = torch.optim.Adam([z] if params == "codes" else generator.parameters(), lr=lr)
         for _ in range(steps):
@@ -588,8 +606,11 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("exercise,impl,message", WRONG,
-                         ids=[f"{e}-{getattr(f, '__name__', 'variant')}-{i}" for i, (e, f, _) in enumerate(WRONG)])
+@pytest.mark.parametrize(
+    "exercise,impl,message",
+    WRONG,
+    ids=[f"{e}-{getattr(f, '__name__', 'variant')}-{i}" for i, (e, f, _) in enumerate(WRONG)],
+)
 def test_probe_rejects_typical_mistakes(exercise, impl, message):
     with pytest.raises(probing.Failed, match=message):
         getattr(checks, f"probe_{exercise}")(impl)
@@ -607,15 +628,21 @@ def test_probes_verify_outside_the_kernel(tmp_path, monkeypatch):
     assert checks.probe_classification_loss.verify(good, 1234) is None
 
 
-# ----------------------------------------------------------------------------- the notebook's test cells against each mistake
+# ----------------------------------------------------------------------------- notebook test cells against mistakes
 
 
 NOTEBOOK = notebooks.read(ROOT / "source" / "dcgan" / "dcgan.ipynb")
 SETUP = next(c.source for c in NOTEBOOK.cells if c.cell_type == "code")
-SOLUTIONS = {notebooks.meta(c)["grade_id"]: c.source for c in NOTEBOOK.cells
-             if notebooks.meta(c).get("solution") and c.cell_type == "code"}
-TESTS = {notebooks.meta(c)["grade_id"]: c.source for c in NOTEBOOK.cells
-         if notebooks.meta(c).get("grade") and not notebooks.meta(c).get("solution")}
+SOLUTIONS = {
+    notebooks.meta(c)["grade_id"]: c.source
+    for c in NOTEBOOK.cells
+    if notebooks.meta(c).get("solution") and c.cell_type == "code"
+}
+TESTS = {
+    notebooks.meta(c)["grade_id"]: c.source
+    for c in NOTEBOOK.cells
+    if notebooks.meta(c).get("grade") and not notebooks.meta(c).get("solution")
+}
 MISTAKES = list(manifest.load("dcgan").mistakes)
 
 
@@ -660,8 +687,15 @@ def test_the_experiment_runner_writes_its_results(tmp_path, monkeypatch):
         pytest.skip(f"no CIFAR-10 and no Fashion-MNIST stand-in here: {err}")
     summary["total"] = {"wall_s": 1, "cpu_s": 1}
     gan.write_readme(tmp_path, summary, "python -m genlab.gan --profile grading", torch.device("cpu"))
-    for name in ("losses.csv", "frechet.csv", "loss_curves.png", "samples.png", "frechet.png", "reconstructions.png",
-                 "README.md"):
+    for name in (
+        "losses.csv",
+        "frechet.csv",
+        "loss_curves.png",
+        "samples.png",
+        "frechet.png",
+        "reconstructions.png",
+        "README.md",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     assert summary["steps"] == {"plain": 4, "spectral norm": 4}
     assert summary["frechet_floor"] >= 0 and summary["reconstruction_mse"] > 0

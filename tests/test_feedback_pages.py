@@ -5,6 +5,7 @@ solutions with the chapter's first typical mistake (a failed check and its messa
 answer left as released (not answered) and the others filled in (waiting for a grader). It goes
 through the standard commands (``nbgrader autograde``, ``nbgrader generate_feedback``).
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,9 @@ def feedback_root(tmp_path_factory) -> Path:
         folder = root / "submitted" / STUDENT / m.name
         folder.mkdir(parents=True)
         nbformat.write(submission(m, root), folder / m.notebook)
-        release.nbgrader("autograde", m.name, "--student", STUDENT, "--force",
-                         f"--Execute.timeout={m.cell_timeout_s}", root=root)
+        release.nbgrader(
+            "autograde", m.name, "--student", STUDENT, "--force", f"--Execute.timeout={m.cell_timeout_s}", root=root
+        )
         release.nbgrader("generate_feedback", m.name, "--student", STUDENT, "--force", root=root)
     return root
 
@@ -61,8 +63,9 @@ def page_of(feedback_root: Path, m: manifest.Manifest) -> Path:
 @pytest.mark.parametrize("m", MANIFESTS, ids=[m.name for m in MANIFESTS])
 def test_feedback_says_which_points_wait_for_a_grader(feedback_root, m):
     page = page_of(feedback_root, m).read_text()
-    written = [c for c in notebooks.read(m.source).cells
-               if c.cell_type == "markdown" and notebooks.meta(c).get("grade")]
+    written = [
+        c for c in notebooks.read(m.source).cells if c.cell_type == "markdown" and notebooks.meta(c).get("grade")
+    ]
     if not written:
         pytest.skip(f"{m.name} has no written answers")
     assert "not answered: 0 /" in page, "an answer left as released must say so"

@@ -5,6 +5,7 @@ mistakes, one sleeping past its cell time limit, one allocating past its memory 
 kernel exits, one printing warnings) and compare every cell's score with what sequential
 ``nbgrader autograde`` gives for the same submission.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -27,8 +28,10 @@ from tests import gradingcourse as gc
 from tests.postgres import postgres  # noqa: F401 (a fixture)
 
 NAME = gc.NAME
-DRIVER = ("import sys; from pathlib import Path; from autograder import grade; "
-          "rs = grade.grade(sys.argv[1], jobs=2, root=Path(sys.argv[2])); print(grade.table(rs))")
+DRIVER = (
+    "import sys; from pathlib import Path; from autograder import grade; "
+    "rs = grade.grade(sys.argv[1], jobs=2, root=Path(sys.argv[2])); print(grade.table(rs))"
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -61,8 +64,9 @@ def test_only_one_claim_wins_and_it_counts_one_execution(db):
     row = status.get(db, NAME, "ada", "d1")
     assert (row["state"], row["token"], row["executions"], row["pid"]) == ("running", "token-a", 1, os.getpid())
     assert status.claim_alive(row)  # this process holds it
-    status.record_graded(db, NAME, "ada", "d1", "token-a", notebook="{}", scores={"t": [1, 1, "code"]},
-                         phases={"execute_s": 2.0})
+    status.record_graded(
+        db, NAME, "ada", "d1", "token-a", notebook="{}", scores={"t": [1, 1, "code"]}, phases={"execute_s": 2.0}
+    )
     with pytest.raises(status.ClaimRefused):  # graded: nobody executes it again
         status.claim(db, NAME, "ada", "d1", "token-c")
     row = status.get(db, NAME, "ada", "d1")
@@ -92,18 +96,25 @@ def test_a_table_from_an_older_grader_gets_the_new_columns(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with sa.create_engine(url).begin() as conn:
-        conn.execute(sa.text("CREATE TABLE genlab_grading (assignment VARCHAR(128), student VARCHAR(128), "
-                             "digest VARCHAR(64), state VARCHAR(16) NOT NULL, reason TEXT, executions INTEGER, "
-                             "updated DATETIME, PRIMARY KEY (assignment, student, digest))"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE genlab_grading (assignment VARCHAR(128), student VARCHAR(128), "
+                "digest VARCHAR(64), state VARCHAR(16) NOT NULL, reason TEXT, executions INTEGER, "
+                "updated DATETIME, PRIMARY KEY (assignment, student, digest))"
+            )
+        )
     status.ensure(url, NAME, "dee", "d4")
     assert status.claim(url, NAME, "dee", "d4", "t")["host"] == status.host_id()
 
 
-@pytest.mark.parametrize("line, message", [
-    ("gpu_fraction = 0", "gpu_fraction must be a number in (0, 1]"),
-    ("gpu_fraction = 1.5", "gpu_fraction must be a number in (0, 1]"),
-    ('gpu_fraction = "half"', "gpu_fraction must be a number"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("gpu_fraction = 0", "gpu_fraction must be a number in (0, 1]"),
+        ("gpu_fraction = 1.5", "gpu_fraction must be a number in (0, 1]"),
+        ('gpu_fraction = "half"', "gpu_fraction must be a number"),
+    ],
+)
 def test_manifest_gpu_fraction_is_validated(tmp_path, line, message):
     path = tmp_path / "a.toml"
     path.write_text(gc.manifest_text("optional") + line + "\n")
@@ -136,8 +147,14 @@ def _job(tmp_path: Path, db: str, student: str, *argv: str, budget_s: float = 12
     folder = tmp_path / student
     folder.mkdir()
     status.ensure(db, NAME, student, "d1")
-    spec = {"argv": [str(Path(sys.executable).parent / "nbgrader"), *argv], "env": dict(os.environ),
-            "cwd": str(folder), "budget_s": budget_s, "db_url": db, "key": [NAME, student, "d1"]}
+    spec = {
+        "argv": [str(Path(sys.executable).parent / "nbgrader"), *argv],
+        "env": dict(os.environ),
+        "cwd": str(folder),
+        "budget_s": budget_s,
+        "db_url": db,
+        "key": [NAME, student, "d1"],
+    }
     (folder / runner.JOB_FILE).write_text(json.dumps(spec))
     return folder
 
@@ -208,15 +225,26 @@ def reference(tmp_path_factory) -> dict[str, dict[str, float]]:
         _, failed = gc.autograde_sequentially(root, sorted(ungraded), env=_env())
     rows = {r["student"]: r for r in status.rows(db, NAME)}
     assert not failed and all(r["state"] == "graded" for r in rows.values()), (
-        {s: r["reason"] for s, r in rows.items() if r["state"] != "graded"}, failed)
+        {s: r["reason"] for s, r in rows.items() if r["state"] != "graded"},
+        failed,
+    )
     got = gc.scores(db)
     assert set(got) == set(gc.BATCH)
     return got
 
 
 EXPECTED = {  # what each submission must score (points per test: interpolate 3, one_hot 2, gaussian_kl 5)
-    "correct-1": 10, "correct-2": 10, "blank": 0, "wrong-interpolate": 7, "wrong-one_hot": 8,
-    "wrong-gaussian_kl": 5, "wrong-all": 0, "sleeps-past-limit": 10, "kernel-exits": 5, "warnings": 10, "half": 3,
+    "correct-1": 10,
+    "correct-2": 10,
+    "blank": 0,
+    "wrong-interpolate": 7,
+    "wrong-one_hot": 8,
+    "wrong-gaussian_kl": 5,
+    "wrong-all": 0,
+    "sleeps-past-limit": 10,
+    "kernel-exits": 5,
+    "warnings": 10,
+    "half": 3,
 }
 
 
@@ -287,30 +315,39 @@ def test_a_killed_driver_resumes_and_grades_each_submission_exactly_once(postgre
     ray_tmp = tempfile.mkdtemp(prefix="gr-")  # short: Ray's socket paths must fit
     env = _env(GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=ray_tmp)
     db = postgres.url
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, NAME, str(root)], env=env, cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, NAME, str(root)],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 900
         while True:
-            assert driver.poll() is None, "the driver finished before it could be killed:\n" + driver.stdout.read().decode()
+            assert driver.poll() is None, (
+                "the driver finished before it could be killed:\n" + driver.stdout.read().decode()
+            )
             assert time.monotonic() < deadline, "the driver graded nothing in time"
             rows = status.rows(db, NAME) if _has_table(db) else []
             graded = [r for r in rows if r["state"] == "graded"]
-            just_claimed = [r for r in rows if r["state"] == "running" and status.claim_alive(r)
-                            and status.since(r["claimed"]) < 3]  # it has most of its notebook to execute
+            just_claimed = [
+                r for r in rows if r["state"] == "running" and status.claim_alive(r) and status.since(r["claimed"]) < 3
+            ]  # it has most of its notebook to execute
             if len(graded) >= 3 and just_claimed:
                 break
             time.sleep(0.3)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        killed = datetime.now(timezone.utc)
+        killed = datetime.now(UTC)
     finally:
         if driver.poll() is None:
             driver.kill()
     _kill(_ray_processes(ray_tmp))  # what is left of the killed driver's local cluster
 
-    restarted = subprocess.run([sys.executable, "-c", DRIVER, NAME, str(root)], env=env, cwd=root,
-                               capture_output=True, text=True, timeout=900)
+    restarted = subprocess.run(
+        [sys.executable, "-c", DRIVER, NAME, str(root)], env=env, cwd=root, capture_output=True, text=True, timeout=900
+    )
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     rows = status.rows(db, NAME)
     assert sorted(r["student"] for r in rows) == sorted(gc.BATCH)  # one row each: no file changed
@@ -323,8 +360,13 @@ def test_a_killed_driver_resumes_and_grades_each_submission_exactly_once(postgre
     with Gradebook(db) as gb:
         subs = gb.assignment_submissions(NAME)
         assert len(subs) == len(gc.BATCH)
-        assert all(g.auto_score is not None for sub in subs for nb in sub.notebooks for g in nb.grades
-                   if g.cell.cell_type == "code")
+        assert all(
+            g.auto_score is not None
+            for sub in subs
+            for nb in sub.notebooks
+            for g in nb.grades
+            if g.cell.cell_type == "code"
+        )
     with open(root / "grades.csv") as fh:
         assert {row["student_id"]: row["status"] for row in csv.DictReader(fh)} == {s: "graded" for s in gc.BATCH}
     for student in gc.BATCH:
@@ -337,7 +379,7 @@ def test_a_killed_driver_resumes_and_grades_each_submission_exactly_once(postgre
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _has_table(db: str) -> bool:
@@ -357,7 +399,9 @@ def test_gpu_tasks_wait_for_a_gpu_slot_and_optional_ones_take_a_free_share(clust
 
     (root / "assignments" / f"{NAME}.toml").write_text(gc.manifest_text("optional", 1.0))
     gc.submit(root, ["correct-2", "blank", "half"])
-    optional = {r.student: r for r in grade.grade(NAME, jobs=2, root=root) if r.student in ("correct-2", "blank", "half")}
+    optional = {
+        r.student: r for r in grade.grade(NAME, jobs=2, root=root) if r.student in ("correct-2", "blank", "half")
+    }
     assert all(r.state == "graded" for r in optional.values())
     on_gpu = sorted(r.window for r in optional.values() if r.gpu_ids)
     # the first two start together: one takes the free GPU, the other a CPU slot instead of waiting
@@ -379,8 +423,14 @@ def untouched(tmp_path_factory) -> Path:
 
 
 def _cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autograder.grade", *args, "--course", str(root)], cwd=root,
-                          env=_env(**env), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autograder.grade", *args, "--course", str(root)],
+        cwd=root,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _assert_untouched(root: Path) -> None:
@@ -435,12 +485,19 @@ def test_a_required_gpu_on_a_cluster_without_one_fails_at_once(untouched):
     nbformat.write(gc.submission("correct-1"), folder / "Copy.ipynb")
     (untouched / "source" / "needsgpu").mkdir()
     nbformat.write(gc.source_notebook(), untouched / "source" / "needsgpu" / "needsgpu.ipynb")
-    code = ("import sys; from pathlib import Path; from autograder import grade, runner\n"
-            "try:\n    grade.grade('needsgpu', jobs=1, root=Path(sys.argv[1]), gpus=0)\n"
-            "except runner.ClusterError as exc:\n    print(exc); sys.exit(3)\n")
+    code = (
+        "import sys; from pathlib import Path; from autograder import grade, runner\n"
+        "try:\n    grade.grade('needsgpu', jobs=1, root=Path(sys.argv[1]), gpus=0)\n"
+        "except runner.ClusterError as exc:\n    print(exc); sys.exit(3)\n"
+    )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code, str(untouched)], env=_env(RAY_TMPDIR=tempfile.mkdtemp(prefix="gr-")),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(untouched)],
+        env=_env(RAY_TMPDIR=tempfile.mkdtemp(prefix="gr-")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert 'needs a GPU (gpu = "required"' in proc.stdout and "has 0" in proc.stdout
     assert time.monotonic() - start < 240  # at once: no task waits for a GPU that does not exist

@@ -1,11 +1,12 @@
 """Fast tests of the grading helpers: marked regions, secrets, the student wheel, intake, feedback."""
+
 from __future__ import annotations
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import feedback, grade, intake, manifest, notebooks, release
+from autograder import feedback, intake, manifest, notebooks, release
 
 
 def nbg(gid: str, **kw) -> dict:
@@ -16,11 +17,17 @@ def source_notebook():
     nb = new_notebook()
     nb.cells = [
         new_markdown_cell("Intro prose that mentions return mu + torch.exp(logstd) * eps in passing."),
-        new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return torch.exp(logstd) * eps + x\n    ### END SOLUTION",
-                      metadata=nbg("f", solution=True, grade=False)),
-        new_code_cell("assert f(0) == 0\n### BEGIN HIDDEN TESTS\ncheck_f_hidden_behaviour(f)\n### END HIDDEN TESTS",
-                      metadata=nbg("test_f", grade=True, solution=False, points=2)),
-        new_markdown_cell("Because the posterior collapses onto the prior.", metadata=nbg("q", solution=True, grade=True, points=1)),
+        new_code_cell(
+            "def f(x):\n    ### BEGIN SOLUTION\n    return torch.exp(logstd) * eps + x\n    ### END SOLUTION",
+            metadata=nbg("f", solution=True, grade=False),
+        ),
+        new_code_cell(
+            "assert f(0) == 0\n### BEGIN HIDDEN TESTS\ncheck_f_hidden_behaviour(f)\n### END HIDDEN TESTS",
+            metadata=nbg("test_f", grade=True, solution=False, points=2),
+        ),
+        new_markdown_cell(
+            "Because the posterior collapses onto the prior.", metadata=nbg("q", solution=True, grade=True, points=1)
+        ),
     ]
     return nb
 
@@ -35,7 +42,9 @@ def test_secret_lines_are_solutions_answers_and_hidden_tests():
 
 
 def test_strip_reference_keeps_signature_and_indentation():
-    text = "def g(a):\n    \"\"\"Doc.\"\"\"\n    # BEGIN REFERENCE\n    secret = a * 2\n    return secret\n    # END REFERENCE\n"
+    text = (
+        'def g(a):\n    """Doc."""\n    # BEGIN REFERENCE\n    secret = a * 2\n    return secret\n    # END REFERENCE\n'
+    )
     out = release.strip_reference(text)
     assert "secret" not in out and "def g(a):" in out and '"""Doc."""' in out
     assert f"    {release.WITHHELD}" in out
@@ -109,8 +118,14 @@ def test_intake_restores_deleted_answer_cells_in_place(submission):
 def test_feedback_preprocessor_runs_when_nbgrader_calls_it():
     nb = new_notebook()
     cell = new_code_cell("check_f(f)")
-    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong",
-                                           traceback=["Cell In[1], line 1", "File /x/checks.py:3, in check_f", "AssertionError: wrong"])]
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "error",
+            ename="AssertionError",
+            evalue="wrong",
+            traceback=["Cell In[1], line 1", "File /x/checks.py:3, in check_f", "AssertionError: wrong"],
+        )
+    ]
     nb.cells = [cell]
     out, _ = feedback.SanitizeErrors()(nb, {})
     assert out.cells[0].outputs[0].traceback == ["Cell In[1], line 1", "AssertionError: wrong"]

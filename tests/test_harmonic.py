@@ -1,4 +1,5 @@
 """The Lipschitz chapter: the fixed-sigma VAE's pieces, the runner (grid, cache, tables, verdicts), the checks."""
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +25,19 @@ def tiny() -> R.Plan:
     """A grid that trains 12 small sinc networks in a few seconds."""
     return replace(
         R.make_plan("smoke", datasets=["sinc"], seeds=[0, 1]),
-        epochs={"sinc": 1}, train_size={"sinc": 256}, hidden=8, lower_points=4, lower_steps=5,
-        attack_dataset="sinc", attack_points=1, attack_radii=(1.0, 2.0), attack_steps=5, attack_restarts=1,
-        lbfgs_iters=5, defect_seeds=(0,), defect_dataset="sinc",
+        epochs={"sinc": 1},
+        train_size={"sinc": 256},
+        hidden=8,
+        lower_points=4,
+        lower_steps=5,
+        attack_dataset="sinc",
+        attack_points=1,
+        attack_radii=(1.0, 2.0),
+        attack_steps=5,
+        attack_restarts=1,
+        lbfgs_iters=5,
+        defect_seeds=(0,),
+        defect_dataset="sinc",
     )
 
 
@@ -101,7 +112,7 @@ def _noisy_step(*, target="clean", reduce="mean", kl=True, noise="entry", reseed
 
 def _power(*, start="random", square=False, frobenius=False):
     def power_iteration_norm(net, x, iters=100):
-        f = lambda p: net(p.unsqueeze(0)).squeeze(0)  # noqa: E731
+        f = lambda p: net(p.unsqueeze(0)).squeeze(0)
         if frobenius:
             return torch.autograd.functional.jacobian(f, x).norm().item()
         v = torch.ones_like(x) if start == "ones" else torch.randn_like(x)
@@ -132,11 +143,19 @@ def _product(slope=0.25, squared=False):
 
 
 CORRECT = {
-    "sample-latent-randn-by-shape": ("probe_sample_latent", lambda mu, sigma, eps=None: mu + sigma * (
-        torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if eps is None else eps)),
-    "kl-torch-distributions": ("probe_fixed_sigma_kl", lambda mu, sigma: torch.distributions.kl_divergence(
-        torch.distributions.Normal(mu, torch.as_tensor(sigma, dtype=mu.dtype).expand_as(mu)),
-        torch.distributions.Normal(torch.zeros_like(mu), 1.0)).sum(-1)),
+    "sample-latent-randn-by-shape": (
+        "probe_sample_latent",
+        lambda mu, sigma, eps=None: (
+            mu + sigma * (torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if eps is None else eps)
+        ),
+    ),
+    "kl-torch-distributions": (
+        "probe_fixed_sigma_kl",
+        lambda mu, sigma: torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu, torch.as_tensor(sigma, dtype=mu.dtype).expand_as(mu)),
+            torch.distributions.Normal(torch.zeros_like(mu), 1.0),
+        ).sum(-1),
+    ),
     "noisy-step-float-and-set-to-none": ("probe_noisy_step", _noisy_step()),
     "power-iteration-from-ones": ("probe_power_iteration_norm", _power(start="ones")),
     "product-by-svdvals": ("probe_product_bound", _product()),
@@ -144,10 +163,16 @@ CORRECT = {
 }
 
 MISTAKES = {
-    "sample-latent-sigma-squared": ("probe_sample_latent", lambda mu, sigma, eps=None: mu + sigma**2 * (
-        torch.randn_like(mu) if eps is None else eps), "square"),
-    "kl-of-the-2022-report": ("probe_fixed_sigma_kl", lambda mu, sigma: (
-        torch.as_tensor(sigma) ** 2 + mu**2 - torch.log(torch.as_tensor(sigma)) - 0.5).sum(-1), "sigma\\^2 \\+ mu\\^2 - 1"),
+    "sample-latent-sigma-squared": (
+        "probe_sample_latent",
+        lambda mu, sigma, eps=None: mu + sigma**2 * (torch.randn_like(mu) if eps is None else eps),
+        "square",
+    ),
+    "kl-of-the-2022-report": (
+        "probe_fixed_sigma_kl",
+        lambda mu, sigma: (torch.as_tensor(sigma) ** 2 + mu**2 - torch.log(torch.as_tensor(sigma)) - 0.5).sum(-1),
+        "sigma\\^2 \\+ mu\\^2 - 1",
+    ),
     "noisy-target": ("probe_noisy_step", _noisy_step(target="noisy"), "clean x"),
     "loss-summed-over-the-batch": ("probe_noisy_step", _noisy_step(reduce="sum"), "summed over the batch"),
     "kl-missing": ("probe_noisy_step", _noisy_step(kl=False), "KL term is missing"),
@@ -158,8 +183,11 @@ MISTAKES = {
     "frobenius-norm": ("probe_power_iteration_norm", _power(frobenius=True), "Frobenius"),
     "product-with-slope-one": ("probe_product_bound", _product(slope=1.0), "at most 1/4"),
     "product-of-squared-norms": ("probe_product_bound", _product(squared=True), "square"),
-    "project-rescales-inside-points": ("probe_project_l2", lambda d, r: d * (r / d.flatten(1).norm(dim=1)).view(
-        -1, *[1] * (d.dim() - 1)), "inside the ball"),
+    "project-rescales-inside-points": (
+        "probe_project_l2",
+        lambda d, r: d * (r / d.flatten(1).norm(dim=1)).view(-1, *[1] * (d.dim() - 1)),
+        "inside the ball",
+    ),
     "project-clips-coordinates": ("probe_project_l2", lambda d, r: d.clamp(-r, r), "keeping its direction"),
 }
 
@@ -198,7 +226,10 @@ def test_published_rows_get_the_verdicts_the_tables_imply():
         assert verdict(REPRO_2022, dataset, "sigma_n") == "does not hold"
     # the 2022 decoder numbers do fall with sigma_enc on sinc, and only there
     assert [verdict(REPRO_2022, d, "sigma_enc") for d in ("sinc", "cifar10", "celeba")] == [
-        "holds", "does not hold", "does not hold"]
+        "holds",
+        "does not hold",
+        "does not hold",
+    ]
 
 
 def test_mean_std_uses_the_sample_std_of_the_2022_tables():
@@ -261,8 +292,9 @@ def test_tiny_grid_writes_tables_and_resumes_from_the_cache(tiny, tmp_path, monk
     # an estimator missing from the cache (added later) is computed alone; LipSDP is not solved again
     for path in (cache / "smoke").rglob("*.estimates.json"):
         known = json.loads(path.read_text())
-        path.write_text(json.dumps({k: {e: v for e, v in est.items() if not e.startswith("eclipse")}
-                                    for k, est in known.items()}))
+        path.write_text(
+            json.dumps({k: {e: v for e, v in est.items() if not e.startswith("eclipse")} for k, est in known.items()})
+        )
     monkeypatch.setattr(lipschitz, "lipsdp", no_training)
     filled = R.run_grid(tiny, out, cache)
     assert [r["eclipse"] for r in filled.runs] == [r["eclipse"] for r in again.runs]
@@ -289,7 +321,9 @@ def test_attack_and_defects_write_their_tables(tiny, tmp_path):
 
 def test_cli_writes_tables_and_provenance(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(R, "make_plan", lambda profile, **kw: tiny)
-    assert R.main(["--profile", "smoke", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--no-attack"]) == 0
+    assert (
+        R.main(["--profile", "smoke", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--no-attack"]) == 0
+    )
     readme = (tmp_path / "o" / "smoke" / "README.md").read_text()
     assert "python -m genlab.experiments.harmonic --profile smoke" in readme and "commit" in readme
 
@@ -309,7 +343,11 @@ def test_sinc_encoder_study_writes_one_row_per_variant_sigma_and_seed(tiny, tmp_
     plan = replace(tiny, seeds=(0,))
     rows = R.sinc_encoder_study(plan, tmp_path / "out", tmp_path / "cache", variants)
     assert [(r["variant"], r["sigma_n"]) for r in rows] == [
-        ("baseline", 0.0), ("baseline", 0.5), ("baseline", 1.0), ("values only", 0.0)]
+        ("baseline", 0.0),
+        ("baseline", 0.5),
+        ("baseline", 1.0),
+        ("values only", 0.0),
+    ]
     assert all(r["status"] == "trained" and r["hidden"] == 8 and r["epochs"] == 1 for r in rows)
     for r in rows:
         assert r["paper"] == PAPER[("sinc", "sigma_n", r["sigma_n"])][0]
@@ -328,8 +366,9 @@ def test_sinc_encoder_study_writes_one_row_per_variant_sigma_and_seed(tiny, tmp_
     back = R.load_sinc_encoder_rows(folder / "sinc-encoder.csv")
     assert len(back) == 4 and back[3]["times_part"] == "nan" and back[1]["dec_lower"] == ""
     table = R.sinc_encoder_table(back)
-    assert [row[:3] for row in table.rows] == [["baseline", known["baseline"].suspect, s] for s in ("0", "0.5", "1")] + [
-        ["values only", known["values only"].suspect, "0"]]
+    assert [row[:3] for row in table.rows] == [
+        ["baseline", known["baseline"].suspect, s] for s in ("0", "0.5", "1")
+    ] + [["values only", known["values only"].suspect, "0"]]
     times = table.columns.index("times' columns")
     assert table.rows[3][times] == "—" and table.rows[0][times] != "—"
     assert table.rows[1][table.columns.index("decoder: lower bound")] == "—"

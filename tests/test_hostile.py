@@ -7,6 +7,7 @@ the blank or the correct notebook with one attack added; the batch must finish, 
 gain a point over its honest score, no honest submission may lose one, no canary may reach an
 output, a feedback page or the grade table, and the course must be left as it was.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,10 @@ from autograder.course import gradebook_url
 from tests import gradingcourse
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not sandbox.available(), reason="needs root and bubblewrap (Debian package `bubblewrap`)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sandbox.available(), reason="needs root and bubblewrap (Debian package `bubblewrap`)"),
+]
 
 NAME = "hostile"
 SECRET = "canary-7f3a91c2"  # the string no output may ever contain
@@ -51,10 +54,10 @@ def source_notebook() -> nbformat.NotebookNode:
 
 # Each attack: (cell source, built on "blank" or "correct", where it goes: see build()).
 # Snooping attacks print whatever they find; the canaries must not come back.
-SNOOP = f"""
+SNOOP = """
 import glob, subprocess
 found = []
-for pattern in ["{{root}}/**/*", "/root/**/*", "/tmp/**/*", "/home/**/*", "/work/**/*", "/proc/*/environ", "/proc/*/cmdline"]:
+for pattern in ["{root}/**/*", "/root/**/*", "/tmp/**/*", "/home/**/*", "/work/**/*", "/proc/*/environ", "/proc/*/cmdline"]:
     for path in glob.glob(pattern, recursive=True)[:2000]:
         try:
             found.append(path + ": " + open(path, errors="replace").read(5000))
@@ -65,7 +68,8 @@ print(dict(os.environ))
 """
 
 ATTACKS: dict[str, tuple[str, str, str]] = {
-    "patch-execute-reply": ("""
+    "patch-execute-reply": (
+        """
         from ipykernel.ipkernel import IPythonKernel
         _orig = IPythonKernel.do_execute
         async def do_execute(self, *a, **k):
@@ -73,26 +77,42 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
             return {**reply, "status": "ok"}
         IPythonKernel.do_execute = do_execute
         get_ipython().showtraceback = lambda *a, **k: None
-        """, "blank", "first"),
-    "input-transformer": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "input-transformer": (
+        """
         def _skip(lines):
             return ["pass\\n"] if any("probe_" in l or "assert" in l or "raise" in l for l in lines) else lines
         get_ipython().input_transformers_cleanup.append(_skip)
-        """, "blank", "first"),
-    "always-close": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "always-close": (
+        """
         torch.allclose = lambda *a, **k: True
         torch.equal = lambda *a, **k: True
         torch.isclose = lambda a, b, *r, **k: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
         math.isclose = lambda *a, **k: True
-        """, "blank", "first"),
-    "fake-checks-module": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "fake-checks-module": (
+        """
         import types
         fake = types.ModuleType("autograder.checks.ae_to_cvae")
         for name in ("interpolate", "one_hot", "gaussian_kl"):
             setattr(fake, "probe_" + name, lambda f: None)
         sys.modules["autograder.checks.ae_to_cvae"] = fake
-        """, "blank", "first"),
-    "forged-records": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "forged-records": (
+        """
         import autograder.checks.ae_to_cvae as checks
         from autograder import probing
         folder = os.environ.get("GENLAB_PROBE_DIR", ".")
@@ -100,8 +120,12 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
             keys = {}
             probing.write_payload(__import__("pathlib").Path(folder), name, {"records": {}, "crash": None})
             setattr(checks, "probe_" + name, lambda f: None)
-        """, "blank", "first"),
-    "pickle-exploit-record": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "pickle-exploit-record": (
+        """
         import pickle
         class Evil:
             def __reduce__(self):
@@ -113,32 +137,48 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
         import autograder.checks.ae_to_cvae as checks
         for name in ("interpolate", "one_hot", "gaussian_kl"):
             setattr(checks, "probe_" + name, lambda f: None)
-        """, "blank", "first"),
-    "stack-walk-and-reference": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "stack-walk-and-reference": (
+        """
         import inspect, genlab.latent, genlab.losses, genlab.models.mlp
         interpolate = genlab.latent.interpolate
         one_hot = genlab.models.mlp.one_hot
         gaussian_kl = genlab.losses.gaussian_kl
         print([f.frame.f_locals.keys() for f in inspect.stack()])
-        """, "blank", "answers"),
-    "reference-from-source": ("""
+        """,
+        "blank",
+        "answers",
+    ),
+    "reference-from-source": (
+        """
         import sys
         sys.path[:0] = ["{root}/src", "/work/main/src", "{root}"]
         for key in [k for k in sys.modules if k.startswith("genlab")]:
             del sys.modules[key]
         import genlab.latent, genlab.losses, genlab.models.mlp
         interpolate, one_hot, gaussian_kl = genlab.latent.interpolate, genlab.models.mlp.one_hot, genlab.losses.gaussian_kl
-        """, "blank", "answers"),
+        """,
+        "blank",
+        "answers",
+    ),
     "snoop-files-and-env": (SNOOP, "blank", "first"),
-    "network": ("""
+    "network": (
+        """
         import socket
         for host, port in [("127.0.0.1", 5432), ("127.0.0.1", 22), ("8.8.8.8", 53), ("pypi.org", 443)]:
             try:
                 socket.create_connection((host, port), timeout=2); print("open", host)
             except OSError as exc:
                 print("closed", host, exc)
-        """, "blank", "first"),
-    "write-and-delete-outside": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "write-and-delete-outside": (
+        """
         import shutil
         for target in ["{root}/nbgrader_config.py", "{root}/source/canary.txt", "{root}/gradebook.db",
                        "{home}/.genlab-canary", "{tmp_canary}", "/etc/passwd"]:
@@ -149,8 +189,12 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
                     print(type(exc).__name__)
         os.symlink("{root}/nbgrader_config.py", "hostile.ipynb.link")
         os.symlink("{root}/source/{name}/{name}.ipynb", "link.ipynb")
-        """, "blank", "first"),
-    "fork-bomb": ("""
+        """,
+        "blank",
+        "first",
+    ),
+    "fork-bomb": (
+        """
         import subprocess
         procs = []
         try:
@@ -158,8 +202,12 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
                 procs.append(subprocess.Popen(["sleep", "60"]))
         except Exception as exc:
             print("stopped after", len(procs), type(exc).__name__)
-        """, "correct", "last"),
-    "memory-bomb-forked": ("""
+        """,
+        "correct",
+        "last",
+    ),
+    "memory-bomb-forked": (
+        """
         import multiprocessing as mp
         def hog():
             block = bytearray(700 * 2**20)
@@ -171,35 +219,55 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
             c.start()
         for c in children:
             c.join()
-        """, "correct", "last"),
-    "disk-fill": ("""
+        """,
+        "correct",
+        "last",
+    ),
+    "disk-fill": (
+        """
         with open("fill.bin", "wb") as fh:
             for _ in range(2048):
                 fh.write(b"x" * 2**20)
-        """, "correct", "last"),
+        """,
+        "correct",
+        "last",
+    ),
     "huge-text-output": ("print('x' * (64 * 2**20))", "correct", "last"),
-    "huge-html-output": ("""
+    "huge-html-output": (
+        """
         from IPython.display import HTML, display
         display(HTML("<b>" + "y" * (128 * 2**20) + "</b>"))
-        """, "correct", "last"),
-    "many-images": ("""
+        """,
+        "correct",
+        "last",
+    ),
+    "many-images": (
+        """
         from IPython.display import Image, display
         import base64
         png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
         for _ in range(200000):
             display(Image(png))
-        """, "correct", "last"),
+        """,
+        "correct",
+        "last",
+    ),
     "endless-cell": ("while True:\n    pass", "correct", "first"),
-    "endless-ignoring-interrupts": ("""
+    "endless-ignoring-interrupts": (
+        """
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while True:
             pass
-        """, "correct", "last"),
+        """,
+        "correct",
+        "last",
+    ),
     "exit": ("os._exit(3)", "correct", "last"),
     "segfault": ("import ctypes\nctypes.string_at(0)", "correct", "last"),
     "kill-everything": ("import signal\nos.kill(-1, signal.SIGKILL)", "correct", "last"),
-    "stderr-warnings": ("""
+    "stderr-warnings": (
+        """
         import warnings
         warnings.simplefilter("always")
         _orig_interp = interpolate
@@ -207,7 +275,10 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
             warnings.warn("deprecated but fine", UserWarning)
             print("noise", file=sys.stderr)
             return _orig_interp(z0, z1, steps)
-        """, "correct", "in:interpolate"),
+        """,
+        "correct",
+        "in:interpolate",
+    ),
 }
 
 
@@ -231,9 +302,14 @@ def build(code: str, base: str, where: str, release_nb, source_nb) -> nbformat.N
 
 def fingerprint(root: Path) -> dict[str, str]:
     """Hashes of the course files a submission must not change."""
-    paths = [root / "nbgrader_config.py", root / "canary-course.txt", root / "source" / "canary.txt",
-             *sorted((root / "source").rglob("*.ipynb")), *sorted((root / "release").rglob("*")),
-             *sorted((root / "assignments").glob("*"))]
+    paths = [
+        root / "nbgrader_config.py",
+        root / "canary-course.txt",
+        root / "source" / "canary.txt",
+        *sorted((root / "source").rglob("*.ipynb")),
+        *sorted((root / "release").rglob("*")),
+        *sorted((root / "assignments").glob("*")),
+    ]
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
 
 
@@ -257,7 +333,9 @@ def batch(tmp_path_factory):
     subs: dict[str, nbformat.NotebookNode] = {
         "honest-correct-1": fill(release_nb, source_nb),
         "honest-blank": nbformat.from_dict(release_nb),
-        "honest-partial": fill(release_nb, source_nb, {"gaussian_kl": ANSWERS["gaussian_kl"][0] + "    return mu_q.sum(-1)\n"}),
+        "honest-partial": fill(
+            release_nb, source_nb, {"gaussian_kl": ANSWERS["gaussian_kl"][0] + "    return mu_q.sum(-1)\n"}
+        ),
     }
     subs["honest-correct-1"].cells[2].source = f"# my notes: {SECRET}\n" + subs["honest-correct-1"].cells[2].source
     places["{tmp_canary}"] = str(tmp_canary)
@@ -300,8 +378,13 @@ def scores(root: Path) -> dict[str, float]:
 
 def test_the_batch_finishes_with_a_result_for_everyone(batch):
     root, results, *_ = batch
-    assert set(results) == set(ATTACKS) | {"honest-correct-1", "honest-correct-2", "honest-blank", "honest-partial",
-                                           "linked-files"}
+    assert set(results) == set(ATTACKS) | {
+        "honest-correct-1",
+        "honest-correct-2",
+        "honest-blank",
+        "honest-partial",
+        "linked-files",
+    }
     assert all(r.error is None for r in results.values()), {s: r.error for s, r in results.items() if r.error}
 
 
@@ -315,20 +398,34 @@ def test_honest_submissions_keep_every_point(batch):
 
 def test_no_attack_gains_a_point(batch):
     got = scores(batch[0])
-    for kind, (_, base, where) in ATTACKS.items():
+    for kind, (_, base, _where) in ATTACKS.items():
         honest = 10 if base == "correct" else 0
         assert got[kind] <= honest, f"{kind} scored {got[kind]} (honest: {honest})"
     # attacks placed after the tests keep what they earned before; a timed-out cell fails alone
-    for kind in ("fork-bomb", "memory-bomb-forked", "disk-fill", "huge-text-output", "huge-html-output",
-                 "many-images", "endless-cell", "endless-ignoring-interrupts", "exit", "segfault",
-                 "kill-everything", "stderr-warnings"):
+    for kind in (
+        "fork-bomb",
+        "memory-bomb-forked",
+        "disk-fill",
+        "huge-text-output",
+        "huge-html-output",
+        "many-images",
+        "endless-cell",
+        "endless-ignoring-interrupts",
+        "exit",
+        "segfault",
+        "kill-everything",
+        "stderr-warnings",
+    ):
         assert got[kind] == 10, f"{kind}: {got[kind]} (the attack came after the tests)"
 
 
 def test_no_canary_reaches_outputs_feedback_or_grades(batch):
     root, *_ = batch
-    texts = {p: p.read_text(errors="replace") for p in [*root.glob("autograded/*/*/*.ipynb"), *root.glob("feedback/*/*/*"),
-                                                         root / "grades.csv"] if p.is_file()}
+    texts = {
+        p: p.read_text(errors="replace")
+        for p in [*root.glob("autograded/*/*/*.ipynb"), *root.glob("feedback/*/*/*"), root / "grades.csv"]
+        if p.is_file()
+    }
     assert len([p for p in texts if p.suffix == ".html"]) >= len(ATTACKS)
     for path, text in texts.items():
         if "honest-correct-1" in str(path):
@@ -346,7 +443,9 @@ def test_the_course_is_unchanged_and_nothing_is_left_running(batch):
     assert not Path("/tmp/genlab-pwned").exists()
     # A task reports as soon as its result is stored, while its grading process may still be exiting.
     deadline = time.monotonic() + 60
-    while (left := [p for p in Path("/proc").glob("[0-9]*") if _uid(p) >= sandbox.UID_BASE]) and time.monotonic() < deadline:
+    while (
+        left := [p for p in Path("/proc").glob("[0-9]*") if _uid(p) >= sandbox.UID_BASE]
+    ) and time.monotonic() < deadline:
         time.sleep(1)
     assert not left, f"processes of sandboxed submissions are still running a minute after the batch: {left}"
 
@@ -377,9 +476,20 @@ def test_a_kernel_that_never_starts_leaves_the_submission_ungraded_not_zero(batc
     root = batch[0]
     folder = root / "submitted" / "unlucky" / NAME
     folder.mkdir(parents=True)
-    nbformat.write(notebooks.read(root / "submitted" / "honest-correct-2" / NAME / f"{NAME}.ipynb"), folder / f"{NAME}.ipynb")
-    proc = release.nbgrader("autograde", NAME, "--student", "unlucky", "--force", "--Execute.kernel_name=no-such-kernel",
-                            "--GradeExecute.start_attempts=2", root=root, check=False)
+    nbformat.write(
+        notebooks.read(root / "submitted" / "honest-correct-2" / NAME / f"{NAME}.ipynb"), folder / f"{NAME}.ipynb"
+    )
+    proc = release.nbgrader(
+        "autograde",
+        NAME,
+        "--student",
+        "unlucky",
+        "--force",
+        "--Execute.kernel_name=no-such-kernel",
+        "--GradeExecute.start_attempts=2",
+        root=root,
+        check=False,
+    )
     assert proc.returncode != 0 and "did not start" in proc.stdout + proc.stderr
     release.nbgrader("export", root=root)
     rows = {line.split(",")[3]: line.split(",") for line in (root / "grades.csv").read_text().splitlines()[1:]}

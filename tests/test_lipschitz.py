@@ -1,4 +1,5 @@
 """genlab.lipschitz on networks whose Lipschitz constant is known exactly."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Every assignment manifest agrees with its source notebook."""
+
 from __future__ import annotations
 
 import importlib
@@ -28,7 +29,8 @@ def test_mistakes_name_real_cells(m):
     nb = notebooks.read(m.source)
     solution = {notebooks.meta(c)["grade_id"] for c in nb.cells if notebooks.meta(c).get("solution")}
     autograded = {
-        notebooks.meta(c)["grade_id"] for c in nb.cells
+        notebooks.meta(c)["grade_id"]
+        for c in nb.cells
         if notebooks.meta(c).get("grade") and not notebooks.meta(c).get("solution")
     }
     assert len(m.mistakes) >= 3, f"{m.name}: give at least three typical mistakes"

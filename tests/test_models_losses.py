@@ -1,6 +1,7 @@
 """Unit tests of the MLP models, the VAE losses and latent interpolation (genlab.models.mlp,
 genlab.losses, genlab.latent, genlab.train.ae_train_step), and of the hidden-test checks of the
 chapter ae_to_cvae that use them as their oracle."""
+
 from __future__ import annotations
 
 import math
@@ -158,7 +159,9 @@ def test_bernoulli_nll_is_bce_summed_over_pixels():
     x = torch.rand(3, 1, 4, 4)
     manual = -(x * probs.log() + (1 - x) * (1 - probs).log()).flatten(1).sum(1)
     assert torch.allclose(bernoulli_nll(probs.flatten(1), x), manual)
-    assert torch.allclose(bernoulli_nll(torch.full((2, 784), 0.5), torch.rand(2, 784)), torch.full((2,), 784 * math.log(2)))
+    assert torch.allclose(
+        bernoulli_nll(torch.full((2, 784), 0.5), torch.rand(2, 784)), torch.full((2,), 784 * math.log(2))
+    )
 
 
 def test_vae_loss_on_a_hand_example():
@@ -237,9 +240,19 @@ def test_condition_appends_the_label_code_after_the_features():
 def test_every_probe_is_verified_against_its_package_reference():
     found = probing.checks_of(checks)
     assert {c.exercise for c in found.values()} == {
-        "encoder", "decoder", "ae_train_step", "reparameterize", "gaussian_kl", "vae_loss", "interpolate",
-        "one_hot", "condition"}
-    assert found["probe_gaussian_kl"].reference is gaussian_kl and found["check_gaussian_kl"] is found["probe_gaussian_kl"]
+        "encoder",
+        "decoder",
+        "ae_train_step",
+        "reparameterize",
+        "gaussian_kl",
+        "vae_loss",
+        "interpolate",
+        "one_hot",
+        "condition",
+    }
+    assert (
+        found["probe_gaussian_kl"].reference is gaussian_kl and found["check_gaussian_kl"] is found["probe_gaussian_kl"]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n in probing.checks_of(checks) if n.startswith("probe_")))
@@ -302,8 +315,9 @@ def _loss(beta_on_rec=False, swap=False, pixel_mean=False):
 class _EncoderReluOut(nn.Module):
     def __init__(self, i, o):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(),
-                                 nn.Linear(64, o), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, o), nn.ReLU()
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -353,7 +367,7 @@ def _reparameterize_reseeding(mu, logstd, eps=None):
 
 
 def _warns(loss):
-    warnings.warn("a warning on stderr is no error", UserWarning)
+    warnings.warn("a warning on stderr is no error", UserWarning, stacklevel=2)
     return float(loss)
 
 
@@ -363,14 +377,22 @@ CORRECT = {
     "ae-step-float-of-a-tensor": ("probe_ae_train_step", _step(as_float=lambda loss: float(loss))),
     "ae-step-that-warns": ("probe_ae_train_step", _step(as_float=_warns)),
     "ae-step-mean-of-sums-via-sum": ("probe_ae_train_step", _step(as_float=lambda loss: loss)),
-    "reparam-normal-noise-by-hand": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls.exp() * (
-        torch.normal(torch.zeros_like(mu), torch.ones_like(mu)) if eps is None else eps)),
+    "reparam-normal-noise-by-hand": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: (
+            mu + ls.exp() * (torch.normal(torch.zeros_like(mu), torch.ones_like(mu)) if eps is None else eps)
+        ),
+    ),
     "kl-torch-distributions": ("probe_gaussian_kl", _kl_torch_distributions),
     "kl-float32-inside": ("probe_gaussian_kl", _kl_float32_inside),
-    "interpolate-float32-weights": ("probe_interpolate", lambda z0, z1, steps: torch.stack(
-        [(1 - w) * z0 + w * z1 for w in torch.linspace(0, 1, steps).tolist()])),
-    "one-hot-scatter": ("probe_one_hot", lambda y, k=10: torch.zeros(len(y), k, device=y.device).scatter_(
-        1, y.long()[:, None], 1.0)),
+    "interpolate-float32-weights": (
+        "probe_interpolate",
+        lambda z0, z1, steps: torch.stack([(1 - w) * z0 + w * z1 for w in torch.linspace(0, 1, steps).tolist()]),
+    ),
+    "one-hot-scatter": (
+        "probe_one_hot",
+        lambda y, k=10: torch.zeros(len(y), k, device=y.device).scatter_(1, y.long()[:, None], 1.0),
+    ),
 }
 
 MISTAKES = {
@@ -379,31 +401,55 @@ MISTAKES = {
     "ae-step-no-zero-grad": ("probe_ae_train_step", _step(clear=False), "zero_grad"),
     "ae-step-bce-swapped": ("probe_ae_train_step", _step(swap=True), "reconstruction FIRST"),
     "ae-step-bce-pixel-mean": ("probe_ae_train_step", _step(reduce_pixels="mean"), "summed over pixels"),
-    "reparam-variance": ("probe_reparameterize", lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (
-        torch.randn_like(mu) if eps is None else eps), "the variance"),
-    "reparam-logstd-as-std": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls * (
-        torch.randn_like(mu) if eps is None else eps), "standard deviation is exp"),
-    "reparam-detached": ("probe_reparameterize", lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach(),
-                         "no .detach"),
-    "reparam-torch-normal-without-eps": ("probe_reparameterize", lambda mu, ls, eps=None: (
-        mu + ls.exp() * eps if eps is not None else torch.normal(mu, ls.exp())), "torch.normal"),
-    "reparam-noise-on-the-default-device": ("probe_reparameterize", lambda mu, ls, eps=None: mu + ls.exp() * (
-        torch.randn(mu.shape) if eps is None else eps), "device"),
+    "reparam-variance": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (torch.randn_like(mu) if eps is None else eps),
+        "the variance",
+    ),
+    "reparam-logstd-as-std": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: mu + ls * (torch.randn_like(mu) if eps is None else eps),
+        "standard deviation is exp",
+    ),
+    "reparam-detached": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach(),
+        "no .detach",
+    ),
+    "reparam-torch-normal-without-eps": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: mu + ls.exp() * eps if eps is not None else torch.normal(mu, ls.exp()),
+        "torch.normal",
+    ),
+    "reparam-noise-on-the-default-device": (
+        "probe_reparameterize",
+        lambda mu, ls, eps=None: mu + ls.exp() * (torch.randn(mu.shape) if eps is None else eps),
+        "device",
+    ),
     "reparam-reseeds": ("probe_reparameterize", _reparameterize_reseeding, "new noise on every call"),
     "kl-seed-constant": ("probe_gaussian_kl", _kl_seed_constant, "log.sigma_p/sigma_q"),
     "kl-wrong-direction": ("probe_gaussian_kl", _kl_reversed, "KL.p .. q."),
-    "kl-not-summed": ("probe_gaussian_kl", lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape),
-                      "summed over the last dimension"),
+    "kl-not-summed": (
+        "probe_gaussian_kl",
+        lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape),
+        "summed over the last dimension",
+    ),
     "vae-loss-beta-on-reconstruction": ("probe_vae_loss", _loss(beta_on_rec=True), "beta multiplies"),
     "vae-loss-bce-swapped": ("probe_vae_loss", _loss(swap=True), "arguments are swapped"),
     "vae-loss-pixel-mean": ("probe_vae_loss", _loss(pixel_mean=True), "averaged over pixels"),
-    "interpolate-misses-end": ("probe_interpolate", lambda z0, z1, steps: torch.stack(
-        [z0 + i / steps * (z1 - z0) for i in range(steps)]), "last is z1"),
+    "interpolate-misses-end": (
+        "probe_interpolate",
+        lambda z0, z1, steps: torch.stack([z0 + i / steps * (z1 - z0) for i in range(steps)]),
+        "last is z1",
+    ),
     "one-hot-width-from-data": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long()).float(), "shape"),
     "one-hot-integer": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long(), k), "dtype"),
     "one-hot-on-the-cpu": ("probe_one_hot", lambda y, k=10: torch.eye(k)[y.long()], "labels.device"),
-    "condition-label-first": ("probe_condition", lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1),
-                              "AFTER the features"),
+    "condition-label-first": (
+        "probe_condition",
+        lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1),
+        "AFTER the features",
+    ),
     "condition-detached": ("probe_condition", lambda h, y, k=10: condition(h.detach(), y, k), "detach"),
 }
 

@@ -1,6 +1,7 @@
 """The course pipeline end to end with the real nbgrader commands, for every assignment:
 release (no leaks) -> autograde of a correct, a blank and a typical-mistakes submission ->
 feedback (no check code) -> export. Bad submissions are graded as far as possible."""
+
 from __future__ import annotations
 
 import html
@@ -37,10 +38,7 @@ def autograded_cells(m: manifest.Manifest) -> dict[str, float]:
 
 def cell_scores(root: Path, m: manifest.Manifest, student: str) -> dict[str, float]:
     with Gradebook(gradebook_url(root)) as gb:
-        return {
-            gid: gb.find_grade(gid, Path(m.notebook).stem, m.name, student).score
-            for gid in autograded_cells(m)
-        }
+        return {gid: gb.find_grade(gid, Path(m.notebook).stem, m.name, student).score for gid in autograded_cells(m)}
 
 
 @pytest.fixture(scope="module", params=MANIFESTS, ids=IDS)
@@ -135,8 +133,11 @@ def test_bad_submissions_are_graded_with_notes(graded):
     assert (root / "submitted" / "bad-json" / m.name / f"{m.notebook}.invalid").exists()
     deleted = cell_scores(root, m, "bad-deleted-cell")
     assert sum(deleted.values()) < sum(full.values())
-    for student, phrase in [("bad-json", "could not be read"), ("bad-renamed", "Copy of"),
-                            ("bad-deleted-cell", "was missing from your submission")]:
+    for student, phrase in [
+        ("bad-json", "could not be read"),
+        ("bad-renamed", "Copy of"),
+        ("bad-deleted-cell", "was missing from your submission"),
+    ]:
         html = (root / "feedback" / student / m.name / m.notebook.replace(".ipynb", ".html")).read_text()
         assert phrase in html, f"{student}: the feedback does not explain what happened"
 
@@ -145,15 +146,17 @@ def test_feedback_shows_calls_and_messages_never_check_code(graded):
     m, root, _, _ = graded
     checks = ROOT / "autograder" / "checks" / f"{m.name}.py"
     check_lines = {
-        line.strip() for line in checks.read_text().splitlines()
-        if len(line.strip()) >= notebooks.MIN_SECRET_CHARS and not line.strip().startswith(("#", '"""', "def ", "from ", "import "))
+        line.strip()
+        for line in checks.read_text().splitlines()
+        if len(line.strip()) >= notebooks.MIN_SECRET_CHARS
+        and not line.strip().startswith(("#", '"""', "def ", "from ", "import "))
     }
     secrets = check_lines | notebooks.reference_lines((ROOT / "src" / "genlab").rglob("*.py"))
     blank = (root / "feedback" / "demo-blank" / m.name / m.notebook.replace(".ipynb", ".html")).read_text()
     mistakes = (root / "feedback" / "demo-mistakes" / m.name / m.notebook.replace(".ipynb", ".html")).read_text()
     for student, page in (("demo-blank", blank), ("demo-mistakes", mistakes)):
         text = page_text(page)
-        submitted = (root / "submitted" / student / m.name / m.notebook)
+        submitted = root / "submitted" / student / m.name / m.notebook
         own = {line.strip() for c in notebooks.read(submitted).cells for line in c.source.splitlines()}
         assert "probe_" in text  # the calls are shown...
         assert "autograder/checks" not in text  # ...but no frame of the checks' code

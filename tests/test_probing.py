@@ -1,4 +1,5 @@
 """The probe/verify machinery on its own: comparisons, records, payload files and the VerifyProbes step."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ from autograder.preprocessors import VerifyProbes
 from autograder.preprocessors.gradeexecute import read_probes
 from autograder.preprocessors.verifyprobes import VerificationError, judge, probe_calls
 from genlab.latent import interpolate
-
 
 # ----------------------------------------------------------------------------- close()
 
@@ -89,7 +89,7 @@ def test_a_probe_keeps_the_notebooks_random_state_and_silences_warnings():
     torch.manual_seed(0)
 
     def noisy(z0, z1, steps):
-        warnings.warn("deprecated", DeprecationWarning)
+        warnings.warn("deprecated", DeprecationWarning, stacklevel=2)
         torch.rand(10)
         return interpolate(z0, z1, steps)
 
@@ -116,18 +116,21 @@ def test_oversized_records_are_replaced_by_a_note(tmp_path, monkeypatch):
     assert payload["records"] == {} and "exceed" in payload["crash"]
 
 
-def test_payloads_load_with_the_restricted_unpickler():
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-
+def test_payloads_load_with_the_restricted_unpickler(tmp_path):
     import io
     import pickle
 
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
     data = io.BytesIO()
-    pickle.dump({"records": Evil()}, data)
-    with pytest.raises(Exception):
+    pickle.dump({"records": Evil()}, data, protocol=2)  # the protocol torch.save writes
+    with pytest.raises(pickle.UnpicklingError, match="GLOBAL (posix|os).system"):
         probing.decode(data.getvalue())
+    assert not marker.exists()
 
 
 # ----------------------------------------------------------------------------- reading the probes folder
@@ -150,13 +153,28 @@ def test_read_probes_takes_regular_files_only(tmp_path):
 
 
 def _cell(source: str, outputs=(), points: int = 2, gid: str = "test_x") -> nbformat.NotebookNode:
-    cell = new_code_cell(source, metadata={"nbgrader": {"grade": True, "solution": False, "locked": True,
-                                                        "points": points, "grade_id": gid, "schema_version": 3}})
+    cell = new_code_cell(
+        source,
+        metadata={
+            "nbgrader": {
+                "grade": True,
+                "solution": False,
+                "locked": True,
+                "points": points,
+                "grade_id": gid,
+                "schema_version": 3,
+            }
+        },
+    )
     cell.outputs = list(outputs)
     return cell
 
 
-HIDDEN = "assert True\n### BEGIN HIDDEN TESTS\nfrom autograder.checks.ae_to_cvae import probe_interpolate\nprobe_interpolate(interpolate)\n### END HIDDEN TESTS"
+HIDDEN = (
+    "assert True\n### BEGIN HIDDEN TESTS\n"
+    "from autograder.checks.ae_to_cvae import probe_interpolate\nprobe_interpolate(interpolate)\n"
+    "### END HIDDEN TESTS"
+)
 
 
 def _verify(cell, payloads: dict, seed: int = 7) -> list:
@@ -169,15 +187,21 @@ def _verify(cell, payloads: dict, seed: int = 7) -> list:
 def test_probe_calls_are_read_from_the_restored_cell():
     assert probe_calls(HIDDEN) == [("ae_to_cvae", "probe_interpolate")]
     assert probe_calls("check_interpolate(f)\nfrom autograder.checks.ae_to_cvae import check_interpolate") == [
-        ("ae_to_cvae", "check_interpolate")]
+        ("ae_to_cvae", "check_interpolate")
+    ]
     with pytest.raises(VerificationError):
         probe_calls("probe_x(f)")
 
 
 def test_a_correct_record_passes_and_warnings_cost_nothing():
     payload = probing.encode(ae_to_cvae.probe_interpolate.run(interpolate, 7))
-    cell = _cell(HIDDEN, [new_output("stream", name="stderr", text="UserWarning: careful\n"),
-                          new_output("execute_result", data={"text/plain": "0.5"}, execution_count=1)])
+    cell = _cell(
+        HIDDEN,
+        [
+            new_output("stream", name="stderr", text="UserWarning: careful\n"),
+            new_output("execute_result", data={"text/plain": "0.5"}, execution_count=1),
+        ],
+    )
     outputs = _verify(cell, {"interpolate": payload})
     assert [o.output_type for o in outputs] == ["stream", "display_data"]
     assert outputs[0].name == "stdout" and "careful" in outputs[0].text
@@ -198,7 +222,9 @@ def test_a_kernel_error_stays_and_forged_records_do_not_help_a_wrong_answer():
     outputs = _verify(_cell(HIDDEN), {"interpolate": forged})
     assert "no result was recorded" in outputs[-1].evalue
     error = new_output("error", ename="AssertionError", evalue="visible test", traceback=[])
-    outputs = _verify(_cell(HIDDEN, [error]), {"interpolate": probing.encode(ae_to_cvae.probe_interpolate.run(interpolate, 7))})
+    outputs = _verify(
+        _cell(HIDDEN, [error]), {"interpolate": probing.encode(ae_to_cvae.probe_interpolate.run(interpolate, 7))}
+    )
     assert [o.evalue for o in outputs if o.output_type == "error"] == ["visible test"]
 
 

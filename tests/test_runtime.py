@@ -1,4 +1,5 @@
 """Profiles, device choice, seeding, the training harness, checkpoints and plotting helpers."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -56,8 +57,8 @@ def regression_problem():
     x = torch.randn(256, 3)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
     model = nn.Linear(3, 1)
-    batches = lambda: [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]  # noqa: E731
-    step = lambda m, b: {"loss": ((m(b[0]) - b[1]) ** 2).mean(), "abs": (m(b[0]) - b[1]).abs().mean()}  # noqa: E731
+    batches = lambda: [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    step = lambda m, b: {"loss": ((m(b[0]) - b[1]) ** 2).mean(), "abs": (m(b[0]) - b[1]).abs().mean()}
     return model, batches, step
 
 
@@ -76,16 +77,22 @@ def test_fit_lowers_the_loss_and_keeps_history():
 def test_fit_rejects_a_step_without_loss():
     model, batches, _ = regression_problem()
     with pytest.raises(KeyError, match="'loss'"):
-        train.fit(model, lambda m, b: {"mse": m(b[0]).mean()}, batches, epochs=1,
-                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        train.fit(
+            model,
+            lambda m, b: {"mse": m(b[0]).mean()},
+            batches,
+            epochs=1,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        )
 
 
 def test_checkpoint_round_trip_with_metadata(tmp_path):
     model, batches, step = regression_problem()
     opt = torch.optim.Adam(model.parameters())
     history = train.fit(model, step, batches, epochs=1, optimizer=opt)
-    path = train.save_checkpoint(tmp_path / "ck" / "m.pt", model, config={"lr": 1e-3}, seed=0, epoch=1,
-                                 history=history, optimizer=opt)
+    path = train.save_checkpoint(
+        tmp_path / "ck" / "m.pt", model, config={"lr": 1e-3}, seed=0, epoch=1, history=history, optimizer=opt
+    )
     fresh = nn.Linear(3, 1)
     payload = train.load_checkpoint(path, fresh, config={"lr": 1e-3})
     assert torch.equal(fresh.weight, model.weight)

@@ -1,4 +1,5 @@
 """The grading sandbox itself: what a submission's processes can and cannot do inside its jail."""
+
 from __future__ import annotations
 
 import json
@@ -18,20 +19,24 @@ from autograder import release, sandbox
 from autograder.course import ROOT
 from autograder.preprocessors.gradeexecute import GradeExecute, GradingFailure
 
-needs_sandbox = pytest.mark.skipif(not sandbox.available(), reason="needs root and bubblewrap (Debian package `bubblewrap`)")
+needs_sandbox = pytest.mark.skipif(
+    not sandbox.available(), reason="needs root and bubblewrap (Debian package `bubblewrap`)"
+)
 
 
-def run_jailed(script: str, limits: sandbox.Limits = sandbox.Limits(), env: dict | None = None) -> tuple[int, dict, bool]:
+def run_jailed(script: str, limits: sandbox.Limits | None = None, env: dict | None = None) -> tuple[int, dict, bool]:
     """Run a Python script in a fresh jail as a kernel would; return its exit code, the JSON it printed last,
     and whether the jail's memory limit stopped a process."""
     site = release.kernel_site()
-    with sandbox.Jail(limits, sandboxed=True) as jail:
+    with sandbox.Jail(limits or sandbox.Limits(), sandboxed=True) as jail:
         kernel_env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(site), **(env or {})}
-        cmd = sandbox.bwrap_command([sys.executable, "-c", textwrap.dedent(script)], jail=jail, env=kernel_env,
-                                    read_only=[site])
+        cmd = sandbox.bwrap_command(
+            [sys.executable, "-c", textwrap.dedent(script)], jail=jail, env=kernel_env, read_only=[site]
+        )
         procs = " ".join(jail.cgroup.procs_files) if jail.cgroup else ""
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "GENLAB_CGROUP_PROCS": procs})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "GENLAB_CGROUP_PROCS": procs}
+        )
         lines = proc.stdout.strip().splitlines()
         out = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {"stderr": proc.stderr}
         return proc.returncode, out, bool(jail.cgroup and jail.cgroup.out_of_memory())
@@ -47,7 +52,7 @@ def test_a_jail_sees_little_and_writes_only_its_scratch():
             socket.create_connection(("127.0.0.1", 22), timeout=2); out["net"] = "open"
         except OSError:
             out["net"] = "closed"
-        out["visible"] = {{p: os.path.exists(p) for p in [{str(ROOT)!r}, {str(ROOT / 'src')!r}, {str(secret)!r},
+        out["visible"] = {{p: os.path.exists(p) for p in [{str(ROOT)!r}, {str(ROOT / "src")!r}, {str(secret)!r},
                            "/root/.bash_history", "/etc/shadow", "/usr/bin/python3", {str(sys.prefix)!r}]}}
         writes = {{}}
         for target in ["/usr/x", "/etc/x", os.path.join(os.getcwd(), "mine.txt"), "/tmp/mine.txt"]:
@@ -67,14 +72,20 @@ def test_a_jail_sees_little_and_writes_only_its_scratch():
     assert not visible[str(ROOT / "src")] and not visible[str(ROOT / "gradebook.db")]
     assert not visible["/root/.bash_history"] and visible["/usr/bin/python3"] and visible[sys.prefix]
     writes = out["writes"]
-    assert writes == {"/usr/x": False, "/etc/x": False, os.path.join(out["cwd"], "mine.txt"): True, "/tmp/mine.txt": True}
+    assert writes == {
+        "/usr/x": False,
+        "/etc/x": False,
+        os.path.join(out["cwd"], "mine.txt"): True,
+        "/tmp/mine.txt": True,
+    }
     assert out["genlab"].startswith(str(release.kernel_site()))
 
 
 @needs_sandbox
 def test_limits_hold_for_the_submission_as_a_whole():
     limits = sandbox.Limits(memory_mb=400, processes=40, disk_mb=32)
-    code, out, oom = run_jailed("""
+    code, out, oom = run_jailed(
+        """
         import json, os, subprocess, time
         out = {}
         procs = []
@@ -107,7 +118,9 @@ def test_limits_hold_for_the_submission_as_a_whole():
             children.append(pid)
         out["children"] = [os.waitpid(pid, 0)[1] for pid in children]
         print(json.dumps(out))
-    """, limits)
+    """,
+        limits,
+    )
     assert code == 0, out
     assert out["processes"] < 40 and out["disk"] == "full"
     assert oom and any(status == 9 for status in out["children"]), out  # SIGKILLed by the memory cgroup
@@ -134,7 +147,7 @@ def test_a_timed_out_cell_is_interrupted_and_fails_alone(tmp_path, sigint_blocke
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 _interrupt_a_timed_out_cell()
-            except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
+            except BaseException as err:
                 outcome.append(err)
 
         thread = threading.Thread(target=run)
@@ -152,12 +165,21 @@ def _interrupt_a_timed_out_cell() -> None:
     nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(60)"), nbformat.v4.new_code_cell("print('after')")]
     site = release.kernel_site()
     with sandbox.Jail(sandbox.Limits(), sandboxed=True) as jail:
-        client = NotebookClient(nb, kernel_manager_class=sandbox.SandboxKernelManager, timeout=5, allow_errors=True,
-                                interrupt_on_timeout=True, resources={"metadata": {"path": str(jail.scratch)}})
+        client = NotebookClient(
+            nb,
+            kernel_manager_class=sandbox.SandboxKernelManager,
+            timeout=5,
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            resources={"metadata": {"path": str(jail.scratch)}},
+        )
         client.km = client.create_kernel_manager()
         client.km.jail = jail
-        client.km.kernel_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp",
-                                "PYTHONPATH": str(site)}
+        client.km.kernel_env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": str(site),
+        }
         client.km.read_only = [site]
         client.execute()
     assert nb.cells[0].outputs[-1].ename == "KeyboardInterrupt"

@@ -1,5 +1,6 @@
 """The student edition of genlab holds no graded body: every check's reference, imported from the
 folder a grading kernel gets, raises the "graded exercise" error at its first call."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ print(json.dumps(out))
 def crashes(tmp_path_factory) -> dict[str, str | None]:
     site = release.kernel_site()
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"}
-    proc = subprocess.run([sys.executable, "-c", PROBE_ALL, *CHAPTERS], capture_output=True, text=True, env=env,
-                          cwd=tmp_path_factory.mktemp("elsewhere"), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE_ALL, *CHAPTERS],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path_factory.mktemp("elsewhere"),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found.pop("__file__").startswith(str(site)), "the kernel must import genlab from its site folder"
@@ -64,8 +71,12 @@ def test_the_wheel_is_the_kernels_edition(tmp_path):
 def test_the_kernel_site_holds_no_grader_code():
     site = release.kernel_site()
     grader = {p.relative_to(site).as_posix() for p in (site / "autograder").rglob("*.py")}
-    assert grader == {"autograder/__init__.py", "autograder/probing.py", "autograder/checks/__init__.py",
-                      *(f"autograder/checks/{c}.py" for c in CHAPTERS)}
+    assert grader == {
+        "autograder/__init__.py",
+        "autograder/probing.py",
+        "autograder/checks/__init__.py",
+        *(f"autograder/checks/{c}.py" for c in CHAPTERS),
+    }
 
 
 def test_grader_only_helpers_of_the_checks_are_stripped_in_the_kernel():

@@ -1,6 +1,7 @@
 """Unit tests of genlab.theory, genlab.exact_models and genlab.losses.bits_per_dim (chapter vae_theory),
 and of the chapter's hidden-test checks run in-process: the reference passes, correct answers written in other styles
 pass, and each typical mistake fails with a message that points at the fix."""
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,16 @@ def test_sample_categorical_frequencies_shape_and_dtype():
     assert freq[0, 1] == 0 and freq[1, 2] == 0, "a category of probability 0 came up"
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.tensor([0.5, 0.4]), "probs must sum to one"),
-    (torch.tensor([1.2, -0.2]), "probs must be non-negative"),
-    (torch.tensor([0.5, float("nan")]), "probs must sum to one"),
-    (torch.tensor([1, 0]), "probs must hold floating-point"),
-    (torch.tensor(1.0), r"probs must have shape \(\.\.\., k\)"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.tensor([0.5, 0.4]), "probs must sum to one"),
+        (torch.tensor([1.2, -0.2]), "probs must be non-negative"),
+        (torch.tensor([0.5, float("nan")]), "probs must sum to one"),
+        (torch.tensor([1, 0]), "probs must hold floating-point"),
+        (torch.tensor(1.0), r"probs must have shape \(\.\.\., k\)"),
+    ],
+)
 def test_sample_categorical_rejects_bad_probs(bad, match):
     with pytest.raises(ValueError, match=match):
         theory.sample_categorical(bad)
@@ -93,7 +97,7 @@ def test_importance_sampling_with_the_prior_as_proposal_is_plain_monte_carlo():
 
 @pytest.mark.parametrize("fn", [theory.importance_log_likelihood, theory.mc_elbo])
 def test_gaussian_estimators_name_arguments_that_do_not_fit(fn):
-    log_lik = lambda z: z.sum(-1)  # noqa: E731
+    log_lik = lambda z: z.sum(-1)
     mu = torch.zeros(4, 3)
     with pytest.raises(ValueError, match=r"eps must have shape \(L, \.\.\., D\) with D = 3"):
         fn(log_lik, mu, mu, torch.zeros(10, 4, 2))
@@ -178,7 +182,7 @@ def test_mc_gaussian_kl_agrees_with_the_closed_form():
 
 
 def test_reparam_and_score_function_gradients_are_unbiased():
-    f = lambda z: (z**2).sum(-1)  # noqa: E731  E[f] = sum mu^2 + sigma^2
+    f = lambda z: (z**2).sum(-1)
     mu = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
     sigma = torch.tensor([[1.0, 0.5], [0.3, 2.0]], dtype=torch.float64)
     eps = torch.randn(400_000, 2, 2, dtype=torch.float64)
@@ -218,8 +222,9 @@ def test_linear_gaussian_identities():
 
 
 def test_linear_gaussian_evidence_by_quadrature_in_one_dimension():
-    model = exact_models.LinearGaussian(torch.tensor([[1.5], [-0.5]], dtype=torch.float64),
-                                  torch.tensor([0.3, 0.1], dtype=torch.float64), 0.7)
+    model = exact_models.LinearGaussian(
+        torch.tensor([[1.5], [-0.5]], dtype=torch.float64), torch.tensor([0.3, 0.1], dtype=torch.float64), 0.7
+    )
     x = torch.tensor([1.0, -0.2], dtype=torch.float64)
     grid = torch.linspace(-10, 10, 200_001, dtype=torch.float64).unsqueeze(-1)
     integrand = model.log_likelihood(x)(grid) - 0.5 * grid[:, 0] ** 2 - 0.5 * LOG_2PI
@@ -348,15 +353,18 @@ def test_check_sample_categorical_passes_correct_answers(fn):
     _passes(checks.probe_sample_categorical, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (categorical_one_number_per_image, "not drawn independently.*separate random number for every pixel"),
-    (categorical_one_number_per_pixel_for_the_batch, "do not follow probs.*fresh random draw"),
-    (categorical_off_by_one, "probability 0|do not follow probs"),
-    (categorical_without_the_check, "rows that sum to 0.8.*expected a ValueError whose message names 'probs'"),
-    (categorical_float, "dtype torch.long"),
-    (categorical_distributions, "torch.distributions is not available"),
-    (categorical_default_device, "must be created on probs.device"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (categorical_one_number_per_image, "not drawn independently.*separate random number for every pixel"),
+        (categorical_one_number_per_pixel_for_the_batch, "do not follow probs.*fresh random draw"),
+        (categorical_off_by_one, "probability 0|do not follow probs"),
+        (categorical_without_the_check, "rows that sum to 0.8.*expected a ValueError whose message names 'probs'"),
+        (categorical_float, "dtype torch.long"),
+        (categorical_distributions, "torch.distributions is not available"),
+        (categorical_default_device, "must be created on probs.device"),
+    ],
+)
 def test_check_sample_categorical_fails_wrong_answers(fn, match):
     _fails(checks.probe_sample_categorical, fn, match)
 
@@ -391,11 +399,14 @@ def test_check_mc_log_likelihood_passes_correct_answers(fn):
     _passes(checks.probe_mc_log_likelihood, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (mc_ll_mean_of_logs, "mean of the log-likelihoods, a lower bound"),
-    (mc_ll_without_log_l, "log of the SUM of the likelihoods: subtract log L"),
-    (mc_ll_naive, "underflows to 0.*logsumexp"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (mc_ll_mean_of_logs, "mean of the log-likelihoods, a lower bound"),
+        (mc_ll_without_log_l, "log of the SUM of the likelihoods: subtract log L"),
+        (mc_ll_naive, "underflows to 0.*logsumexp"),
+    ],
+)
 def test_check_mc_log_likelihood_fails_wrong_answers(fn, match):
     _fails(checks.probe_mc_log_likelihood, fn, match)
 
@@ -463,10 +474,13 @@ def test_check_log_importance_weights_passes_correct_answers(fn):
     _passes(checks.probe_log_importance_weights, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (weights_q_over_p, "weights are upside down"),
-    (weights_without_prior, "the prior log p\\(z\\) is missing"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (weights_q_over_p, "weights are upside down"),
+        (weights_without_prior, "the prior log p\\(z\\) is missing"),
+    ],
+)
 def test_check_log_importance_weights_fails_wrong_answers(fn, match):
     _fails(checks.probe_log_importance_weights, fn, match)
 
@@ -480,12 +494,15 @@ def test_check_importance_passes_correct_answers(fn):
     _passes(checks.probe_importance_log_likelihood, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (is_weights_q_over_p, "weights are upside down: w = p\\(z\\) / q\\(z \\| x\\)"),
-    (is_mean_of_log_weights, "mean of the log-weights \\(the ELBO\\)"),
-    (is_with_distributions, "torch.distributions is not available"),
-    (is_without_log_l, "log of the SUM of the weights: subtract log L"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (is_weights_q_over_p, "weights are upside down: w = p\\(z\\) / q\\(z \\| x\\)"),
+        (is_mean_of_log_weights, "mean of the log-weights \\(the ELBO\\)"),
+        (is_with_distributions, "torch.distributions is not available"),
+        (is_without_log_l, "log of the SUM of the weights: subtract log L"),
+    ],
+)
 def test_check_importance_fails_wrong_answers(fn, match):
     _fails(checks.probe_importance_log_likelihood, fn, match)
 
@@ -515,10 +532,13 @@ def test_check_entropy_passes_correct_answers(fn):
     _passes(checks.probe_entropy, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (entropy_in_bits, "that is in bits; the entropy is asked in nats"),
-    (entropy_naive, "NaN where the answer is a number.*0 log 0 = 0"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (entropy_in_bits, "that is in bits; the entropy is asked in nats"),
+        (entropy_naive, "NaN where the answer is a number.*0 log 0 = 0"),
+    ],
+)
 def test_check_entropy_fails_wrong_answers(fn, match):
     _fails(checks.probe_entropy, fn, match)
 
@@ -542,10 +562,13 @@ def test_check_cross_entropy_passes_correct_answers(fn):
     _passes(checks.probe_cross_entropy, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (cross_entropy_swapped, "that is H\\(q, p\\): the arguments are swapped"),
-    (cross_entropy_naive, "NaN where the answer is a number"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (cross_entropy_swapped, "that is H\\(q, p\\): the arguments are swapped"),
+        (cross_entropy_naive, "NaN where the answer is a number"),
+    ],
+)
 def test_check_cross_entropy_fails_wrong_answers(fn, match):
     _fails(checks.probe_cross_entropy, fn, match)
 
@@ -577,11 +600,14 @@ def test_check_categorical_kl_passes_correct_answers(fn):
     _passes(checks.probe_categorical_kl, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (kl_swapped, "that is KL\\(q \\|\\| p\\): the arguments are swapped"),
-    (kl_naive, "NaN where the answer is a number.*0 log 0 = 0"),
-    (kl_in_bits, "that is in bits"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (kl_swapped, "that is KL\\(q \\|\\| p\\): the arguments are swapped"),
+        (kl_naive, "NaN where the answer is a number.*0 log 0 = 0"),
+        (kl_in_bits, "that is in bits"),
+    ],
+)
 def test_check_categorical_kl_fails_wrong_answers(fn, match):
     _fails(checks.probe_categorical_kl, fn, match)
 
@@ -620,11 +646,14 @@ def test_check_mc_elbo_passes_correct_answers(fn):
     _passes(checks.probe_mc_elbo, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (elbo_log_mean_weight, "importance-sampled log-likelihood.*MEAN of the log-weights"),
-    (elbo_without_log_q, "log q\\(z \\| x\\) is missing"),
-    (elbo_detached, "gradient of mc_elbo .* with respect to mu: expected a torch.Tensor.*differentiable"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (elbo_log_mean_weight, "importance-sampled log-likelihood.*MEAN of the log-weights"),
+        (elbo_without_log_q, "log q\\(z \\| x\\) is missing"),
+        (elbo_detached, "gradient of mc_elbo .* with respect to mu: expected a torch.Tensor.*differentiable"),
+    ],
+)
 def test_check_mc_elbo_fails_wrong_answers(fn, match):
     _fails(checks.probe_mc_elbo, fn, match)
 
@@ -665,10 +694,13 @@ def test_check_mc_gaussian_kl_passes_correct_answers(fn):
     _passes(checks.probe_mc_gaussian_kl, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (mc_kl_samples_from_p, "the samples come from p; KL\\(q \\|\\| p\\) is an expectation under q"),
-    (mc_kl_backwards, "that is log p - log q"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (mc_kl_samples_from_p, "the samples come from p; KL\\(q \\|\\| p\\) is an expectation under q"),
+        (mc_kl_backwards, "that is log p - log q"),
+    ],
+)
 def test_check_mc_gaussian_kl_fails_wrong_answers(fn, match):
     _fails(checks.probe_mc_gaussian_kl, fn, match)
 
@@ -713,11 +745,14 @@ def test_check_reparam_gradient_passes_correct_answers(fn):
     _passes(checks.probe_reparam_gradient, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (reparam_sigma_squared, "z = mu \\+ sigma\\^2 \\* eps: sigma is the standard deviation"),
-    (reparam_batch_mean, "divided by the batch size"),
-    (reparam_is_reinforce, "score-function \\(REINFORCE\\) estimate"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (reparam_sigma_squared, "z = mu \\+ sigma\\^2 \\* eps: sigma is the standard deviation"),
+        (reparam_batch_mean, "divided by the batch size"),
+        (reparam_is_reinforce, "score-function \\(REINFORCE\\) estimate"),
+    ],
+)
 def test_check_reparam_gradient_fails_wrong_answers(fn, match):
     _fails(checks.probe_reparam_gradient, fn, match)
 
@@ -747,10 +782,13 @@ def test_check_bits_per_dim_passes_correct_answers(fn):
     _passes(checks.probe_bits_per_dim, fn)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (bpd_with_batch, "also divides by the batch size"),
-    (bpd_in_nats, "nats per dimension; multiply by log2\\(e\\)"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (bpd_with_batch, "also divides by the batch size"),
+        (bpd_in_nats, "nats per dimension; multiply by log2\\(e\\)"),
+    ],
+)
 def test_check_bits_per_dim_fails_wrong_answers(fn, match):
     _fails(checks.probe_bits_per_dim, fn, match)
 

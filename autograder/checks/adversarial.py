@@ -12,6 +12,7 @@ stand-in attacks defined here (deterministic, mode-sensitive, and still attached
 graph) that log how they were called, so a mistake in an exercise's own code is never blamed on
 the student's FGSM or PGD.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,9 +28,11 @@ from genlab import attacks, defenses
 
 IMAGE = (3, 6, 6)
 
-MODE_HINT = ("Take the gradients with the model in eval mode (model.eval(): BatchNorm then uses its running "
-             "statistics and leaves them alone), and hand the model back in the mode it came in "
-             "(was_training = model.training ... model.train(was_training)).")
+MODE_HINT = (
+    "Take the gradients with the model in eval mode (model.eval(): BatchNorm then uses its running "
+    "statistics and leaves them alone), and hand the model back in the mode it came in "
+    "(was_training = model.training ... model.train(was_training))."
+)
 
 
 # ----------------------------------------------------------------------------------------------- probe models
@@ -37,8 +40,9 @@ MODE_HINT = ("Take the gradients with the model in eval mode (model.eval(): Batc
 
 def _bn_net(t: Trial) -> nn.Module:
     """A small convolutional classifier with BatchNorm, float64, in train mode, with skewed running statistics."""
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 6 * 6, 5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    )
     t.init_module(net, scale=2.0)
     bn = net[1]
     with torch.no_grad():  # running statistics unlike any batch's own: train and eval mode disagree
@@ -57,7 +61,9 @@ class _TrainScale(nn.Module):
 def _mode_net(t: Trial) -> nn.Module:
     """A classifier whose outputs depend on the mode but never on the rest of the batch (no BatchNorm)."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _TrainScale(), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
-    t.init_module(net, scale=2.0)  # ReLU, not a saturating activation: the adversarial term must differ from the clean one
+    t.init_module(
+        net, scale=2.0
+    )  # ReLU, not a saturating activation: the adversarial term must differ from the clean one
     return net.to(t.device, torch.float64).train()
 
 
@@ -73,11 +79,20 @@ def _state(model: nn.Module) -> dict[str, Any]:
 
 def _record_state(t: Trial, key: str, model: nn.Module, what: str) -> None:
     state = _state(model)
-    t.check(f"{key}/training", state["training"], what=f"the modes of the model's modules after {what}",
-            test=_modes_test,
-            hint="Remember model.training before model.eval() and call model.train(was_training) before returning.")
-    t.check(f"{key}/buffers", state["buffers"], what=f"the BatchNorm running statistics after {what}",
-            test=_tree_test, hint="They changed, so the model ran in train mode: " + MODE_HINT)
+    t.check(
+        f"{key}/training",
+        state["training"],
+        what=f"the modes of the model's modules after {what}",
+        test=_modes_test,
+        hint="Remember model.training before model.eval() and call model.train(was_training) before returning.",
+    )
+    t.check(
+        f"{key}/buffers",
+        state["buffers"],
+        what=f"the BatchNorm running statistics after {what}",
+        test=_tree_test,
+        hint="They changed, so the model ran in train mode: " + MODE_HINT,
+    )
 
 
 def _modes_test(got: Any, want: Any, _records: dict) -> str | None:
@@ -141,11 +156,16 @@ def _fgsm_diagnosis(got: Any, want: Any, records: dict, key: str, eps: float) ->
     inside = (want > tol) & (want < 1 - tol) & (got > tol) & (got < 1 - tol)
     d_got, d_want = (got - x)[inside], (want - x)[inside]
     if d_want.numel() and bool(((d_got + d_want).abs() <= tol).float().mean() > 0.9) and eps > 0:
-        return f"{problem}: the image moved against the gradient (that descends the loss); FGSM ascends it: x + eps * sign(grad)"
+        return (
+            f"{problem}: the image moved against the gradient (that descends the loss); "
+            "FGSM ascends it: x + eps * sign(grad)"
+        )
     moved = d_got[d_want.abs() > tol]
     if moved.numel() and bool(((moved.abs() - eps).abs() > tol).float().mean() > 0.2):
-        return (f"{problem}: the pixels did not all move by eps; the step is eps * sign(grad) (the sign of the "
-                "gradient, not the gradient itself)")
+        return (
+            f"{problem}: the pixels did not all move by eps; the step is eps * sign(grad) (the sign of the "
+            "gradient, not the gradient itself)"
+        )
     return f"{problem}. FGSM is clamp(x + eps * sign(grad_x loss_fn(model(x), y)), 0, 1)"
 
 
@@ -166,7 +186,12 @@ def _mostly_same(got: Any, want: Any, records: dict, eps: float) -> str | None:
 @check(attacks.fgsm)
 def probe_fgsm(t: Trial, fgsm) -> None:
     """``fgsm(model, loss_fn, x, y, eps)`` = clamp(x + eps * sign(grad_x loss), 0, 1), in eval mode, detached."""
-    cases = [(F.cross_entropy, 8 / 255, 7), (F.cross_entropy, 0.1, 4), (_margin_loss, 0.05, 6), (F.cross_entropy, 0.0, 3)]
+    cases = [
+        (F.cross_entropy, 8 / 255, 7),
+        (F.cross_entropy, 0.1, 4),
+        (_margin_loss, 0.05, 6),
+        (F.cross_entropy, 0.0, 3),
+    ]
     for k, (loss_fn, eps, n) in enumerate(cases):
         key = f"case{k}"
         model = _bn_net(t)
@@ -177,13 +202,25 @@ def probe_fgsm(t: Trial, fgsm) -> None:
         adv = t.call(fgsm, model, loss_fn, x, y, eps, what=what)
         _record_state(t, key, model, what)
         t.note(f"{key}/x", x)
-        t.check(f"{key}/adv", adv, what=what,
-                test=lambda g, w, r, key=key, eps=eps: _fgsm_diagnosis(g, w, r, key, eps),
-                hint="Use the loss_fn you are given." if loss_fn is not F.cross_entropy else "")
-        t.same(f"{key}/requires_grad", getattr(adv, "requires_grad", None), what=f"adv.requires_grad ({what})",
-               hint="Return a detached tensor (x_adv.detach()): an adversarial example is a fixed input.")
-        t.same(f"{key}/x_unchanged", x, what=f"the input x after {what}",
-               hint="Do not change x in place: work on a copy (x.clone().detach().requires_grad_(True)).")
+        t.check(
+            f"{key}/adv",
+            adv,
+            what=what,
+            test=lambda g, w, r, key=key, eps=eps: _fgsm_diagnosis(g, w, r, key, eps),
+            hint="Use the loss_fn you are given." if loss_fn is not F.cross_entropy else "",
+        )
+        t.same(
+            f"{key}/requires_grad",
+            getattr(adv, "requires_grad", None),
+            what=f"adv.requires_grad ({what})",
+            hint="Return a detached tensor (x_adv.detach()): an adversarial example is a fixed input.",
+        )
+        t.same(
+            f"{key}/x_unchanged",
+            x,
+            what=f"the input x after {what}",
+            hint="Do not change x in place: work on a copy (x.clone().detach().requires_grad_(True)).",
+        )
         del x_before
     # float32 (a GPU may use TF32 convolutions): most pixels must agree
     model = _bn_net(t).float()
@@ -209,14 +246,17 @@ def _pgd_diagnosis(got: Any, want: Any, records: dict, key: str, eps: float, alp
         return f"{problem}: some pixels leave [0, 1]; clamp to the image range after every step"
     reach = (got - x).abs().max().item()
     if reach > eps + tol:
-        return (f"{problem}: a pixel moved {reach:.4g} from the original image, more than eps = {eps:.4g}; project onto the "
-                "eps-ball around the ORIGINAL image x after every step (clamp x_adv - x to [-eps, eps]), not around "
-                "the previous iterate")
+        return (
+            f"{problem}: a pixel moved {reach:.4g} from the original image, more than eps = {eps:.4g}; "
+            "project onto the eps-ball around the ORIGINAL image x after every step "
+            "(clamp x_adv - x to [-eps, eps]), not around the previous iterate"
+        )
     if alpha < eps and reach <= alpha + tol and (want.double() - x).abs().max().item() > alpha + tol:
-        return (f"{problem}: no pixel moved more than the step size alpha = {alpha:.4g}; the projection clips to "
-                f"[-eps, eps] (eps = {eps:.4g}), not to [-alpha, alpha]")
-    return (f"{problem}. Each step: x_adv + alpha * sign(grad), then clamp x_adv - x to [-eps, eps] and x_adv "
-            "to [0, 1]")
+        return (
+            f"{problem}: no pixel moved more than the step size alpha = {alpha:.4g}; the projection clips to "
+            f"[-eps, eps] (eps = {eps:.4g}), not to [-alpha, alpha]"
+        )
+    return f"{problem}. Each step: x_adv + alpha * sign(grad), then clamp x_adv - x to [-eps, eps] and x_adv to [0, 1]"
 
 
 def _random_start_test(got: Any, _want: Any, records: dict, eps: float, alpha: float) -> str | None:
@@ -224,38 +264,51 @@ def _random_start_test(got: Any, _want: Any, records: dict, eps: float, alpha: f
     x = records.get("random/x")
     if not isinstance(got, torch.Tensor) or not isinstance(x, torch.Tensor) or got.shape != x.shape:
         return f"expected a tensor of shape {tuple(getattr(x, 'shape', ()))}, got {got!r:.80}"
-    d = (got.double() - x.double())
+    d = got.double() - x.double()
     tol = 1e-6
     if bool((got < -tol).any() or (got > 1 + tol).any()):
         return "some pixels leave [0, 1]: clamp to the image range"
     if d.abs().max().item() > eps + tol:
         return f"the perturbation exceeds eps = {eps:.4g}: project onto the eps-ball around x"
     interior = (x > eps + alpha) & (x < 1 - eps - alpha)  # pixels that no clamp to [0, 1] touches
-    u = (d[interior].abs() / eps)
+    u = d[interior].abs() / eps
     if u.numel() < 1000:
         return None
     mean = u.mean().item()  # uniform start plus a step of alpha = eps/10, clipped: about 0.5
     if not 0.42 <= mean <= 0.58:
         if mean < 0.2:
-            return ("with random_start=True the perturbation should start uniformly in [-eps, eps] "
-                    "(torch.empty_like(x).uniform_(-eps, eps)); here it stayed near x, as without a random start")
-        return (f"with random_start=True, |x_adv - x| / eps should average about 0.5 (a uniform start in [-eps, eps] "
-                f"and one small step); got {mean:.3f}: draw the start with uniform_(-eps, eps), not randn")
+            return (
+                "with random_start=True the perturbation should start uniformly in [-eps, eps] "
+                "(torch.empty_like(x).uniform_(-eps, eps)); here it stayed near x, as without a random start"
+            )
+        return (
+            f"with random_start=True, |x_adv - x| / eps should average about 0.5 (a uniform start in [-eps, eps] "
+            f"and one small step); got {mean:.3f}: draw the start with uniform_(-eps, eps), not randn"
+        )
     return None
 
 
 def _differs(got: Any, _want: Any, records: dict) -> str | None:
     first = records.get("random/adv")
-    if isinstance(got, torch.Tensor) and isinstance(first, torch.Tensor) and got.shape == first.shape and torch.equal(got, first):
+    if (
+        isinstance(got, torch.Tensor)
+        and isinstance(first, torch.Tensor)
+        and got.shape == first.shape
+        and torch.equal(got, first)
+    ):
         return "two calls with random_start=True returned the same image: draw a new random start on every call"
     return None
 
 
 @check(attacks.pgd)
 def probe_pgd(t: Trial, pgd) -> None:
-    """L-inf PGD: steps of alpha * sign(grad), projection onto the eps-ball around x and onto [0, 1]; eval mode; detached."""
+    """L-inf PGD: steps of alpha * sign(grad), projection onto the eps-ball and onto [0, 1]; eval mode; detached."""
     cases = [  # (eps, alpha, steps): alpha * steps > eps, so the projection matters
-        (8 / 255, 2 / 255, 7), (0.1, 0.04, 5), (0.05, 0.05, 3), (0.08, 0.01, 1), (0.06, 0.02, 0),
+        (8 / 255, 2 / 255, 7),
+        (0.1, 0.04, 5),
+        (0.05, 0.05, 3),
+        (0.08, 0.01, 1),
+        (0.06, 0.02, 0),
     ]
     for k, (eps, alpha, steps) in enumerate(cases):
         key = f"case{k}"
@@ -266,13 +319,25 @@ def probe_pgd(t: Trial, pgd) -> None:
         adv = t.call(pgd, model, loss_fn, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, what=what)
         _record_state(t, key, model, what)
         t.note(f"{key}/x", x)
-        t.check(f"{key}/adv", adv, what=what,
-                test=lambda g, w, r, key=key, eps=eps, alpha=alpha: _pgd_diagnosis(g, w, r, key, eps, alpha))
-        t.same(f"{key}/requires_grad", getattr(adv, "requires_grad", None), what=f"adv.requires_grad after {what}",
-               hint="Detach the iterate after every step (x_adv = x_adv.detach()) and return a detached tensor: "
-                    "otherwise the graph of every step is kept and the result still requires grad.")
-        t.same(f"{key}/x_unchanged", x, what=f"the input x after {what}",
-               hint="Do not change x in place: the projection needs the original image.")
+        t.check(
+            f"{key}/adv",
+            adv,
+            what=what,
+            test=lambda g, w, r, key=key, eps=eps, alpha=alpha: _pgd_diagnosis(g, w, r, key, eps, alpha),
+        )
+        t.same(
+            f"{key}/requires_grad",
+            getattr(adv, "requires_grad", None),
+            what=f"adv.requires_grad after {what}",
+            hint="Detach the iterate after every step (x_adv = x_adv.detach()) and return a detached tensor: "
+            "otherwise the graph of every step is kept and the result still requires grad.",
+        )
+        t.same(
+            f"{key}/x_unchanged",
+            x,
+            what=f"the input x after {what}",
+            hint="Do not change x in place: the projection needs the original image.",
+        )
     # random start: uniform in the box, fresh on every call, on the inputs' device
     eps, alpha = 0.1, 0.01
     model = _bn_net(t)
@@ -282,8 +347,18 @@ def probe_pgd(t: Trial, pgd) -> None:
     with t.default_device_elsewhere():
         adv = t.call(pgd, model, F.cross_entropy, x, y, eps=eps, alpha=alpha, steps=1, random_start=True, what=what)
     t.check("random/adv", adv, what=what, test=lambda g, w, r: _random_start_test(g, w, r, eps, alpha))
-    again = t.call(pgd, model, F.cross_entropy, x, y, eps=eps, alpha=alpha, steps=1, random_start=True,
-                   what="a second call of pgd with random_start=True")
+    again = t.call(
+        pgd,
+        model,
+        F.cross_entropy,
+        x,
+        y,
+        eps=eps,
+        alpha=alpha,
+        steps=1,
+        random_start=True,
+        what="a second call of pgd with random_start=True",
+    )
     t.check("random/again", again, what="a second call of pgd with random_start=True", test=_differs)
     _record_state(t, "random", model, "pgd with random_start=True")
 
@@ -315,7 +390,9 @@ class _AttackLog:
         w = torch.sigmoid(logits[:, 0]).view(-1, *([1] * (x.dim() - 1)))
         return (x + scale * w * self.pattern[: len(x)]).clamp(0.0, 1.0)
 
-    def fgsm_like(self, model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    def fgsm_like(
+        self, model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, eps: float
+    ) -> torch.Tensor:
         """fgsm's signature: (model, loss_fn, x, y, eps); moves pixels by up to ``size * eps``."""
         return self._run(model, x, self.size * eps)
 
@@ -333,15 +410,20 @@ def _calls_test(expected_calls: int) -> Callable[[Any, Any, dict], str | None]:
         if not isinstance(got, list):
             return "the attack's calls could not be read"
         if len(got) != expected_calls:
-            return (f"the attack was called {len(got)} time(s), expected {expected_calls} "
-                    "(once per batch of clean images)")
+            return (
+                f"the attack was called {len(got)} time(s), expected {expected_calls} (once per batch of clean images)"
+            )
         for training, grad in got:
             if training:
-                return ("the attack ran with the model in train mode: call model.eval() before building the adversarial "
-                        "examples (and model.train() after, to go on training)")
+                return (
+                    "the attack ran with the model in train mode: call model.eval() before building the adversarial "
+                    "examples (and model.train() after, to go on training)"
+                )
             if not grad:
-                return ("the attack ran inside torch.no_grad(): it needs gradients; keep torch.no_grad() around the "
-                        "evaluation only")
+                return (
+                    "the attack ran inside torch.no_grad(): it needs gradients; keep torch.no_grad() around the "
+                    "evaluation only"
+                )
         return None
 
     return test
@@ -370,26 +452,38 @@ def _evaluation_test(got: Any, _want: Any, _records: dict) -> str | None:
         return "the model never classified the (adversarial) images"
     for training, grad in got:
         if training:
-            return ("the predictions were made in train mode (BatchNorm used the batch's statistics and changed its "
-                    "running ones): call model.eval() first")
+            return (
+                "the predictions were made in train mode (BatchNorm used the batch's statistics and changed its "
+                "running ones): call model.eval() first"
+            )
         if grad:
-            return ("the predictions were made with gradients enabled: wrap the evaluation in torch.no_grad() "
-                    "(it saves the memory and time of a graph nobody uses)")
+            return (
+                "the predictions were made with gradients enabled: wrap the evaluation in torch.no_grad() "
+                "(it saves the memory and time of a graph nobody uses)"
+            )
     return None
 
 
-def _accuracy_diagnosis(got: Any, want: Any, per_batch_of: Callable[[], list[float]], sizes: tuple[int, ...]) -> str | None:
+def _accuracy_diagnosis(
+    got: Any, want: Any, per_batch_of: Callable[[], list[float]], sizes: tuple[int, ...]
+) -> str | None:
     problem = close(got, want)
     if problem is None:
         return None
-    value = got if isinstance(got, (int, float)) else (float(got) if isinstance(got, torch.Tensor) and got.numel() == 1 else None)
+    value = (
+        got
+        if isinstance(got, (int, float))
+        else (float(got) if isinstance(got, torch.Tensor) and got.numel() == 1 else None)
+    )
     if value is not None and close(value, 100 * want) is None:
         return f"{problem}: return a fraction in [0, 1], not a percentage"
     per_batch = per_batch_of() if value is not None else None
     if per_batch is not None and len(per_batch) == len(sizes):
         if close(value, sum(per_batch) / len(per_batch)) is None:
-            return (f"{problem}: that is the mean of the per-batch accuracies; the batches differ in size, so count "
-                    "the correct predictions over all examples and divide by the number of examples")
+            return (
+                f"{problem}: that is the mean of the per-batch accuracies; the batches differ in size, so count "
+                "the correct predictions over all examples and divide by the number of examples"
+            )
     return f"{problem}. Return (number of examples classified correctly after the attack) / (number of examples)"
 
 
@@ -410,9 +504,11 @@ def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
                 net.train()
             y = torch.where(t.rand(n) < 0.5, pred, t.randint(0, 5, n))
             batches.append((x, y))
-        what = {"attacked": "accuracy_under_attack(model, batches, attack) on batches of 16, 16 and 5 images",
-                "clean": "accuracy_under_attack(model, batches, None)",
-                "default": "accuracy_under_attack(model, batches) (no attack: the clean accuracy)"}[kind]
+        what = {
+            "attacked": "accuracy_under_attack(model, batches, attack) on batches of 16, 16 and 5 images",
+            "clean": "accuracy_under_attack(model, batches, None)",
+            "default": "accuracy_under_attack(model, batches) (no attack: the clean accuracy)",
+        }[kind]
         if kind == "attacked":
             acc = t.call(accuracy_under_attack, model, batches, attack, what=what)
         elif kind == "clean":
@@ -420,13 +516,25 @@ def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
         else:
             acc = t.call(accuracy_under_attack, model, batches, what=what)
         if kind == "attacked":
-            t.check(f"{kind}/attack_calls", attack.calls, what=f"how the attack was called by {what}",
-                    test=_calls_test(len(sizes)))
-        t.check(f"{kind}/evaluation", model.log, what=f"the forward passes that classify the images in {what}",
-                test=_evaluation_test)
+            t.check(
+                f"{kind}/attack_calls",
+                attack.calls,
+                what=f"how the attack was called by {what}",
+                test=_calls_test(len(sizes)),
+            )
+        t.check(
+            f"{kind}/evaluation",
+            model.log,
+            what=f"the forward passes that classify the images in {what}",
+            test=_evaluation_test,
+        )
         per_batch = partial(_per_batch_accuracies, net, batches, attack if kind == "attacked" else None)
-        t.check(f"{kind}/accuracy", acc, what=what,
-                test=lambda g, w, _r, per_batch=per_batch: _accuracy_diagnosis(g, w, per_batch, sizes))
+        t.check(
+            f"{kind}/accuracy",
+            acc,
+            what=what,
+            test=lambda g, w, _r, per_batch=per_batch: _accuracy_diagnosis(g, w, per_batch, sizes),
+        )
 
 
 def _per_batch_accuracies(net: nn.Module, batches: list, attack: _AttackLog | None) -> list[float]:
@@ -467,7 +575,7 @@ def _fgsm_loss_diagnosis(got: Any, want: Any, terms_of: Callable[[], list[float]
 
 
 def _terms(model: nn.Module, attack: _AttackLog, x: torch.Tensor, y: torch.Tensor, eps: float) -> list[float]:
-    """J(x) in train mode and J(x_adv) with the stand-in's x_adv built in eval mode, in the grader: for naming mistakes."""
+    """J(x) in train mode and J(x_adv) with the stand-in's x_adv built in eval mode (grader only: to name mistakes)."""
     # BEGIN REFERENCE
     calls = list(attack.calls)
     was = model.training
@@ -503,20 +611,36 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
             what = f"fgsm_loss(model, F.cross_entropy, x, y, eps={eps:.4g}, alpha={alpha}, attack=attack)"
             loss = t.call(fgsm_loss, model, F.cross_entropy, x, y, eps, alpha, attack=attack.fgsm_like, what=what)
         t.check(f"{key}/attack_calls", attack.calls, what=f"how {what} called the attack", test=_calls_test(1))
-        t.check(f"{key}/training", [m.training for m in model.modules()], what=f"the model's modes after {what}",
-                test=_modes_test, hint="The loss is computed in the mode the model came in (train mode while training): "
-                                       "switch to eval mode only for the attack, then back with model.train(was_training).")
+        t.check(
+            f"{key}/training",
+            [m.training for m in model.modules()],
+            what=f"the model's modes after {what}",
+            test=_modes_test,
+            hint="The loss is computed in the mode the model came in (train mode while training): "
+            "switch to eval mode only for the attack, then back with model.train(was_training).",
+        )
         terms = partial(_terms, model, attack, x, y, eps)
-        t.check(f"{key}/loss", loss, what=what,
-                test=lambda g, w, _r, terms=terms, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, terms, a),
-                hint=("alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
-                      "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")))
+        t.check(
+            f"{key}/loss",
+            loss,
+            what=what,
+            test=lambda g, w, _r, terms=terms, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, terms, a),
+            hint=(
+                "alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
+                "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")
+            ),
+        )
         t.call(lambda: loss.backward(), what=f"loss.backward() on the loss returned by {what} (return a tensor)")
         gradients.append((key, what, [p.grad for p in model.parameters()]))
     for key, what, grads in gradients:
-        t.check(f"{key}/grads", grads, what=f"the gradients of the parameters from {what}", test=_tree_test,
-                hint="Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
-                     "flow back through the attack into the weights.")
+        t.check(
+            f"{key}/grads",
+            grads,
+            what=f"the gradients of the parameters from {what}",
+            test=_tree_test,
+            hint="Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
+            "flow back through the attack into the weights.",
+        )
 
 
 # ----------------------------------------------------------------------------------------------- adversarial batch
@@ -531,11 +655,18 @@ def _batch_test(got: Any, want: Any, records: dict, part: str, key: str) -> str 
     if part == "x":
         if close(got, want) is None or close(got, swapped) is None:
             return None
-        return close(got, want) + (". Return torch.cat([x, x_adv]) (the clean images and their adversarial "
-                                   "examples), built with the model in eval mode")
+        return close(got, want) + (
+            ". Return torch.cat([x, x_adv]) (the clean images and their adversarial "
+            "examples), built with the model in eval mode"
+        )
     x_got, clean = records.get(f"{key}/x"), records.get(f"{key}/clean")
-    order_swapped = (isinstance(x_got, torch.Tensor) and isinstance(clean, torch.Tensor) and len(x_got) == 2 * n
-                     and close(x_got[n:], clean) is None and close(x_got[:n], clean) is not None)
+    order_swapped = (
+        isinstance(x_got, torch.Tensor)
+        and isinstance(clean, torch.Tensor)
+        and len(x_got) == 2 * n
+        and close(x_got[n:], clean) is None
+        and close(x_got[:n], clean) is not None
+    )
     problem = close(got, swapped if order_swapped else want)
     return None if problem is None else problem + ": the labels must line up with the images: torch.cat([y, y])"
 
@@ -551,18 +682,31 @@ def probe_adversarial_batch(t: Trial, adversarial_batch) -> None:
         what = f"adversarial_batch(model, x, y, attack) with {n} images, model in train mode"
         out = t.call(adversarial_batch, model, x, y, attack, what=what)
         pair = isinstance(out, (tuple, list)) and len(out) == 2
-        t.same(f"{key}/pair", pair, what=f"the value returned by {what} (a pair?)",
-               hint="Return a pair (images, labels).")
+        t.same(
+            f"{key}/pair", pair, what=f"the value returned by {what} (a pair?)", hint="Return a pair (images, labels)."
+        )
         if not pair:
             return
         x2, y2 = out
         t.check(f"{key}/attack_calls", attack.calls, what=f"how {what} called the attack", test=_calls_test(1))
         _record_state(t, key, model, what)
-        t.check(f"{key}/x", x2, what=f"the images returned by {what}",
-                test=lambda g, w, r, key=key: _batch_test(g, w, r, "x", key))
+        t.check(
+            f"{key}/x",
+            x2,
+            what=f"the images returned by {what}",
+            test=lambda g, w, r, key=key: _batch_test(g, w, r, "x", key),
+        )
         t.note(f"{key}/clean", x)  # which half holds the clean images: the labels' order must match
-        t.check(f"{key}/y", y2, what=f"the labels returned by {what}",
-                test=lambda g, w, r, key=key: _batch_test(g, w, r, "y", key))
-        t.same(f"{key}/requires_grad", getattr(x2, "requires_grad", None), what=f"images.requires_grad after {what}",
-               hint="Detach the adversarial examples (x_adv.detach()): the training loss must not reach back through "
-                    "the attack into the weights.")
+        t.check(
+            f"{key}/y",
+            y2,
+            what=f"the labels returned by {what}",
+            test=lambda g, w, r, key=key: _batch_test(g, w, r, "y", key),
+        )
+        t.same(
+            f"{key}/requires_grad",
+            getattr(x2, "requires_grad", None),
+            what=f"images.requires_grad after {what}",
+            hint="Detach the adversarial examples (x_adv.detach()): the training loss must not reach back through "
+            "the attack into the weights.",
+        )

@@ -4,6 +4,7 @@ Each ``probe_<exercise>`` runs twice (see autograder/probing.py): in the student
 records what the student's object returns on seeded inputs, and in the grader, where the
 reference from ``genlab`` meets the same inputs and every record is compared.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,18 @@ def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
     """Shared probe of the encoder and decoder: layer sizes, then the function computed with fixed weights."""
     name = f"{kind}{args}"
     net = t.call(cls, *args, what=name)
-    t.same(f"{name}/layers", _linear_shapes(net), what=f"{name}: the nn.Linear weight shapes (out, in)",
-           hint="Three nn.Linear layers with the sizes of the table, each with its bias, and nothing else.")
-    t.same(f"{name}/parameters", sum(p.numel() for p in net.parameters()), what=f"{name}: the number of parameters",
-           hint="Only the three linear layers have parameters.")
+    t.same(
+        f"{name}/layers",
+        _linear_shapes(net),
+        what=f"{name}: the nn.Linear weight shapes (out, in)",
+        hint="Three nn.Linear layers with the sizes of the table, each with its bias, and nothing else.",
+    )
+    t.same(
+        f"{name}/parameters",
+        sum(p.numel() for p in net.parameters()),
+        what=f"{name}: the number of parameters",
+        hint="Only the three linear layers have parameters.",
+    )
     t.init_module(net)
     for dtype in DTYPES:
         net.to(t.device, dtype)
@@ -48,8 +57,10 @@ def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
 @check(mlp.Encoder)
 def probe_encoder(t: Trial, Encoder) -> None:
     """``Encoder(input_size, out_size)``: flatten, input_size -> 256 -> 64 -> out_size with ReLUs between."""
-    hint = ("ReLU after the first two linear layers only; the last layer has no activation "
-            "(codes, means and log-stds can be negative).")
+    hint = (
+        "ReLU after the first two linear layers only; the last layer has no activation "
+        "(codes, means and log-stds can be negative)."
+    )
     for args in [(784, 16), (784, 4), (30, 3)]:
         _mlp(t, Encoder, args, "Encoder", hint)
 
@@ -79,21 +90,31 @@ def probe_ae_train_step(t: Trial, ae_train_step) -> None:
         for k, x in enumerate((grey, binary), start=1):
             case = f"step {k} on a batch of shape {shape}, {dtype}"
             loss = t.call(ae_train_step, model, optimizer, x.clone(), what=f"ae_train_step ({case})")
-            t.same(f"{shape}/{dtype}/loss{k}", loss, what=f"the loss returned at {case}",
-                   hint="Return the loss of the batch computed before the update: binary cross-entropy of x "
-                        "under the reconstruction, F.binary_cross_entropy(recon, target) with the reconstruction "
-                        "FIRST, summed over pixels and averaged over the batch.")
+            t.same(
+                f"{shape}/{dtype}/loss{k}",
+                loss,
+                what=f"the loss returned at {case}",
+                hint="Return the loss of the batch computed before the update: binary cross-entropy of x "
+                "under the reconstruction, F.binary_cross_entropy(recon, target) with the reconstruction "
+                "FIRST, summed over pixels and averaged over the batch.",
+            )
             for name, p in model.named_parameters():
-                t.same(f"{shape}/{dtype}/{name}/{k}", p, what=f"parameter {name!r} after {case}",
-                       hint="One optimizer step on the gradient of that loss: call optimizer.zero_grad() before "
-                            "loss.backward() (old gradients are still there), then optimizer.step() once.")
+                t.same(
+                    f"{shape}/{dtype}/{name}/{k}",
+                    p,
+                    what=f"parameter {name!r} after {case}",
+                    hint="One optimizer step on the gradient of that loss: call optimizer.zero_grad() before "
+                    "loss.backward() (old gradients are still there), then optimizer.step() once.",
+                )
 
 
 @check(mlp.reparameterize)
 def probe_reparameterize(t: Trial, reparameterize) -> None:
     """``z = mu + exp(logstd) * eps``: values and gradients with a given eps; fresh N(0, 1) noise without."""
-    hint = ("The standard deviation is exp(logstd): z = mu + exp(logstd) * eps. Not exp(logstd)**2 (the "
-            "variance), not logstd itself, and use the eps you are given.")
+    hint = (
+        "The standard deviation is exp(logstd): z = mu + exp(logstd) * eps. Not exp(logstd)**2 (the "
+        "variance), not logstd itself, and use the eps you are given."
+    )
     for dtype in DTYPES:
         for shape in [(3,), (4, 5), (2, 3, 4)]:
             mu = t.randn(*shape, dtype=dtype, scale=2.0).requires_grad_()
@@ -102,42 +123,68 @@ def probe_reparameterize(t: Trial, reparameterize) -> None:
             case = f"shape {shape}, {dtype}"
             z = t.call(reparameterize, mu, logstd, eps, what=f"reparameterize(mu, logstd, eps), {case}")
             t.same(f"z/{case}", z, what=f"reparameterize(mu, logstd, eps), {case}", hint=hint)
-            t.same(f"z.requires_grad/{case}", z.requires_grad, what=f"the sample's link to the graph, {case}",
-                   hint="Compute z from mu and logstd with torch operations: no .detach(), .item(), numpy or "
-                        "torch.normal, so that gradients reach the encoder.")
+            t.same(
+                f"z.requires_grad/{case}",
+                z.requires_grad,
+                what=f"the sample's link to the graph, {case}",
+                hint="Compute z from mu and logstd with torch operations: no .detach(), .item(), numpy or "
+                "torch.normal, so that gradients reach the encoder.",
+            )
             (z * weights).sum().backward()
-            t.same(f"dmu/{case}", mu.grad, what=f"the gradient of the sample with respect to mu, {case}",
-                   hint="dz/dmu must be 1.")
-            t.same(f"dlogstd/{case}", logstd.grad, what=f"the gradient with respect to logstd, {case}",
-                   hint="dz/dlogstd must be exp(logstd) * eps.")
+            t.same(
+                f"dmu/{case}",
+                mu.grad,
+                what=f"the gradient of the sample with respect to mu, {case}",
+                hint="dz/dmu must be 1.",
+            )
+            t.same(
+                f"dlogstd/{case}",
+                logstd.grad,
+                what=f"the gradient with respect to logstd, {case}",
+                hint="dz/dlogstd must be exp(logstd) * eps.",
+            )
     _probe_fresh_noise(t, reparameterize)
 
 
 def _sample_statistics(got, _want, records) -> str | None:
     """Samples of N(mu, exp(logstd)^2) in the grader: mean, spread and shape of the noise."""
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != (40_000, 4):
-        return f"expected samples of shape (40000, 4), got {got if isinstance(got, str) else tuple(getattr(got, 'shape', ()))}"
+        shape = got if isinstance(got, str) else tuple(getattr(got, "shape", ()))
+        return f"expected samples of shape (40000, 4), got {shape}"
     mu, std = torch.tensor([-2.0, 0.0, 1.0, 3.0]), torch.tensor([-1.0, 0.0, 0.5, 1.0]).exp()
     z = got.double()
     eps = (z - mu) / std
     mean_err = (eps.mean(0) * math.sqrt(len(z))).abs().max().item()  # in standard errors
     spread = eps.std(0)
     if mean_err > 6 or (spread - 1).abs().max() > 0.03:
-        squared = " (that is the variance exp(2 logstd), not the standard deviation)" if (
-            ((z - mu).std(0) / std**2 - 1).abs().max() < 0.03) else ""
-        return (f"samples of N(mu, exp(logstd)^2) should have mean mu and standard deviation exp(logstd); got "
-                f"means {[round(v, 3) for v in z.mean(0).tolist()]} and standard deviations "
-                f"{[round(v, 3) for v in z.std(0).tolist()]} for mu = {mu.tolist()} and exp(logstd) = "
-                f"{[round(v, 3) for v in std.tolist()]}{squared}. Draw eps with torch.randn_like(mu).")
+        squared = (
+            " (that is the variance exp(2 logstd), not the standard deviation)"
+            if (((z - mu).std(0) / std**2 - 1).abs().max() < 0.03)
+            else ""
+        )
+        return (
+            f"samples of N(mu, exp(logstd)^2) should have mean mu and standard deviation exp(logstd); got "
+            f"means {[round(v, 3) for v in z.mean(0).tolist()]} and standard deviations "
+            f"{[round(v, 3) for v in z.std(0).tolist()]} for mu = {mu.tolist()} and exp(logstd) = "
+            f"{[round(v, 3) for v in std.tolist()]}{squared}. Draw eps with torch.randn_like(mu)."
+        )
     kurtosis = (eps - eps.mean(0)).pow(4).mean(0) / spread.pow(4)
     if (kurtosis - 3).abs().max() > 0.3:
-        return f"the noise is not normal (kurtosis {kurtosis.tolist()}, a normal's is 3): use torch.randn_like, not torch.rand_like"
+        return (
+            f"the noise is not normal (kurtosis {kurtosis.tolist()}, a normal's is 3): "
+            "use torch.randn_like, not torch.rand_like"
+        )
     return None
 
 
 def _differs(got, _want, records) -> str | None:
     first = records.get("fresh/first")
-    if isinstance(got, torch.Tensor) and isinstance(first, torch.Tensor) and got.shape == first.shape and torch.equal(got, first):
+    if (
+        isinstance(got, torch.Tensor)
+        and isinstance(first, torch.Tensor)
+        and got.shape == first.shape
+        and torch.equal(got, first)
+    ):
         return "two calls without eps returned the same sample: draw new noise on every call (do not re-seed)"
     return None
 
@@ -155,8 +202,13 @@ def _probe_fresh_noise(t: Trial, reparameterize) -> None:
     mu = torch.tensor([-2.0, 0.0, 1.0, 3.0], device=t.device).expand(40_000, 4)
     logstd = torch.tensor([-1.0, 0.0, 0.5, 1.0], device=t.device).expand(40_000, 4)
     with t.default_device_elsewhere():
-        z = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd) without eps (noise created on "
-                   "mu's device: torch.randn_like(mu), or torch.randn(..., device=mu.device))")
+        z = t.call(
+            reparameterize,
+            mu,
+            logstd,
+            what="reparameterize(mu, logstd) without eps (noise created on "
+            "mu's device: torch.randn_like(mu), or torch.randn(..., device=mu.device))",
+        )
     t.check("fresh/first", z, what="reparameterize(mu, logstd) without eps", test=_sample_statistics)
     again = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd), a second call")
     t.check("fresh/second", again, what="a second call of reparameterize(mu, logstd)", test=_differs)
@@ -168,10 +220,14 @@ def _probe_fresh_noise(t: Trial, reparameterize) -> None:
     t.note("grad/z", z)
     t.note("grad/mu", mu_g)
     t.note("grad/weights", weights)
-    t.check("grad/dlogstd", logstd_g.grad, what="the gradient with respect to logstd when no eps is given",
-            test=_gradients_without_eps,
-            hint="Without eps, still compute mu + exp(logstd) * eps with eps = torch.randn_like(mu): a sample "
-                 "from torch.normal(mu, std) does not pass gradients back to logstd.")
+    t.check(
+        "grad/dlogstd",
+        logstd_g.grad,
+        what="the gradient with respect to logstd when no eps is given",
+        test=_gradients_without_eps,
+        hint="Without eps, still compute mu + exp(logstd) * eps with eps = torch.randn_like(mu): a sample "
+        "from torch.normal(mu, std) does not pass gradients back to logstd.",
+    )
     t.same("grad/dmu", mu_g.grad, what="the gradient with respect to mu when no eps is given", hint="dz/dmu must be 1.")
 
 
@@ -188,17 +244,29 @@ def _kl_diagnosis(got, want, records, case: tuple) -> str | None:
 @check(losses.gaussian_kl)
 def probe_gaussian_kl(t: Trial, gaussian_kl) -> None:
     """Closed-form KL(q || p) of diagonal Gaussians, summed over the last dimension."""
-    hint = ("Per dimension KL(q||p) = log(sigma_p/sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2, "
-            "summed over the last dimension only.")
+    hint = (
+        "Per dimension KL(q||p) = log(sigma_p/sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2, "
+        "summed over the last dimension only."
+    )
     for dtype in DTYPES:
         for shape in [(7,), (5, 3), (2, 4, 6)]:
             mu_q, mu_p = t.randn(*shape, dtype=dtype, scale=1.5), t.randn(*shape, dtype=dtype, scale=1.5)
-            ls_q, ls_p = t.rand(*shape, dtype=dtype, low=-1.5, high=1.0), t.rand(*shape, dtype=dtype, low=-1.0, high=1.0)
+            ls_q, ls_p = (
+                t.rand(*shape, dtype=dtype, low=-1.5, high=1.0),
+                t.rand(*shape, dtype=dtype, low=-1.0, high=1.0),
+            )
             case = f"shape {shape}, {dtype}"
-            got = t.call(gaussian_kl, mu_q, ls_q, mu_p, ls_p, what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}")
+            got = t.call(
+                gaussian_kl, mu_q, ls_q, mu_p, ls_p, what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}"
+            )
             args = tuple(a.cpu() for a in (mu_q, ls_q, mu_p, ls_p))
-            t.check(f"pq/{case}", got, what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}", hint=hint,
-                    test=lambda g, w, r, args=args: _kl_diagnosis(g, w, r, args))
+            t.check(
+                f"pq/{case}",
+                got,
+                what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}",
+                hint=hint,
+                test=lambda g, w, r, args=args: _kl_diagnosis(g, w, r, args),
+            )
             prior = t.call(gaussian_kl, mu_q, ls_q, what=f"gaussian_kl(mu_q, logstd_q), {case}")
             t.same(f"prior/{case}", prior, what=f"gaussian_kl(mu_q, logstd_q) against N(0, I), {case}", hint=hint)
             same = t.call(gaussian_kl, mu_q, ls_q, mu_q.clone(), ls_q.clone(), what=f"gaussian_kl(q, q), {case}")
@@ -222,17 +290,21 @@ def _vae_loss_diagnosis(got, want, records, case: tuple) -> str | None:
     variants = {
         "beta multiplies the reconstruction term; it weights the KL term": (beta * rec + kl).mean(),
         "the loss is summed over the batch; average it over the batch": (rec + beta * kl).sum(),
-        "the BCE is averaged over pixels; sum it over pixels (the log-likelihood of an image is a sum)":
-            (rec / recon[0].numel() + beta * kl).mean(),
+        "the BCE is averaged over pixels; sum it over pixels (the log-likelihood of an image is a sum)": (
+            rec / recon[0].numel() + beta * kl
+        ).mean(),
         "the KL is averaged over latent dimensions; sum it over them": (rec + beta * kl / mu.shape[-1]).mean(),
-        "the BCE arguments are swapped; F.binary_cross_entropy(recon, x) takes the prediction first":
-            (swapped + beta * kl).mean(),
+        "the BCE arguments are swapped; F.binary_cross_entropy(recon, x) takes the prediction first": (
+            swapped + beta * kl
+        ).mean(),
     }
     for text, value in variants.items():
         if close(got, value) is None:
             return f"{problem}: {text}"
-    return (f"{problem}. Expected the mean over the batch of [BCE summed over pixels + beta * KL(q || N(0, I)) "
-            "summed over latent dimensions]")
+    return (
+        f"{problem}. Expected the mean over the batch of [BCE summed over pixels + beta * KL(q || N(0, I)) "
+        "summed over latent dimensions]"
+    )
 
 
 @check(losses.vae_loss)
@@ -248,19 +320,31 @@ def probe_vae_loss(t: Trial, vae_loss) -> None:
                     case = f"beta={beta}, {kind} x of shape {(n, *image_shape)}, {dtype}"
                     got = t.call(vae_loss, recon, x, mu, ls, beta, what=f"vae_loss(recon, x, mu, logstd, beta), {case}")
                     args = tuple(a.cpu() for a in (recon, x, mu, ls)) + (beta,)
-                    t.check(f"{case}", got, what=f"vae_loss with {case}",
-                            test=lambda g, w, r, args=args: _vae_loss_diagnosis(g, w, r, args))
+                    t.check(
+                        f"{case}",
+                        got,
+                        what=f"vae_loss with {case}",
+                        test=lambda g, w, r, args=args: _vae_loss_diagnosis(g, w, r, args),
+                    )
                 default = t.call(vae_loss, recon, x, mu, ls, what="vae_loss(recon, x, mu, logstd)")
-                t.same(f"default/{kind}/{n}/{dtype}", default, what="vae_loss with the default beta",
-                       hint="The default is beta = 1, the plain negative ELBO.")
+                t.same(
+                    f"default/{kind}/{n}/{dtype}",
+                    default,
+                    what="vae_loss with the default beta",
+                    hint="The default is beta = 1, the plain negative ELBO.",
+                )
         recon = t.rand(3, 10, dtype=dtype, low=0.05, high=0.95).requires_grad_()
         mu = t.randn(3, 2, dtype=dtype).requires_grad_()
         ls = t.rand(3, 2, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
         x = t.rand(3, 10, dtype=dtype)
         t.call(vae_loss, recon, x, mu, ls, 2.0, what="vae_loss with requires_grad inputs").backward()
         for name, tensor in (("recon", recon), ("mu", mu), ("logstd", ls)):
-            t.same(f"grad/{name}/{dtype}", tensor.grad, what=f"the gradient of the loss with respect to {name}",
-                   hint="Keep the loss one differentiable torch expression (no .item() or detach on the way).")
+            t.same(
+                f"grad/{name}/{dtype}",
+                tensor.grad,
+                what=f"the gradient of the loss with respect to {name}",
+                hint="Keep the loss one differentiable torch expression (no .item() or detach on the way).",
+            )
 
 
 @check(latent.interpolate)
@@ -270,9 +354,13 @@ def probe_interpolate(t: Trial, interpolate) -> None:
         for nz, steps in [(2, 2), (5, 7), (32, 10), (3, 4)]:
             z0, z1 = t.randn(nz, dtype=dtype, scale=2.0), t.randn(nz, dtype=dtype, scale=2.0)
             got = t.call(interpolate, z0, z1, steps, what=f"interpolate(z0, z1, {steps})")
-            t.same(f"{nz}/{steps}/{dtype}", got, what=f"interpolate(z0, z1, {steps}) with codes of shape ({nz},), {dtype}",
-                   hint=f"Return shape ({steps}, {nz}): rows (1 - t) z0 + t z1 for t = 0, 1/(steps-1), ..., 1, so the "
-                        "first row is z0 and the last is z1.")
+            t.same(
+                f"{nz}/{steps}/{dtype}",
+                got,
+                what=f"interpolate(z0, z1, {steps}) with codes of shape ({nz},), {dtype}",
+                hint=f"Return shape ({steps}, {nz}): rows (1 - t) z0 + t z1 for t = 0, 1/(steps-1), ..., 1, so the "
+                "first row is z0 and the last is z1.",
+            )
 
 
 @check(mlp.one_hot)
@@ -289,13 +377,21 @@ def probe_one_hot(t: Trial, one_hot) -> None:
             y = labels.to(ltype)
             with t.default_device_elsewhere():
                 got = t.call(one_hot, y, k, what=f"one_hot(labels, {k}) (the result must be on the labels' device)")
-            t.same(f"{k}/{y.tolist()}/{ltype}", got, what=f"one_hot({y.tolist()}, num_classes={k}) with {ltype} labels",
-                   exact_dtype=True,
-                   hint=f"Float32, shape ({len(y)}, {k}) whatever labels the batch holds, a single 1 per row in "
-                        "column labels[i], created on labels.device.")
+            t.same(
+                f"{k}/{y.tolist()}/{ltype}",
+                got,
+                what=f"one_hot({y.tolist()}, num_classes={k}) with {ltype} labels",
+                exact_dtype=True,
+                hint=f"Float32, shape ({len(y)}, {k}) whatever labels the batch holds, a single 1 per row in "
+                "column labels[i], created on labels.device.",
+            )
     default = t.call(one_hot, torch.tensor([1, 2], device=t.device), what="one_hot(labels)")
-    t.same("default", default, what="one_hot(labels) with the default number of classes",
-           hint="The default number of classes is 10.")
+    t.same(
+        "default",
+        default,
+        what="one_hot(labels) with the default number of classes",
+        hint="The default number of classes is 10.",
+    )
 
 
 @check(mlp.condition)
@@ -307,8 +403,12 @@ def probe_condition(t: Trial, condition) -> None:
             labels = t.randint(0, k, shape[0])
             case = f"h of shape {shape}, {k} classes, {dtype}"
             got = t.call(condition, h, labels, k, what=f"condition({case})")
-            t.same(case, got, what=f"condition({case})",
-                   hint="Flatten h to (N, D), then concatenate the one-hot code AFTER the features, along dimension 1.")
+            t.same(
+                case,
+                got,
+                what=f"condition({case})",
+                hint="Flatten h to (N, D), then concatenate the one-hot code AFTER the features, along dimension 1.",
+            )
             hint = "Do not detach h: gradients must flow back into the encoder."
             linked = getattr(got, "requires_grad", None)
             t.same(f"requires_grad/{case}", linked, what=f"the output's link to h ({case})", hint=hint)

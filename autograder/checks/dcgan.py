@@ -12,6 +12,7 @@ Steps are probed with plain SGD, so that parameters after a step reflect the gra
 (Adam's first step only keeps their signs). TF32 convolutions are switched off while a probe runs,
 so a GPU kernel computes in true float32 and meets the CPU reference within the course's tolerance.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,7 @@ from autograder.probing import Test, Trial, check, close, describe
 from genlab import gan
 from genlab.models.dcgan import Discriminator, Generator
 
-LR = 0.05          # SGD's learning rate in the step probes
+LR = 0.05  # SGD's learning rate in the step probes
 # A statistical test of one tensor fails a correct initialisation with probability below 1e-8 per side.
 TAIL = 1e-8
 
@@ -106,27 +107,47 @@ def _init_records(t: Trial, module: nn.Module, where: str) -> None:
     for name, m in module.named_modules():
         label = f"{where}{'.' + name if name else ''} ({type(m).__name__})"
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            t.check(f"{label}/weight", m.weight, what=f"the weight of {label}",
-                    test=_normal_draws(0.0, 0.02, f"the weight of a {type(m).__name__}"),
-                    hint="Convolutions and transposed convolutions get weights from N(0, 0.02^2): "
-                         "nn.init.normal_(m.weight, 0.0, 0.02).")
+            t.check(
+                f"{label}/weight",
+                m.weight,
+                what=f"the weight of {label}",
+                test=_normal_draws(0.0, 0.02, f"the weight of a {type(m).__name__}"),
+                hint="Convolutions and transposed convolutions get weights from N(0, 0.02^2): "
+                "nn.init.normal_(m.weight, 0.0, 0.02).",
+            )
             if m.bias is not None:
-                t.check(f"{label}/bias", m.bias, what=f"the bias of {label}", test=_kept_or_zero,
-                        hint="The DCGAN initialisation does not draw the convolutions' biases: leave them (or set "
-                             "them to 0).")
+                t.check(
+                    f"{label}/bias",
+                    m.bias,
+                    what=f"the bias of {label}",
+                    test=_kept_or_zero,
+                    hint="The DCGAN initialisation does not draw the convolutions' biases: leave them (or set "
+                    "them to 0).",
+                )
         elif isinstance(m, nn.BatchNorm2d):
-            t.check(f"{label}/weight", m.weight, what=f"the weight (scale) of {label}",
-                    test=_normal_draws(1.0, 0.02, "the weight of a BatchNorm2d"),
-                    hint="BatchNorm weights are drawn from N(1, 0.02^2) (mean 1, not 0): "
-                         "nn.init.normal_(m.weight, 1.0, 0.02).")
-            t.same(f"{label}/bias", m.bias, what=f"the bias (shift) of {label}",
-                   hint="BatchNorm biases are set to 0: nn.init.zeros_(m.bias).")
+            t.check(
+                f"{label}/weight",
+                m.weight,
+                what=f"the weight (scale) of {label}",
+                test=_normal_draws(1.0, 0.02, "the weight of a BatchNorm2d"),
+                hint="BatchNorm weights are drawn from N(1, 0.02^2) (mean 1, not 0): "
+                "nn.init.normal_(m.weight, 1.0, 0.02).",
+            )
+            t.same(
+                f"{label}/bias",
+                m.bias,
+                what=f"the bias (shift) of {label}",
+                hint="BatchNorm biases are set to 0: nn.init.zeros_(m.bias).",
+            )
         elif isinstance(m, nn.Linear):
-            t.same(f"{label}/weight", m.weight, what=f"the weight of {label}",
-                   hint="Leave nn.Linear layers as they are: the DCGAN initialisation touches convolutions "
-                        "and BatchNorm layers only (test the layer's type, e.g. with isinstance).")
-            t.same(f"{label}/bias", m.bias, what=f"the bias of {label}",
-                   hint="Leave nn.Linear layers as they are.")
+            t.same(
+                f"{label}/weight",
+                m.weight,
+                what=f"the weight of {label}",
+                hint="Leave nn.Linear layers as they are: the DCGAN initialisation touches convolutions "
+                "and BatchNorm layers only (test the layer's type, e.g. with isinstance).",
+            )
+            t.same(f"{label}/bias", m.bias, what=f"the bias of {label}", hint="Leave nn.Linear layers as they are.")
 
 
 @check(gan.dcgan_init)
@@ -171,18 +192,21 @@ def _loss_diagnosis(case: tuple[torch.Tensor, torch.Tensor]) -> Test:
         logits, labels = case
         variants = {
             "that is the BCE of the logits read as probabilities: F.binary_cross_entropy expects "
-            "probabilities, use F.binary_cross_entropy_with_logits on logits":
-                lambda: F.binary_cross_entropy(logits.clamp(0, 1), labels),
+            "probabilities, use F.binary_cross_entropy_with_logits on logits": lambda: F.binary_cross_entropy(
+                logits.clamp(0, 1), labels
+            ),
             "that is a sigmoid applied twice: binary_cross_entropy_with_logits already contains the sigmoid, "
-            "give it the logits themselves":
-                lambda: F.binary_cross_entropy_with_logits(torch.sigmoid(logits), labels),
+            "give it the logits themselves": lambda: F.binary_cross_entropy_with_logits(torch.sigmoid(logits), labels),
             "that is the BCE of sigmoid(logits): for large logits the sigmoid rounds to exactly 0 or 1 and "
-            "the log is clipped; compute from the logits (binary_cross_entropy_with_logits)":
-                lambda: F.binary_cross_entropy(torch.sigmoid(logits), labels),
-            "that is the sum over the entries; average them":
-                lambda: gan.classification_loss(logits, labels) * logits.numel(),
-            "the labels are swapped: the target is labels, the probabilities are sigmoid(logits)":
-                lambda: gan.classification_loss(logits, 1 - labels),
+            "the log is clipped; compute from the logits (binary_cross_entropy_with_logits)": lambda: (
+                F.binary_cross_entropy(torch.sigmoid(logits), labels)
+            ),
+            "that is the sum over the entries; average them": lambda: (
+                gan.classification_loss(logits, labels) * logits.numel()
+            ),
+            "the labels are swapped: the target is labels, the probabilities are sigmoid(logits)": lambda: (
+                gan.classification_loss(logits, 1 - labels)
+            ),
         }
         for text, value in variants.items():
             try:
@@ -198,15 +222,28 @@ def _loss_diagnosis(case: tuple[torch.Tensor, torch.Tensor]) -> Test:
 @check(gan.classification_loss)
 def probe_classification_loss(t: Trial, classification_loss) -> None:
     """Mean binary cross-entropy of the labels under sigmoid(logits), computed from the logits."""
-    hint = ("Average over all entries of -[y log sigmoid(l) + (1 - y) log(1 - sigmoid(l))], computed from the "
-            "logits l: F.binary_cross_entropy_with_logits(logits, labels).")
+    hint = (
+        "Average over all entries of -[y log sigmoid(l) + (1 - y) log(1 - sigmoid(l))], computed from the "
+        "logits l: F.binary_cross_entropy_with_logits(logits, labels)."
+    )
     cases = [
-        ("logits in (0, 1)", lambda d: t.rand(8, 1, dtype=d, low=0.05, high=0.95), lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d)),
-        ("logits of a discriminator", lambda d: t.randn(16, 1, dtype=d, scale=3.0), lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d)),
+        (
+            "logits in (0, 1)",
+            lambda d: t.rand(8, 1, dtype=d, low=0.05, high=0.95),
+            lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d),
+        ),
+        (
+            "logits of a discriminator",
+            lambda d: t.randn(16, 1, dtype=d, scale=3.0),
+            lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d),
+        ),
         ("soft labels", lambda d: t.randn(5, 3, dtype=d, scale=2.0), lambda d, s: t.rand(*s, dtype=d)),
         ("flat logits", lambda d: t.randn(7, dtype=d, scale=2.0), lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d)),
-        ("a confident discriminator (logits up to +-60)", lambda d: t.randn(12, 1, dtype=d, scale=30.0),
-         lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d)),
+        (
+            "a confident discriminator (logits up to +-60)",
+            lambda d: t.randn(12, 1, dtype=d, scale=30.0),
+            lambda d, s: (t.rand(*s, dtype=d) > 0.5).to(d),
+        ),
     ]
     for dtype in (torch.float32, torch.float64):
         for kind, make_logits, make_labels in cases:
@@ -214,23 +251,36 @@ def probe_classification_loss(t: Trial, classification_loss) -> None:
             labels = make_labels(dtype, tuple(logits.shape))
             case = f"{kind}, shape {tuple(logits.shape)}, {dtype}"
             got = t.call(classification_loss, logits, labels, what=f"classification_loss(logits, labels) ({case})")
-            t.check(f"{case}", got, what=f"classification_loss(logits, labels) ({case})", hint=hint,
-                    test=_loss_diagnosis((logits.cpu(), labels.cpu())))
+            t.check(
+                f"{case}",
+                got,
+                what=f"classification_loss(logits, labels) ({case})",
+                hint=hint,
+                test=_loss_diagnosis((logits.cpu(), labels.cpu())),
+            )
         logits = t.randn(6, 1, dtype=dtype, scale=3.0).requires_grad_()
         labels = (t.rand(6, 1, dtype=dtype) > 0.5).to(dtype)
-        loss = t.call(classification_loss, logits, labels, what=f"classification_loss with requires_grad logits, {dtype}")
+        loss = t.call(
+            classification_loss, logits, labels, what=f"classification_loss with requires_grad logits, {dtype}"
+        )
         grad = None
         if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
             (grad,) = torch.autograd.grad(loss.reshape(()), [logits])
-        t.same(f"grad/{dtype}", grad, what=f"the gradient of the loss with respect to the logits, {dtype}",
-               hint="Return the loss as a tensor (no .item(), no detach): the training steps back-propagate it. "
-                    "Its gradient is (sigmoid(l) - y) / number of entries.")
+        t.same(
+            f"grad/{dtype}",
+            grad,
+            what=f"the gradient of the loss with respect to the logits, {dtype}",
+            hint="Return the loss as a tensor (no .item(), no detach): the training steps back-propagate it. "
+            "Its gradient is (sigmoid(l) - y) / number of entries.",
+        )
 
 
 # ----------------------------------------------------------------------------- discriminator_step
 
 
-def _d_step_variants(D0: nn.Module, G0: nn.Module, real: torch.Tensor, z: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def _d_step_variants(
+    D0: nn.Module, G0: nn.Module, real: torch.Tensor, z: torch.Tensor
+) -> dict[str, list[torch.Tensor]]:
     """Losses of known wrong discriminator steps, recomputed in the grader (with the reference loss,
     which the kernel's student edition withholds)."""
     bce = gan.classification_loss
@@ -240,14 +290,17 @@ def _d_step_variants(D0: nn.Module, G0: nn.Module, real: torch.Tensor, z: torch.
         D, G = copy.deepcopy(D0).train(), copy.deepcopy(G0).train()
         both = D(torch.cat([real, G(z)]))
         joint = bce(both, torch.cat([ones, zeros]))
-        mixed = "real and fake images went through the discriminator as ONE batch: its BatchNorm layers then " \
-                "normalise them together. Call the discriminator twice, once on the real batch and once on the fake one"
+        mixed = (
+            "real and fake images went through the discriminator as ONE batch: its BatchNorm layers then "
+            "normalise them together. Call the discriminator twice, once on the real batch and once on the fake one"
+        )
         variants = {mixed: [joint, 2 * joint, bce(both[:n], ones) + bce(both[n:], zeros)]}
         D, G = copy.deepcopy(D0).train(), copy.deepcopy(G0).train()
         r, f = D(real), D(G(z))
         variants["the labels are swapped: real images have label 1, fake ones label 0"] = [bce(r, zeros) + bce(f, ones)]
         variants["that is the mean of the two losses; return their sum, BCE(D(real), 1) + BCE(D(fake), 0)"] = [
-            (bce(r, ones) + bce(f, zeros)) / 2]
+            (bce(r, ones) + bce(f, zeros)) / 2
+        ]
     return variants
 
 
@@ -270,9 +323,11 @@ def _no_gradient(got: Any, _want: Any, _records: dict) -> str | None:
         return f"expected a list of gradients, got {describe(got)}"
     if all(g is None or (isinstance(g, torch.Tensor) and not g.any()) for g in got):
         return None
-    return ("the generator received gradients from the discriminator's loss: detach the fake images "
-            "(generator(z).detach()) before the discriminator sees them, so that this step trains the "
-            "discriminator only")
+    return (
+        "the generator received gradients from the discriminator's loss: detach the fake images "
+        "(generator(z).detach()) before the discriminator sees them, so that this step trains the "
+        "discriminator only"
+    )
 
 
 def _after_step(p0: torch.Tensor, stale: torch.Tensor | None, default: str) -> Test:
@@ -284,8 +339,10 @@ def _after_step(p0: torch.Tensor, stale: torch.Tensor | None, default: str) -> T
             return None
         if isinstance(got, torch.Tensor) and got.shape == want.shape:
             if stale is not None and close(got, want - LR * stale) is None:
-                return (f"{problem}: the update used the old gradients too. Clear them with "
-                        "optimizer.zero_grad() before loss.backward()")
+                return (
+                    f"{problem}: the update used the old gradients too. Clear them with "
+                    "optimizer.zero_grad() before loss.backward()"
+                )
             if close(got, p0) is None:
                 return f"{problem}: the parameter did not change. {default}"
         return f"{problem}. {default}"
@@ -301,26 +358,48 @@ def probe_discriminator_step(t: Trial, discriminator_step) -> None:
             G, D = _networks(t, code_size=16)
             stale = [t.randn(*p.shape, scale=0.1) for p in D.parameters()]
             for p, s in zip(D.parameters(), stale):
-                p.grad = s.clone()      # what the previous generator step left in the discriminator
+                p.grad = s.clone()  # what the previous generator step left in the discriminator
             optimizer = torch.optim.SGD(D.parameters(), lr=LR)
             real, z = t.rand(n, 3, 32, 32), t.randn(n, 16)
             before = {name: p.detach().cpu().clone() for name, p in D.named_parameters()}
             start = (_cpu(D), _cpu(G), real.cpu(), z.cpu()) if t.reference else None
             case = f"a batch of {n}"
             with t.default_device_elsewhere():
-                loss = t.call(discriminator_step, D, G, real, z, optimizer,
-                              what=f"discriminator_step(D, G, real, z, optimizer) on {case} (create labels on the "
-                                   "logits' device, e.g. torch.ones_like(logits))")
-            t.check(f"{n}/loss", loss, what=f"the discriminator's loss returned for {case}",
-                    test=_named(lambda start=start: _d_step_variants(*start),
-                                "Expected BCE(D(real), 1) + BCE(D(G(z)), 0), each a mean over its batch, computed "
-                                "before the update."))
-            t.check(f"{n}/generator grads", [p.grad for p in G.parameters()],
-                    what=f"the generator's gradients after the discriminator step ({case})", test=_no_gradient)
+                loss = t.call(
+                    discriminator_step,
+                    D,
+                    G,
+                    real,
+                    z,
+                    optimizer,
+                    what=f"discriminator_step(D, G, real, z, optimizer) on {case} (create labels on the "
+                    "logits' device, e.g. torch.ones_like(logits))",
+                )
+            t.check(
+                f"{n}/loss",
+                loss,
+                what=f"the discriminator's loss returned for {case}",
+                test=_named(
+                    lambda start=start: _d_step_variants(*start),
+                    "Expected BCE(D(real), 1) + BCE(D(G(z)), 0), each a mean over its batch, computed "
+                    "before the update.",
+                ),
+            )
+            t.check(
+                f"{n}/generator grads",
+                [p.grad for p in G.parameters()],
+                what=f"the generator's gradients after the discriminator step ({case})",
+                test=_no_gradient,
+            )
             for (name, p), s in zip(D.named_parameters(), stale):
-                t.check(f"{n}/D/{name}", p, what=f"the discriminator's parameter {name!r} after the step ({case})",
-                        test=_after_step(before[name], s.cpu(),
-                                         "One optimizer.step() on the gradient of the discriminator's loss."))
+                t.check(
+                    f"{n}/D/{name}",
+                    p,
+                    what=f"the discriminator's parameter {name!r} after the step ({case})",
+                    test=_after_step(
+                        before[name], s.cpu(), "One optimizer.step() on the gradient of the discriminator's loss."
+                    ),
+                )
 
 
 # ----------------------------------------------------------------------------- generator_step
@@ -353,27 +432,50 @@ def probe_generator_step(t: Trial, generator_step) -> None:
             start = (_cpu(D), _cpu(G), z.cpu()) if t.reference else None
             case = f"a batch of {n} codes"
             with t.default_device_elsewhere():
-                loss = t.call(generator_step, D, G, z, optimizer,
-                              what=f"generator_step(D, G, z, optimizer) on {case} (create labels on the logits' "
-                                   "device, e.g. torch.ones_like(logits))")
-            t.check(f"{n}/loss", loss, what=f"the generator's loss returned for {case}",
-                    test=_named(lambda start=start: _g_step_variants(*start),
-                                "Expected the non-saturating loss BCE(D(G(z)), 1), a mean over the batch, computed "
-                                "before the update."))
+                loss = t.call(
+                    generator_step,
+                    D,
+                    G,
+                    z,
+                    optimizer,
+                    what=f"generator_step(D, G, z, optimizer) on {case} (create labels on the logits' "
+                    "device, e.g. torch.ones_like(logits))",
+                )
+            t.check(
+                f"{n}/loss",
+                loss,
+                what=f"the generator's loss returned for {case}",
+                test=_named(
+                    lambda start=start: _g_step_variants(*start),
+                    "Expected the non-saturating loss BCE(D(G(z)), 1), a mean over the batch, computed "
+                    "before the update.",
+                ),
+            )
             for (name, p), s in zip(G.named_parameters(), stale):
-                t.check(f"{n}/G/{name}", p, what=f"the generator's parameter {name!r} after the step ({case})",
-                        test=_after_step(before[name], s.cpu(),
-                                         "The gradient must reach the generator: do not detach G(z) here (and call "
-                                         "loss.backward() and optimizer.step())."))
+                t.check(
+                    f"{n}/G/{name}",
+                    p,
+                    what=f"the generator's parameter {name!r} after the step ({case})",
+                    test=_after_step(
+                        before[name],
+                        s.cpu(),
+                        "The gradient must reach the generator: do not detach G(z) here (and call "
+                        "loss.backward() and optimizer.step()).",
+                    ),
+                )
             for name, p in D.named_parameters():
-                t.same(f"{n}/D/{name}", p, what=f"the discriminator's parameter {name!r} after the generator step",
-                       hint="The generator step updates the generator only: step the optimizer you are given.")
+                t.same(
+                    f"{n}/D/{name}",
+                    p,
+                    what=f"the discriminator's parameter {name!r} after the generator step",
+                    hint="The generator step updates the generator only: step the optimizer you are given.",
+                )
 
 
 # ----------------------------------------------------------------------------- reconstruct
 
 
-STEPS, STEP_LR = 12, 0.05   # a short run: Adam's path is reproducible to ~1e-6 here, not after hundreds of steps
+STEPS, STEP_LR = 12, 0.05  # a short run: Adam's path is reproducible to ~1e-6 here, not after hundreds of steps
 CODE_TOL = {"rtol": 1e-3, "atol": 1e-4}
 
 
@@ -386,7 +488,7 @@ class _Variant(nn.Module):
         self.inner, self.scale, self.keep_training = generator, scale, keep_training
         self.code_size = generator.code_size
 
-    def train(self, mode: bool = True) -> "_Variant":
+    def train(self, mode: bool = True) -> _Variant:
         self.training = mode
         self.inner.train(mode or self.keep_training)
         return self
@@ -415,19 +517,30 @@ def _codes_test(start: tuple[nn.Module, torch.Tensor] | None) -> Test:
             if close(got, _reconstruct_variant(G0, x, divide=x.shape[0], train=False), **CODE_TOL) is None:
                 return None  # the squared distances averaged over the images: the same codes
             if not got.any():
-                return (f"{problem}: the codes are still zero. Optimise the codes (Adam over [z], z created with "
-                        "requires_grad=True), not the generator's weights")
-            if close(got, _reconstruct_variant(G0, x, divide=x[0].numel() * x.shape[0], train=False), **CODE_TOL) is None \
-                    or close(got, _reconstruct_variant(G0, x, divide=x[0].numel(), train=False), **CODE_TOL) is None:
-                return (f"{problem}: that is the mean over pixels (F.mse_loss's default). The squared L2 distance sums "
-                        "over pixels; dividing it by 3072 shrinks the gradients to where Adam's eps (1e-8) slows its "
-                        "steps, so the codes come out different. Use the sum (F.mse_loss(..., reduction='sum'))")
+                return (
+                    f"{problem}: the codes are still zero. Optimise the codes (Adam over [z], z created with "
+                    "requires_grad=True), not the generator's weights"
+                )
+            if (
+                close(got, _reconstruct_variant(G0, x, divide=x[0].numel() * x.shape[0], train=False), **CODE_TOL)
+                is None
+                or close(got, _reconstruct_variant(G0, x, divide=x[0].numel(), train=False), **CODE_TOL) is None
+            ):
+                return (
+                    f"{problem}: that is the mean over pixels (F.mse_loss's default). The squared L2 distance sums "
+                    "over pixels; dividing it by 3072 shrinks the gradients to where Adam's eps (1e-8) slows its "
+                    "steps, so the codes come out different. Use the sum (F.mse_loss(..., reduction='sum'))"
+                )
             if close(got, _reconstruct_variant(G0, x, divide=1.0, train=True), **CODE_TOL) is None:
-                return (f"{problem}: the generator ran in training mode. Call generator.eval() first: its BatchNorm "
-                        "layers must use their running statistics, not the statistics of the batch being fitted")
-        return (f"{problem}. Start from zero codes (torch.zeros(N, generator.code_size, device=x.device, "
-                "requires_grad=True)), run `steps` Adam steps at learning rate `lr` with default betas on "
-                "sum ||G(z) - x||^2, with optimizer.zero_grad() in every step and the generator in evaluation mode")
+                return (
+                    f"{problem}: the generator ran in training mode. Call generator.eval() first: its BatchNorm "
+                    "layers must use their running statistics, not the statistics of the batch being fitted"
+                )
+        return (
+            f"{problem}. Start from zero codes (torch.zeros(N, generator.code_size, device=x.device, "
+            "requires_grad=True)), run `steps` Adam steps at learning rate `lr` with default betas on "
+            "sum ||G(z) - x||^2, with optimizer.zero_grad() in every step and the generator in evaluation mode"
+        )
 
     return test
 
@@ -448,23 +561,44 @@ def probe_reconstruct(t: Trial, reconstruct) -> None:
             start = (_cpu(G).eval(), x.cpu()) if t.reference else None
             case = f"{n} images, steps={STEPS}, lr={STEP_LR}"
             with t.default_device_elsewhere():
-                codes = t.call(reconstruct, G, x.clone(), steps=STEPS, lr=STEP_LR,
-                               what=f"reconstruct(generator, x, steps={STEPS}, lr={STEP_LR}) on {n} images (create the "
-                                    "codes on x's device: torch.zeros(..., device=x.device))")
+                codes = t.call(
+                    reconstruct,
+                    G,
+                    x.clone(),
+                    steps=STEPS,
+                    lr=STEP_LR,
+                    what=f"reconstruct(generator, x, steps={STEPS}, lr={STEP_LR}) on {n} images (create the "
+                    "codes on x's device: torch.zeros(..., device=x.device))",
+                )
             t.check(f"{n}/codes", codes, what=f"the codes returned by reconstruct ({case})", test=_codes_test(start))
-            t.same(f"{n}/training", G.training, what=f"the generator's mode after reconstruct ({case})",
-                   hint="Switch the generator to evaluation mode with generator.eval() and leave it there.")
+            t.same(
+                f"{n}/training",
+                G.training,
+                what=f"the generator's mode after reconstruct ({case})",
+                hint="Switch the generator to evaluation mode with generator.eval() and leave it there.",
+            )
             for name, value in G.state_dict().items():
-                hint = ("Do not change the generator: the optimizer gets the codes only ([z]), not "
-                        "generator.parameters()." if name in dict(G.named_parameters()) else
-                        "The BatchNorm running statistics changed: the generator must run in evaluation mode "
-                        "(generator.eval()) while the codes are fitted.")
-                t.check(f"{n}/G/{name}", value, what=f"the generator's {name!r} after reconstruct ({case})",
-                        test=lambda got, want, r, before=state[name]: close(got, before), hint=hint)
+                hint = (
+                    "Do not change the generator: the optimizer gets the codes only ([z]), not generator.parameters()."
+                    if name in dict(G.named_parameters())
+                    else "The BatchNorm running statistics changed: the generator must run in evaluation mode "
+                    "(generator.eval()) while the codes are fitted."
+                )
+                t.check(
+                    f"{n}/G/{name}",
+                    value,
+                    what=f"the generator's {name!r} after reconstruct ({case})",
+                    test=lambda got, want, r, before=state[name]: close(got, before),
+                    hint=hint,
+                )
     try:
         params = inspect.signature(reconstruct).parameters
     except (TypeError, ValueError):
         params = {}
     defaults = {k: params[k].default if k in params else None for k in ("steps", "lr")}
-    t.same("defaults", defaults, what="the default arguments of reconstruct",
-           hint="Keep the signature reconstruct(generator, x, steps=500, lr=1e-2).")
+    t.same(
+        "defaults",
+        defaults,
+        what="the default arguments of reconstruct",
+        hint="Keep the signature reconstruct(generator, x, steps=500, lr=1e-2).",
+    )

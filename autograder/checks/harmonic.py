@@ -4,8 +4,10 @@ Each ``probe_<exercise>`` runs twice (see autograder/probing.py): in the student
 records what the student's function returns on seeded inputs; in the grader the reference from
 ``genlab`` meets the same inputs, and every record is compared or tested there.
 """
+
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -37,10 +39,19 @@ def probe_sample_latent(t: Trial, sample_latent) -> None:
     mu = torch.full((40_000, 2), 3.0, device=t.device)
     for sigma in (0.3, 2.0):
         with t.default_device_elsewhere():
-            z = t.call(sample_latent, mu, sigma, what=f"sample_latent(mu, {sigma}) without eps (draw the noise "
-                       "on mu's device, e.g. torch.randn_like(mu))")
-        t.check(f"samples/{sigma}", z, what=f"sample_latent(mu = 3, sigma = {sigma}) without eps",
-                test=lambda got, _w, _r, sigma=sigma: _normal_samples(got, 3.0, sigma))
+            z = t.call(
+                sample_latent,
+                mu,
+                sigma,
+                what=f"sample_latent(mu, {sigma}) without eps (draw the noise "
+                "on mu's device, e.g. torch.randn_like(mu))",
+            )
+        t.check(
+            f"samples/{sigma}",
+            z,
+            what=f"sample_latent(mu = 3, sigma = {sigma}) without eps",
+            test=lambda got, _w, _r, sigma=sigma: _normal_samples(got, 3.0, sigma),
+        )
     again = [t.call(sample_latent, mu[:10], 1.0, what="sample_latent(mu, 1.0)") for _ in range(2)]
     t.note("fresh/first", again[0])
     t.check("fresh/second", again[1], what="a second call of sample_latent without eps", test=_differs("fresh/first"))
@@ -49,7 +60,12 @@ def probe_sample_latent(t: Trial, sample_latent) -> None:
     eps = t.randn(4, 3)
     t.call(lambda: sample_latent(mu_g, sigma_g, eps).sum().backward(), what="backward through sample_latent")
     t.same("dmu", mu_g.grad, what="the gradient with respect to mu", hint="dz/dmu = 1: do not detach mu.")
-    t.same("dsigma", sigma_g.grad, what="the gradient with respect to sigma", hint="dz/dsigma = eps (the reparameterisation).")
+    t.same(
+        "dsigma",
+        sigma_g.grad,
+        what="the gradient with respect to sigma",
+        hint="dz/dsigma = eps (the reparameterisation).",
+    )
 
 
 def _normal_samples(got, mean: float, std: float) -> str | None:
@@ -72,8 +88,12 @@ def _normal_samples(got, mean: float, std: float) -> str | None:
 def _differs(first_key: str):
     def test(got, _want, records) -> str | None:
         first = records.get(first_key)
-        if isinstance(got, torch.Tensor) and isinstance(first, torch.Tensor) and got.shape == first.shape \
-                and torch.equal(got, first):
+        if (
+            isinstance(got, torch.Tensor)
+            and isinstance(first, torch.Tensor)
+            and got.shape == first.shape
+            and torch.equal(got, first)
+        ):
             return "two calls returned the same noise: draw fresh noise on every call (do not re-seed)"
         return None
 
@@ -95,12 +115,20 @@ def probe_fixed_sigma_kl(t: Trial, fixed_sigma_kl) -> None:
     mu = t.randn(6, 4, dtype=torch.float64)
     per_dim = torch.tensor([0.2, 0.5, 1.0, 3.0], dtype=torch.float64, device=t.device)
     got = t.call(fixed_sigma_kl, mu, per_dim, what="fixed_sigma_kl(mu, sigma) with one sigma per dimension")
-    t.same("per-dimension", got, what="fixed_sigma_kl with a per-dimension sigma tensor",
-           hint="A sigma tensor of shape (dims,) must broadcast over the rows.")
+    t.same(
+        "per-dimension",
+        got,
+        what="fixed_sigma_kl with a per-dimension sigma tensor",
+        hint="A sigma tensor of shape (dims,) must broadcast over the rows.",
+    )
     mu = t.randn(5, 3, dtype=torch.float64).requires_grad_()
     t.call(lambda: fixed_sigma_kl(mu, 0.5).sum().backward(), what="backward through fixed_sigma_kl")
-    t.same("dmu", mu.grad, what="the gradient of the KL with respect to mu",
-           hint="d KL / d mu must equal mu: the mean term is mu^2 / 2, not mu^2.")
+    t.same(
+        "dmu",
+        mu.grad,
+        what="the gradient of the KL with respect to mu",
+        hint="d KL / d mu must equal mu: the mean term is mu^2 / 2, not mu^2.",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,8 +160,9 @@ def _kl(mu: torch.Tensor) -> torch.Tensor:
     return ((SIGMA_ENC**2 + mu**2 - 1) / 2 - math.log(SIGMA_ENC)).sum(-1)
 
 
-def _judge_step(records: dict, tag: str, x: torch.Tensor, sigma_n: float, before: dict[str, torch.Tensor] | str,
-                names: list[str]) -> str | None:
+def _judge_step(
+    records: dict, tag: str, x: torch.Tensor, sigma_n: float, before: dict[str, torch.Tensor] | str, names: list[str]
+) -> str | None:
     """Everything one call of noisy_step must satisfy, from what the hooks saw and the parameters after.
 
     ``before`` is the parameters before the call, or the tag of the previous call whose recorded
@@ -143,8 +172,10 @@ def _judge_step(records: dict, tag: str, x: torch.Tensor, sigma_n: float, before
         before = {name: records[f"{before}/param/{name}"].double() for name in names}
     calls = records.get(f"{tag}/calls")
     if calls != [1, 1]:
-        return (f"noisy_step should encode and decode the batch once each; encoder and decoder ran {calls} times "
-                "(the model's forward() counts as one of each)")
+        return (
+            f"noisy_step should encode and decode the batch once each; encoder and decoder ran {calls} times "
+            "(the model's forward() counts as one of each)"
+        )
     x = x.reshape(N, -1)
     x_in, mu = records[f"{tag}/encoder_in"].double().reshape(N, -1), records[f"{tag}/encoder_out"].double()
     z, x_hat = records[f"{tag}/decoder_in"].double(), records[f"{tag}/decoder_out"].double().reshape(N, -1)
@@ -155,12 +186,16 @@ def _judge_step(records: dict, tag: str, x: torch.Tensor, sigma_n: float, before
     else:
         std = noise.std().item()
         if noise.std(dim=0).min().item() < 0.8 * std:
-            return ("every example needs its own noise: the noise of one input entry barely varies across the batch; "
-                    "draw noise with the batch's shape, e.g. torch.randn_like(x)")
+            return (
+                "every example needs its own noise: the noise of one input entry barely varies across the batch; "
+                "draw noise with the batch's shape, e.g. torch.randn_like(x)"
+            )
         if abs(noise.mean().item()) > 0.03 or abs(std - sigma_n) > 0.04 * sigma_n:
             squared = " (that is sigma_n^2)" if abs(std - sigma_n**2) < 0.04 * sigma_n**2 else ""
-            return (f"the input noise must be N(0, sigma_n^2) with sigma_n = {sigma_n}: got mean "
-                    f"{noise.mean().item():.3f}, std {std:.3f}{squared}")
+            return (
+                f"the input noise must be N(0, sigma_n^2) with sigma_n = {sigma_n}: got mean "
+                f"{noise.mean().item():.3f}, std {std:.3f}{squared}"
+            )
         if noise.std(dim=1).median().item() < 0.7 * sigma_n:
             return "each entry of an example needs its own noise, not one number per example"
     spread = (z - mu).std().item()
@@ -181,14 +216,16 @@ def _judge_step(records: dict, tag: str, x: torch.Tensor, sigma_n: float, before
             hint = " You summed over the batch; average over it."
         elif math.isclose(value, sse.mean().item(), rel_tol=1e-5):
             hint = " The KL term is missing."
-        return (f"the returned loss: {problem}; expected the batch mean of (sum of squared errors to the clean x + "
-                f"KL) before the update.{hint} (noisy_step uses your sample_latent and fixed_sigma_kl: make their "
-                "tests pass first)")
+        return (
+            f"the returned loss: {problem}; expected the batch mean of (sum of squared errors to the clean x + "
+            f"KL) before the update.{hint} (noisy_step uses your sample_latent and fixed_sigma_kl: make their "
+            "tests pass first)"
+        )
     # The update must be one optimizer step on the gradient of that loss, old gradients cleared.
     model = H.HarmonicVAE(SHAPE, LATENT, SIGMA_ENC, hidden=8).double()
     params = {k: v.clone().requires_grad_(True) for k, v in before.items()}
-    enc = {k[len("encoder."):]: v for k, v in params.items() if k.startswith("encoder.")}
-    dec = {k[len("decoder."):]: v for k, v in params.items() if k.startswith("decoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in params.items() if k.startswith("encoder.")}
+    dec = {k[len("decoder.") :]: v for k, v in params.items() if k.startswith("decoder.")}
     mu_re = torch.func.functional_call(model.encoder, enc, (x_in,))
     out = torch.func.functional_call(model.decoder, dec, (mu_re + (z - mu),))
     grads = torch.autograd.grad((((out - x) ** 2).sum(1) + _kl(mu_re)).mean(), list(params.values()))
@@ -200,15 +237,22 @@ def _judge_step(records: dict, tag: str, x: torch.Tensor, sigma_n: float, before
         if step.abs().max() == 0:
             return "noisy_step must update the parameters (optimizer.step())"
         if close(step, LR * g, rtol=1e-4, atol=1e-7):
-            return (f"parameter {name} did not move by one optimizer step on the loss's gradient: clear old "
-                    "gradients (optimizer.zero_grad()) before loss.backward(), and detach nothing on the way to the loss")
+            return (
+                f"parameter {name} did not move by one optimizer step on the loss's gradient: clear old "
+                "gradients (optimizer.zero_grad()) before loss.backward(), and detach nothing on the way to the loss"
+            )
     return None
+
+
+def _judge_step_test(_got, _want, records: dict, *, tag, xs, s, b, n) -> str | None:
+    """:func:`_judge_step` as a ``t.check`` test bound to one call's inputs."""
+    return _judge_step(records, tag, xs, s, b, n)
 
 
 @check(H.noisy_step)
 def probe_noisy_step(t: Trial, noisy_step) -> None:
     """One SGD step on the noisy-input loss: fresh noise per entry and per call, clean target, mean of SSE + KL."""
-    x = (t.rand(N, *SHAPE, dtype=torch.float64) * 2 - 1)
+    x = t.rand(N, *SHAPE, dtype=torch.float64) * 2 - 1
     for sigma_n in (0.0, 0.7):
         model = t.init_module(H.HarmonicVAE(SHAPE, LATENT, SIGMA_ENC, hidden=8), scale=2.0).to(t.device, torch.float64)
         names = [name for name, _ in model.named_parameters()]
@@ -229,12 +273,19 @@ def probe_noisy_step(t: Trial, noisy_step) -> None:
                 t.note(f"{tag}/{key}", value)
             for name, p in model.named_parameters():
                 t.note(f"{tag}/param/{name}", p)
-            t.check(f"{tag}/loss", loss, what=f"noisy_step with sigma_n = {sigma_n} (call {call})",
-                    test=lambda _g, _w, records, tag=tag, xs=x.cpu(), s=sigma_n, b=before, n=names:
-                        _judge_step(records, tag, xs, s, b, n))
+            t.check(
+                f"{tag}/loss",
+                loss,
+                what=f"noisy_step with sigma_n = {sigma_n} (call {call})",
+                test=functools.partial(_judge_step_test, tag=tag, xs=x.cpu(), s=sigma_n, b=before, n=names),
+            )
         if sigma_n:
-            t.check(f"{sigma_n}/fresh", None, what="the noise of two calls of noisy_step",
-                    test=lambda _g, _w, records, s=sigma_n: _fresh_noise(records, s))
+            t.check(
+                f"{sigma_n}/fresh",
+                None,
+                what="the noise of two calls of noisy_step",
+                test=lambda _g, _w, records, s=sigma_n: _fresh_noise(records, s),
+            )
 
 
 def _fresh_noise(records: dict, sigma_n: float) -> str | None:
@@ -278,7 +329,9 @@ def _product_test(sigmoids: int):
         if problem and isinstance(got, (int, float, torch.Tensor)):
             value = float(got) if not isinstance(got, torch.Tensor) or got.numel() == 1 else math.nan
             if sigmoids and math.isclose(value, want * 4**sigmoids, rel_tol=1e-4):
-                return problem + ": the sigmoid's slope is at most 1/4 (its derivative s(1 - s) peaks at 1/2 * 1/2), not 1"
+                return (
+                    problem + ": the sigmoid's slope is at most 1/4 (its derivative s(1 - s) peaks at 1/2 * 1/2), not 1"
+                )
             if any(math.isclose(value, v, rel_tol=1e-4) for v in (want**2, want**2 / 0.25**sigmoids)):
                 return problem + ": that is the square; use the largest singular value, not its square"
         return problem
@@ -293,9 +346,14 @@ def probe_product_bound(t: Trial, product_bound) -> None:
         for net in _random_nets(t, dtype):
             got = t.call(product_bound, net, what=f"product_bound({_describe(net)}), {dtype}")
             sigmoids = sum(isinstance(m, nn.Sigmoid) for m in net)
-            t.check(f"{_describe(net)}/{dtype}", got, what=f"product_bound for {_describe(net)} ({dtype})",
-                    hint="Multiply the spectral norms (largest singular values) of the weights and the "
-                         "activations' largest slopes.", test=_product_test(sigmoids))
+            t.check(
+                f"{_describe(net)}/{dtype}",
+                got,
+                what=f"product_bound for {_describe(net)} ({dtype})",
+                hint="Multiply the spectral norms (largest singular values) of the weights and the "
+                "activations' largest slopes.",
+                test=_product_test(sigmoids),
+            )
 
 
 def _power_test(dtype: torch.dtype):
@@ -308,12 +366,18 @@ def _power_test(dtype: torch.dtype):
         if value is None:
             return f"expected a float, got {describe(got)}"
         if value > want * (1 + tol):
-            squared = " (that is the square of the singular value)" if math.isclose(value, want**2, rel_tol=1e-3) else ""
-            return (f"got {value:.6g}, above the Jacobian's spectral norm {want:.6g} at this point{squared}; ||J v|| for "
-                    "a unit v can never exceed it (a Frobenius norm, or J^T J v instead of J v?)")
+            squared = (
+                " (that is the square of the singular value)" if math.isclose(value, want**2, rel_tol=1e-3) else ""
+            )
+            return (
+                f"got {value:.6g}, above the Jacobian's spectral norm {want:.6g} at this point{squared}; ||J v|| for "
+                "a unit v can never exceed it (a Frobenius norm, or J^T J v instead of J v?)"
+            )
         if value < want * (1 - tol):
-            return (f"got {value:.6g}, the Jacobian's spectral norm at this point is {want:.6g}: iterate "
-                    "v <- J^T J v / ||J^T J v|| long enough, then return ||J v||")
+            return (
+                f"got {value:.6g}, the Jacobian's spectral norm at this point is {want:.6g}: iterate "
+                "v <- J^T J v / ||J^T J v|| long enough, then return ||J v||"
+            )
         return None
 
     return test
@@ -328,18 +392,30 @@ def probe_power_iteration_norm(t: Trial, power_iteration_norm) -> None:
     with torch.no_grad():  # a linear map with a known spectrum: 3, 1.5, 1, 0.5
         lin.weight.copy_(u[:, :4] @ torch.diag(torch.tensor([3.0, 1.5, 1.0, 0.5], dtype=torch.float64)) @ v.T)
     lin.to(t.device)
-    got = t.call(power_iteration_norm, lin, torch.zeros(4, dtype=torch.float64, device=t.device),
-                 what="power_iteration_norm on a linear layer with singular values 3, 1.5, 1, 0.5")
-    t.check("linear", got, what="power_iteration_norm of a linear layer with singular values 3, 1.5, 1, 0.5",
-            test=_power_test(torch.float64))
+    got = t.call(
+        power_iteration_norm,
+        lin,
+        torch.zeros(4, dtype=torch.float64, device=t.device),
+        what="power_iteration_norm on a linear layer with singular values 3, 1.5, 1, 0.5",
+    )
+    t.check(
+        "linear",
+        got,
+        what="power_iteration_norm of a linear layer with singular values 3, 1.5, 1, 0.5",
+        test=_power_test(torch.float64),
+    )
     for dtype in DTYPES:
         for k, net in enumerate(_random_nets(t, dtype)):
             n_in = next(m for m in net if isinstance(m, nn.Linear)).in_features
             for point in range(2):
                 x = t.randn(n_in, dtype=dtype)
                 got = t.call(power_iteration_norm, net, x, what=f"power_iteration_norm({_describe(net)}, x), {dtype}")
-                t.check(f"{k}/{point}/{dtype}", got, what=f"power_iteration_norm for {_describe(net)} ({dtype})",
-                        test=_power_test(dtype))
+                t.check(
+                    f"{k}/{point}/{dtype}",
+                    got,
+                    what=f"power_iteration_norm for {_describe(net)} ({dtype})",
+                    test=_power_test(dtype),
+                )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,8 +425,10 @@ def probe_power_iteration_norm(t: Trial, power_iteration_norm) -> None:
 @check(attacks.project_l2)
 def probe_project_l2(t: Trial, project_l2) -> None:
     """Per-example projection onto the L2 ball: inside unchanged, outside scaled onto the sphere."""
-    hint = ("Per example (the norm over all but the batch dimension): leave a perturbation inside the ball as it "
-            "is, scale one outside onto the sphere, keeping its direction.")
+    hint = (
+        "Per example (the norm over all but the batch dimension): leave a perturbation inside the ball as it "
+        "is, scale one outside onto the sphere, keeping its direction."
+    )
     for dtype in DTYPES:
         for shape in [(6, 10), (4, 3, 5, 5), (1, 7)]:
             delta = t.randn(*shape, dtype=dtype)
@@ -358,8 +436,12 @@ def probe_project_l2(t: Trial, project_l2) -> None:
             got = t.call(project_l2, delta.clone(), radius, what=f"project_l2(delta of shape {shape}, {radius:.3g})")
             t.same(f"{shape}/{dtype}", got, what=f"project_l2 on delta of shape {shape}, {dtype}", hint=hint)
     zero = t.call(project_l2, torch.zeros(3, 4, device=t.device), 1.0, what="project_l2 of the zero perturbation")
-    t.same("zero", zero, what="project_l2 of the zero perturbation",
-           hint="The zero perturbation stays zero (no division by a zero norm).")
+    t.same(
+        "zero",
+        zero,
+        what="project_l2 of the zero perturbation",
+        hint="The zero perturbation stays zero (no division by a zero norm).",
+    )
 
 
 legacy_names(globals())

@@ -9,6 +9,7 @@ weights q/p, KL with its arguments swapped, ...), the message names it. The exer
 
 Hidden-test cells call them as ``probe_<exercise>(<the student's function>)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,10 @@ from autograder.probing import Test, Trial, check, describe, naming
 from genlab import exact_models, losses, theory
 
 DTYPES = (torch.float32, torch.float64)
-NO_DISTRIBUTIONS = ("torch.distributions is switched off in this exercise: write the densities and the "
-                    "sampling with plain tensor operations.")
+NO_DISTRIBUTIONS = (
+    "torch.distributions is switched off in this exercise: write the densities and the "
+    "sampling with plain tensor operations."
+)
 # Statistical tests fail a correct answer with probability below this (seeds are fresh every run).
 FALSE_ALARM = 1e-9
 
@@ -34,16 +37,20 @@ FALSE_ALARM = 1e-9
 def _nan_where_finite(got: Any, want: Any) -> str | None:
     if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and got.shape == want.shape:
         if bool((torch.isnan(got) & ~torch.isnan(want)).any()):
-            return ("NaN where the answer is a number. Where p(x) = 0 the term p(x) log(...) is 0 (0 log 0 = 0): "
-                    "use torch.special.xlogy(p, ...) or torch.where, since 0 * log(0) is NaN in floating point")
+            return (
+                "NaN where the answer is a number. Where p(x) = 0 the term p(x) log(...) is 0 (0 log 0 = 0): "
+                "use torch.special.xlogy(p, ...) or torch.where, since 0 * log(0) is NaN in floating point"
+            )
     return None
 
 
 def _underflow(got: Any, want: Any) -> str | None:
     if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and got.shape == want.shape:
         if bool((torch.isinf(got) & torch.isfinite(want)).any()) or bool((torch.isnan(got) & ~torch.isnan(want)).any()):
-            return ("an infinity or NaN where the answer is finite: exp() of log-likelihoods in the hundreds "
-                    "underflows to 0 (or overflows). Stay in log space: torch.logsumexp(values, dim=0) - log(L)")
+            return (
+                "an infinity or NaN where the answer is finite: exp() of log-likelihoods in the hundreds "
+                "underflows to 0 (or overflows). Stay in log space: torch.logsumexp(values, dim=0) - log(L)"
+            )
     return None
 
 
@@ -117,8 +124,10 @@ def _frequency_test(probs: torch.Tensor, n: int, pair: tuple[int, int] | None) -
         if not isinstance(got, torch.Tensor):
             return f"expected a tensor of category indices, got {describe(got)}"
         if tuple(got.shape) != shape:
-            return (f"expected shape {shape} (one draw per row of probs: the last dimension, the k = {k} categories, "
-                    f"goes away), got {tuple(got.shape)}")
+            return (
+                f"expected shape {shape} (one draw per row of probs: the last dimension, the k = {k} categories, "
+                f"goes away), got {tuple(got.shape)}"
+            )
         if got.dtype != torch.int64:
             return f"expected integer category indices of dtype torch.long (int64), got {got.dtype}"
         draws = got.reshape(n, -1)
@@ -128,16 +137,20 @@ def _frequency_test(probs: torch.Tensor, n: int, pair: tuple[int, int] | None) -
         expected = n * p
         impossible = int(counts[expected == 0].sum())
         if impossible > 1e-3 * draws.numel():
-            return (f"{impossible} draws fell in categories of probability 0: category i must come up with "
-                    "probability probs[..., i] (check the comparison with the cumulative sums)")
+            return (
+                f"{impossible} draws fell in categories of probability 0: category i must come up with "
+                "probability probs[..., i] (check the comparison with the cumulative sums)"
+            )
         positive = expected > 0
         chi2 = float((((counts - expected) ** 2) / expected.clamp_min(1e-300))[positive].sum())
         dof = int(positive.sum()) - p.shape[0]
         p_value = float(stats.chi2.sf(chi2, dof))
         if p_value < FALSE_ALARM:
-            return (f"the frequencies of {n} draws do not follow probs (chi-square {chi2:.1f} on {dof} degrees of "
-                    f"freedom, p = {p_value:.1e}): every row needs its own fresh random draw, and category i must "
-                    "come up with probability probs[..., i]")
+            return (
+                f"the frequencies of {n} draws do not follow probs (chi-square {chi2:.1f} on {dof} degrees of "
+                f"freedom, p = {p_value:.1e}): every row needs its own fresh random draw, and category i must "
+                "come up with probability probs[..., i]"
+            )
         if pair is not None:
             i, j = pair
             joint = torch.zeros(k, k, dtype=torch.float64)
@@ -148,9 +161,11 @@ def _frequency_test(probs: torch.Tensor, n: int, pair: tuple[int, int] | None) -
             dof = int(pos.sum()) - 1
             p_value = float(stats.chi2.sf(chi2, dof))
             if p_value < FALSE_ALARM:
-                return (f"two pixels with the same probabilities are not drawn independently (chi-square {chi2:.1f} "
-                        f"on {dof} degrees of freedom, p = {p_value:.1e}): draw a separate random number for every "
-                        "pixel, not one shared by the whole image")
+                return (
+                    f"two pixels with the same probabilities are not drawn independently (chi-square {chi2:.1f} "
+                    f"on {dof} degrees of freedom, p = {p_value:.1e}): draw a separate random number for every "
+                    "pixel, not one shared by the whole image"
+                )
         return None
 
     return test
@@ -159,8 +174,12 @@ def _frequency_test(probs: torch.Tensor, n: int, pair: tuple[int, int] | None) -
 def _differs_from(key: str) -> Test:
     def test(got: Any, _want: Any, records: dict[str, Any]) -> str | None:
         first = records.get(key)
-        if isinstance(got, torch.Tensor) and isinstance(first, torch.Tensor) and got.shape == first.shape \
-                and torch.equal(got, first):
+        if (
+            isinstance(got, torch.Tensor)
+            and isinstance(first, torch.Tensor)
+            and got.shape == first.shape
+            and torch.equal(got, first)
+        ):
             return "two calls returned the same draws: draw new random numbers on every call (do not re-seed)"
         return None
 
@@ -170,8 +189,10 @@ def _differs_from(key: str) -> Test:
 @check(theory.sample_categorical)
 def probe_sample_categorical(t: Trial, sample_categorical) -> None:
     """Independent categorical draws, one per row of probs; a ValueError names probs when rows do not sum to one."""
-    hint = ("Draw one category per row of probs (..., k), independently, with a random number created on probs' "
-            f"device; return integer indices of dtype torch.long and shape probs.shape[:-1]. {NO_DISTRIBUTIONS}")
+    hint = (
+        "Draw one category per row of probs (..., k), independently, with a random number created on probs' "
+        f"device; return integer indices of dtype torch.long and shape probs.shape[:-1]. {NO_DISTRIBUTIONS}"
+    )
     # Six pixels over five grey levels, some impossible; pixels 0 and 1 share their probabilities.
     base = t.rand(6, 5, dtype=torch.float64, low=0.2, high=1.0)
     base[1] = base[0]
@@ -186,24 +207,41 @@ def probe_sample_categorical(t: Trial, sample_categorical) -> None:
     cases.append(("(8000, 2, 3, 4)", other.expand(8000, 2, 3, 4).contiguous(), 8000, other, None))
     for label, big, n, p, pair in cases:
         with t.without_distributions(), t.default_device_elsewhere():
-            draws = t.call(sample_categorical, big, what=f"sample_categorical(probs) on probs of shape {label} "
-                           "(random numbers must be created on probs.device)")
-        t.check(f"draws{label}", draws, what=f"sample_categorical(probs), probs of shape {label}",
-                test=_frequency_test(p, n, pair), hint=hint)
+            draws = t.call(
+                sample_categorical,
+                big,
+                what=f"sample_categorical(probs) on probs of shape {label} "
+                "(random numbers must be created on probs.device)",
+            )
+        t.check(
+            f"draws{label}",
+            draws,
+            what=f"sample_categorical(probs), probs of shape {label}",
+            test=_frequency_test(p, n, pair),
+            hint=hint,
+        )
     uniform = torch.full((64, 10), 0.1, device=t.device)
     with t.without_distributions():
         first = t.call(sample_categorical, uniform, what="sample_categorical(probs), a first call")
         second = t.call(sample_categorical, uniform, what="sample_categorical(probs), a second call")
     t.note("fresh/first", first)
-    t.check("fresh/second", second, what="a second call of sample_categorical on the same probs",
-            test=_differs_from("fresh/first"))
+    t.check(
+        "fresh/second",
+        second,
+        what="a second call of sample_categorical on the same probs",
+        test=_differs_from("fresh/first"),
+    )
     bad = probs[:3].to(torch.float32) * 0.8
     with t.without_distributions():
         outcome = _outcome(t, sample_categorical, bad, what="sample_categorical(probs) with rows that sum to 0.8")
-    t.check("bad_rows", outcome, what="sample_categorical(probs) with rows that sum to 0.8",
-            test=_raises_value_error("probs"),
-            hint="Check that every row of probs sums to one (up to rounding, say 1e-3) and raise "
-                 "ValueError('probs must sum to one ...') otherwise.")
+    t.check(
+        "bad_rows",
+        outcome,
+        what="sample_categorical(probs) with rows that sum to 0.8",
+        test=_raises_value_error("probs"),
+        hint="Check that every row of probs sums to one (up to rounding, say 1e-3) and raise "
+        "ValueError('probs must sum to one ...') otherwise.",
+    )
 
 
 # ----------------------------------------------------------------------------- 2 Monte-Carlo likelihood
@@ -212,8 +250,10 @@ def probe_sample_categorical(t: Trial, sample_categorical) -> None:
 @check(theory.mc_log_likelihood)
 def probe_mc_log_likelihood(t: Trial, mc_log_likelihood) -> None:
     """log (1/L) sum_l p(x | z_l), in log space, over the samples along dimension 0."""
-    hint = ("The estimate is log((1/L) sum_l p(x | z_l)) = torch.logsumexp(values, dim=0) - log(L), with "
-            "values = log_px_given_z(z) of shape (L, ...).")
+    hint = (
+        "The estimate is log((1/L) sum_l p(x | z_l)) = torch.logsumexp(values, dim=0) - log(L), with "
+        "values = log_px_given_z(z) of shape (L, ...)."
+    )
     for dtype in DTYPES:
         for offset in (-3.0, -900.0, 400.0):
             for shape in [(50, 3), (40, 4, 2), (1, 2), (7, 5, 1)]:
@@ -224,13 +264,23 @@ def probe_mc_log_likelihood(t: Trial, mc_log_likelihood) -> None:
                 with t.without_distributions():
                     got = t.call(mc_log_likelihood, log_lik, z, what=f"mc_log_likelihood(log_px_given_z, z), {case}")
                 variants = [
-                    (lambda f=log_lik, z=z: f(z).mean(0), "that is the mean of the log-likelihoods, a lower bound "
-                     "(Jensen); the estimator takes the log of the mean likelihood"),
-                    (lambda f=log_lik, z=z: torch.logsumexp(f(z), 0), "that is log of the SUM of the likelihoods: "
-                     "subtract log L"),
+                    (
+                        lambda f=log_lik, z=z: f(z).mean(0),
+                        "that is the mean of the log-likelihoods, a lower bound "
+                        "(Jensen); the estimator takes the log of the mean likelihood",
+                    ),
+                    (
+                        lambda f=log_lik, z=z: torch.logsumexp(f(z), 0),
+                        "that is log of the SUM of the likelihoods: subtract log L",
+                    ),
                 ]
-                t.check(f"{case}", got, what=f"mc_log_likelihood, {case}", hint=hint,
-                        test=naming(variants, extra=_underflow))
+                t.check(
+                    f"{case}",
+                    got,
+                    what=f"mc_log_likelihood, {case}",
+                    hint=hint,
+                    test=naming(variants, extra=_underflow),
+                )
 
 
 # ----------------------------------------------------------------------------- 3 importance sampling
@@ -274,36 +324,55 @@ def _exact_model(t: Trial, d: int, dtype: torch.dtype, batch: int):
 def _weights_variants(log_lik, mu, logstd, eps, kind: str) -> list[tuple[Callable[[], Any], str]]:
     """Known wrong answers for the log-weights (``kind`` "weights"), the importance-sampled
     log-likelihood ("is") and the ELBO ("elbo"), computed from the reference side's inputs."""
+
     def parts():
         return _log_weight_parts(log_lik, mu, logstd, eps)
 
     c = 0.5 * theory.LOG_2PI * mu.shape[-1]
     reduce = {"weights": lambda w: w, "is": _lme, "elbo": lambda w: w.mean(0)}[kind]
     variants = [
-        (lambda: reduce(parts()[0] - parts()[1] + parts()[2]), "the weights are upside down: w = p(z) / q(z | x), "
-         "i.e. log w = log p(x | z) + log p(z) - log q(z | x)"),
+        (
+            lambda: reduce(parts()[0] - parts()[1] + parts()[2]),
+            "the weights are upside down: w = p(z) / q(z | x), i.e. log w = log p(x | z) + log p(z) - log q(z | x)",
+        ),
         (lambda: reduce(parts()[0] - parts()[2]), "the prior log p(z) is missing from the log-weight"),
         (lambda: reduce(parts()[0] + parts()[1]), "log q(z | x) is missing: subtract it"),
-        (lambda: reduce(parts()[0] + parts()[1] - parts()[2] + c), "one density lacks its -(D/2) log(2 pi) "
-         "constant (log p(z) has it too)"),
-        (lambda: reduce(parts()[0] + parts()[1] - parts()[2] - c), "one density lacks its -(D/2) log(2 pi) "
-         "constant (log q(z | x) has it too)"),
+        (
+            lambda: reduce(parts()[0] + parts()[1] - parts()[2] + c),
+            "one density lacks its -(D/2) log(2 pi) constant (log p(z) has it too)",
+        ),
+        (
+            lambda: reduce(parts()[0] + parts()[1] - parts()[2] - c),
+            "one density lacks its -(D/2) log(2 pi) constant (log q(z | x) has it too)",
+        ),
     ]
     if kind == "elbo":
-        variants.append((lambda: _lme(sum(parts()[:2]) - parts()[2]), "that is the importance-sampled log-likelihood "
-                         "(log of the mean weight); the ELBO is the MEAN of the log-weights"))
+        variants.append(
+            (
+                lambda: _lme(sum(parts()[:2]) - parts()[2]),
+                "that is the importance-sampled log-likelihood "
+                "(log of the mean weight); the ELBO is the MEAN of the log-weights",
+            )
+        )
     elif kind == "is":
         variants += [
-            (lambda: (parts()[0] + parts()[1] - parts()[2]).mean(0), "that is the mean of the log-weights (the "
-             "ELBO); the estimate is the log of the mean weight: logsumexp over the samples - log L"),
-            (lambda: torch.logsumexp(parts()[0] + parts()[1] - parts()[2], 0), "that is the log of the SUM of the "
-             "weights: subtract log L"),
+            (
+                lambda: (parts()[0] + parts()[1] - parts()[2]).mean(0),
+                "that is the mean of the log-weights (the "
+                "ELBO); the estimate is the log of the mean weight: logsumexp over the samples - log L",
+            ),
+            (
+                lambda: torch.logsumexp(parts()[0] + parts()[1] - parts()[2], 0),
+                "that is the log of the SUM of the weights: subtract log L",
+            ),
         ]
     return variants
 
 
-WEIGHTS_HINT = ("With z = mu + exp(logstd) * eps: log w = log p(x | z) + log N(z; 0, I) - log N(z; mu, exp(logstd)^2), "
-                "each Gaussian log-density summed over the last dimension. ")
+WEIGHTS_HINT = (
+    "With z = mu + exp(logstd) * eps: log w = log p(x | z) + log N(z; 0, I) - log N(z; mu, exp(logstd)^2), "
+    "each Gaussian log-density summed over the last dimension. "
+)
 
 
 def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: str | None = None) -> None:
@@ -317,8 +386,13 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
             case = f"mu of shape {shape}, L = {L}, log-likelihoods near {offset:g}, {dtype}"
             with t.without_distributions():
                 got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}")
-            t.check(case, got, what=f"{name}, {case}", hint=hint,
-                    test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow))
+            t.check(
+                case,
+                got,
+                what=f"{name}, {case}",
+                hint=hint,
+                test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow),
+            )
             if grad_hint:
                 _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint)
         log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)
@@ -326,22 +400,37 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
         case = f"the exact posterior as q (then every weight equals p(x)), {dtype}"
         with t.without_distributions():
             got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}")
-        t.check(f"exact/{dtype}", got, what=f"{name} with {case}", hint=hint,
-                test=naming(_weights_variants(log_lik, mu, logstd, eps, kind)))
+        t.check(
+            f"exact/{dtype}",
+            got,
+            what=f"{name} with {case}",
+            hint=hint,
+            test=naming(_weights_variants(log_lik, mu, logstd, eps, kind)),
+        )
 
 
 @check(theory.log_importance_weights)
 def probe_log_importance_weights(t: Trial, log_importance_weights) -> None:
     """log w_l = log p(x | z_l) + log p(z_l) - log q(z_l | x) with z_l = mu + exp(logstd) eps_l, shape (L, ...)."""
-    _probe_weights(t, log_importance_weights, "log_importance_weights", "weights",
-                   WEIGHTS_HINT + "Return one log-weight per sample, shape (L, ...). " + NO_DISTRIBUTIONS)
+    _probe_weights(
+        t,
+        log_importance_weights,
+        "log_importance_weights",
+        "weights",
+        WEIGHTS_HINT + "Return one log-weight per sample, shape (L, ...). " + NO_DISTRIBUTIONS,
+    )
 
 
 @check(theory.importance_log_likelihood)
 def probe_importance_log_likelihood(t: Trial, importance_log_likelihood) -> None:
     """log (1/L) sum_l w_l: the log of the mean importance weight, over the samples."""
-    _probe_weights(t, importance_log_likelihood, "importance_log_likelihood", "is",
-                   WEIGHTS_HINT + "The estimate is logsumexp(log w, dim=0) - log L. " + NO_DISTRIBUTIONS)
+    _probe_weights(
+        t,
+        importance_log_likelihood,
+        "importance_log_likelihood",
+        "is",
+        WEIGHTS_HINT + "The estimate is logsumexp(log w, dim=0) - log L. " + NO_DISTRIBUTIONS,
+    )
 
 
 # ----------------------------------------------------------------------------- 4 information
@@ -383,18 +472,23 @@ def probe_entropy(t: Trial, entropy) -> None:
             case = f"p of shape {shape}{' with zeros' if zeros else ''}, {dtype}"
             with t.without_distributions():
                 got = t.call(entropy, p, what=f"entropy(p), {case}")
-            pc, = _cpu(p)
+            (pc,) = _cpu(p)
             h = partial(_cross_entropy, pc, pc)
-            variants = [(lambda h=h: h() / math.log(2), "that is in bits; the entropy is asked in nats (torch.log)"),
-                        (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
-                        (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm")]
-            t.check(case, got, what=f"entropy(p), {case}", hint=hint,
-                    test=naming(variants, extra=_nan_where_finite))
+            variants = [
+                (lambda h=h: h() / math.log(2), "that is in bits; the entropy is asked in nats (torch.log)"),
+                (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
+                (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm"),
+            ]
+            t.check(case, got, what=f"entropy(p), {case}", hint=hint, test=naming(variants, extra=_nan_where_finite))
     one_hot = torch.eye(4, device=t.device)
     with t.without_distributions():
         got = t.call(entropy, one_hot, what="entropy of one-hot distributions")
-    t.same("one-hot", got, what="entropy of one-hot distributions (a certain outcome carries no information)",
-           hint="0 log 0 = 0, so a one-hot distribution has entropy 0, not NaN.")
+    t.same(
+        "one-hot",
+        got,
+        what="entropy of one-hot distributions (a certain outcome carries no information)",
+        hint="0 log 0 = 0, so a one-hot distribution has entropy 0, not NaN.",
+    )
 
 
 def _pairs(t: Trial, dtype: torch.dtype):
@@ -407,17 +501,22 @@ def _pairs(t: Trial, dtype: torch.dtype):
     q3 = q3 / q3.sum(-1, keepdim=True)
     p4, q4 = _distributions(t, 3, 4, dtype=dtype), _distributions(t, 3, 4, dtype=dtype, zeros=0.5)
     p5, q5 = _distributions(t, 6, dtype=dtype, zeros=0.3), _distributions(t, 5, 6, dtype=dtype)
-    return [("p, q of shape (4, 6)", p1, q1), ("p with zeros, (3, 5)", p2, q2),
-            ("p and q with zeros in the same places, (2, 2, 7)", p3, q3),
-            ("q = 0 where p > 0 in some rows, (3, 4)", p4, q4),
-            ("one p (6,) against a batch of q (5, 6)", p5, q5)]
+    return [
+        ("p, q of shape (4, 6)", p1, q1),
+        ("p with zeros, (3, 5)", p2, q2),
+        ("p and q with zeros in the same places, (2, 2, 7)", p3, q3),
+        ("q = 0 where p > 0 in some rows, (3, 4)", p4, q4),
+        ("one p (6,) against a batch of q (5, 6)", p5, q5),
+    ]
 
 
 @check(theory.cross_entropy)
 def probe_cross_entropy(t: Trial, cross_entropy) -> None:
     """H(p, q) = -sum p log q in nats over the last dimension; 0 where p = 0, inf where q = 0 < p."""
-    hint = ("H(p, q) = -sum_x p(x) log q(x) over the last dimension: a term with p(x) = 0 counts 0 (even if q(x) = 0), "
-            f"a term with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}")
+    hint = (
+        "H(p, q) = -sum_x p(x) log q(x) over the last dimension: a term with p(x) = 0 counts 0 (even if q(x) = 0), "
+        f"a term with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}"
+    )
     for dtype in DTYPES:
         for label, p, q in _pairs(t, dtype):
             case = f"{label}, {dtype}"
@@ -425,21 +524,29 @@ def probe_cross_entropy(t: Trial, cross_entropy) -> None:
                 got = t.call(cross_entropy, p, q, what=f"cross_entropy(p, q), {case}")
             pc, qc = _cpu(p, q)
             variants = [
-                (lambda pc=pc, qc=qc: _cross_entropy(qc, pc), "that is H(q, p): the arguments are "
-                 "swapped; H(p, q) averages -log q under p"),
-                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc) / math.log(2), "that is in bits; "
-                 "use nats (torch.log)"),
+                (
+                    lambda pc=pc, qc=qc: _cross_entropy(qc, pc),
+                    "that is H(q, p): the arguments are swapped; H(p, q) averages -log q under p",
+                ),
+                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
                 (lambda pc=pc, qc=qc: -_cross_entropy(pc, qc), "the sign is wrong: -sum p log q"),
             ]
-            t.check(case, got, what=f"cross_entropy(p, q), {case}", hint=hint,
-                    test=naming(variants, extra=_nan_where_finite))
+            t.check(
+                case,
+                got,
+                what=f"cross_entropy(p, q), {case}",
+                hint=hint,
+                test=naming(variants, extra=_nan_where_finite),
+            )
 
 
 @check(theory.categorical_kl)
 def probe_categorical_kl(t: Trial, categorical_kl) -> None:
     """KL(p || q) = sum p log(p / q) in nats over the last dimension; 0 log 0 = 0, inf where q = 0 < p."""
-    hint = ("KL(p || q) = sum_x p(x) log(p(x) / q(x)) over the last dimension, p first: a term with p(x) = 0 counts 0, "
-            f"one with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}")
+    hint = (
+        "KL(p || q) = sum_x p(x) log(p(x) / q(x)) over the last dimension, p first: a term with p(x) = 0 counts 0, "
+        f"one with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}"
+    )
     for dtype in DTYPES:
         for label, p, q in _pairs(t, dtype):
             case = f"{label}, {dtype}"
@@ -447,15 +554,25 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
                 got = t.call(categorical_kl, p, q, what=f"categorical_kl(p, q), {case}")
             pc, qc = _cpu(p, q)
             variants = [
-                (lambda pc=pc, qc=qc: _kl(qc, pc), "that is KL(q || p): the arguments are swapped (KL is not "
-                 "symmetric; the first argument is the distribution the expectation is taken under)"),
+                (
+                    lambda pc=pc, qc=qc: _kl(qc, pc),
+                    "that is KL(q || p): the arguments are swapped (KL is not "
+                    "symmetric; the first argument is the distribution the expectation is taken under)",
+                ),
                 (lambda pc=pc, qc=qc: _kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
-                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc), "that is the cross-entropy H(p, q); "
-                 "KL(p || q) = H(p, q) - H(p)"),
+                (
+                    lambda pc=pc, qc=qc: _cross_entropy(pc, qc),
+                    "that is the cross-entropy H(p, q); KL(p || q) = H(p, q) - H(p)",
+                ),
                 (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
             ]
-            t.check(case, got, what=f"categorical_kl(p, q), {case}", hint=hint,
-                    test=naming(variants, extra=_nan_where_finite))
+            t.check(
+                case,
+                got,
+                what=f"categorical_kl(p, q), {case}",
+                hint=hint,
+                test=naming(variants, extra=_nan_where_finite),
+            )
 
 
 # ----------------------------------------------------------------------------- 5 the ELBO
@@ -464,11 +581,16 @@ def probe_categorical_kl(t: Trial, categorical_kl) -> None:
 @check(theory.mc_elbo)
 def probe_mc_elbo(t: Trial, mc_elbo) -> None:
     """(1/L) sum_l log w_l, the mean log-weight with reparameterised samples; and its gradients."""
-    _probe_weights(t, mc_elbo, "mc_elbo", "elbo",
-                   WEIGHTS_HINT + "The ELBO is the mean of log w over the samples (dim 0). " + NO_DISTRIBUTIONS,
-                   grad_hint="The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps "
-                             "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it "
-                             "everywhere.")
+    _probe_weights(
+        t,
+        mc_elbo,
+        "mc_elbo",
+        "elbo",
+        WEIGHTS_HINT + "The ELBO is the mean of log w over the samples (dim 0). " + NO_DISTRIBUTIONS,
+        grad_hint="The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps "
+        "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it "
+        "everywhere.",
+    )
 
 
 # ----------------------------------------------------------------------------- 6 the KL term by Monte Carlo
@@ -486,8 +608,10 @@ def _log_ratio(z: torch.Tensor, *, mq, lq, mp, lp) -> torch.Tensor:
 @check(theory.mc_gaussian_kl)
 def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
     """(1/L) sum_l [log q(z_l) - log p(z_l)] with z_l = mu_q + exp(logstd_q) eps_l, samples from q."""
-    hint = ("Sample from q: z = mu_q + exp(logstd_q) * eps; then average log q(z) - log p(z) over the samples (dim 0), "
-            "each diagonal Gaussian log-density summed over the last dimension. " + NO_DISTRIBUTIONS)
+    hint = (
+        "Sample from q: z = mu_q + exp(logstd_q) * eps; then average log q(z) - log p(z) over the samples (dim 0), "
+        "each diagonal Gaussian log-density summed over the last dimension. " + NO_DISTRIBUTIONS
+    )
     for dtype in DTYPES:
         for shape, L in [((4,), 40), ((3, 2), 15), ((2, 2, 5), 8), ((6, 1), 1)]:
             mu_q, logstd_q, eps = _gaussian_inputs(t, shape, L, dtype)
@@ -504,12 +628,18 @@ def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
                 log_ratio = partial(_log_ratio, mq=mq, lq=lq, mp=mp, lp=lp)
 
                 variants = [
-                    (lambda e=e, mp=mp, lp=lp, f=log_ratio: f(mp + lp.exp() * e).mean(0), "the samples come from p; "
-                     "KL(q || p) is an expectation under q: z = mu_q + exp(logstd_q) * eps"),
-                    (lambda e=e, mq=mq, lq=lq, f=log_ratio: -f(mq + lq.exp() * e).mean(0), "that is log p - log q; "
-                     "KL(q || p) averages log q(z) - log p(z)"),
-                    (lambda e=e, mq=mq, lq=lq, f=log_ratio: f(mq + lq.exp() * e).sum(0), "that sums over the samples; "
-                     "average them"),
+                    (
+                        lambda e=e, mp=mp, lp=lp, f=log_ratio: f(mp + lp.exp() * e).mean(0),
+                        "the samples come from p; KL(q || p) is an expectation under q: z = mu_q + exp(logstd_q) * eps",
+                    ),
+                    (
+                        lambda e=e, mq=mq, lq=lq, f=log_ratio: -f(mq + lq.exp() * e).mean(0),
+                        "that is log p - log q; KL(q || p) averages log q(z) - log p(z)",
+                    ),
+                    (
+                        lambda e=e, mq=mq, lq=lq, f=log_ratio: f(mq + lq.exp() * e).sum(0),
+                        "that sums over the samples; average them",
+                    ),
                 ]
                 t.check(case, got, what=case, hint=hint, test=naming(variants))
 
@@ -541,9 +671,11 @@ def _cpu_grads(f, mu, sigma, eps, *, power: int = 1, batch_mean: bool = False):
 @check(theory.reparam_gradient)
 def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
     """Gradients of (1/L) sum_l f(mu + sigma * eps_l) with respect to mu and sigma, per batch entry."""
-    hint = ("Make z = mu + sigma * eps differentiable in mu and sigma (e.g. detached copies with requires_grad_()), "
-            "average f(z) over the samples (dim 0), and take the gradient of its SUM over the batch "
-            "(torch.autograd.grad): each batch entry keeps its own gradient. Return (grad_mu, grad_sigma).")
+    hint = (
+        "Make z = mu + sigma * eps differentiable in mu and sigma (e.g. detached copies with requires_grad_()), "
+        "average f(z) over the samples (dim 0), and take the gradient of its SUM over the batch "
+        "(torch.autograd.grad): each batch entry keeps its own gradient. Return (grad_mu, grad_sigma)."
+    )
     for dtype in DTYPES:
         for shape, L in [((3,), 20), ((4, 2), 10), ((2, 3, 3), 5), ((1,), 1)]:
             f = _test_function(t, shape[-1], dtype)
@@ -556,17 +688,30 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
             parts = list(got) if isinstance(got, (tuple, list)) and len(got) == 2 else [got, None]
             for i, name in enumerate(("mu", "sigma")):
                 variants = [
-                    (lambda f=f, i=i, m=mu, s=sigma, e=eps: _cpu_grads(f, m, s, e, power=2)[i], "that is the gradient "
-                     "for z = mu + sigma^2 * eps: sigma is the standard deviation, z = mu + sigma * eps"),
-                    (lambda f=f, i=i, m=mu, s=sigma, e=eps: _cpu_grads(f, m, s, e, batch_mean=True)[i], "that is "
-                     "divided by the batch size: sum the estimates over the batch before differentiating (each "
-                     "entry's gradient is its own)"),
-                    (lambda f=f, i=i, m=mu, s=sigma, e=eps: theory.score_function_gradient(
-                        f, *_cpu(m, s, e))[i], "that is the score-function (REINFORCE) estimate; "
-                     "differentiate f through z = mu + sigma * eps instead"),
+                    (
+                        lambda f=f, i=i, m=mu, s=sigma, e=eps: _cpu_grads(f, m, s, e, power=2)[i],
+                        "that is the gradient "
+                        "for z = mu + sigma^2 * eps: sigma is the standard deviation, z = mu + sigma * eps",
+                    ),
+                    (
+                        lambda f=f, i=i, m=mu, s=sigma, e=eps: _cpu_grads(f, m, s, e, batch_mean=True)[i],
+                        "that is "
+                        "divided by the batch size: sum the estimates over the batch before differentiating (each "
+                        "entry's gradient is its own)",
+                    ),
+                    (
+                        lambda f=f, i=i, m=mu, s=sigma, e=eps: theory.score_function_gradient(f, *_cpu(m, s, e))[i],
+                        "that is the score-function (REINFORCE) estimate; "
+                        "differentiate f through z = mu + sigma * eps instead",
+                    ),
                 ]
-                t.check(f"{case}/grad_{name}", parts[i], what=f"grad_{name} from reparam_gradient, {case}", hint=hint,
-                        test=naming(variants))
+                t.check(
+                    f"{case}/grad_{name}",
+                    parts[i],
+                    what=f"grad_{name} from reparam_gradient, {case}",
+                    hint=hint,
+                    test=naming(variants),
+                )
 
 
 # ----------------------------------------------------------------------------- 8 bits per dimension
@@ -575,27 +720,41 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
 @check(losses.bits_per_dim)
 def probe_bits_per_dim(t: Trial, bits_per_dim) -> None:
     """nll * log2(e) / (product of the non-batch dimensions of img_shape)."""
-    hint = ("bpd = nll * log2(e) / (d1 * ... * dK) where d1..dK are img_shape without its first (batch) entry; "
-            "the result has the shape of nll.")
+    hint = (
+        "bpd = nll * log2(e) / (d1 * ... * dK) where d1..dK are img_shape without its first (batch) entry; "
+        "the result has the shape of nll."
+    )
     cases: list[tuple[str, Any, Any]] = []
     for dtype in DTYPES:
         for shape in [(5, 1, 28, 28), (3, 3, 32, 32), (4, 784), (2, 3, 8, 8)]:
             nll = t.rand(shape[0], dtype=dtype, low=50.0, high=3000.0)
             cases.append((f"nll of shape ({shape[0]},), img_shape {shape}, {dtype}", nll, torch.Size(shape)))
-        cases.append((f"a batch-mean nll (0-dim), img_shape (16, 1, 28, 28), {dtype}",
-                      t.rand(dtype=dtype, low=100.0, high=900.0), (16, 1, 28, 28)))
+        cases.append(
+            (
+                f"a batch-mean nll (0-dim), img_shape (16, 1, 28, 28), {dtype}",
+                t.rand(dtype=dtype, low=100.0, high=900.0),
+                (16, 1, 28, 28),
+            )
+        )
     cases.append(("a Python float nll, img_shape [8, 3, 32, 32] (a list)", 2000.0 + t.integer(0, 1000), [8, 3, 32, 32]))
     for label, nll, shape in cases:
         got = t.call(bits_per_dim, nll, shape, what=f"bits_per_dim(nll, img_shape), {label}")
         dims = math.prod(shape[1:])
-        value = lambda nll=nll: nll.cpu() if isinstance(nll, torch.Tensor) else nll  # noqa: E731
+        value = lambda nll=nll: nll.cpu() if isinstance(nll, torch.Tensor) else nll
         variants = [
-            (lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s), "that also divides by the batch size; "
-             "divide by the dimensions of ONE example, img_shape[1:]"),
+            (
+                lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s),
+                "that also divides by the batch size; divide by the dimensions of ONE example, img_shape[1:]",
+            ),
             (lambda v=value, d=dims: v() / d, "that is nats per dimension; multiply by log2(e) = 1 / ln 2 to get bits"),
-            (lambda v=value, d=dims: v() * math.log(2) / d, "that multiplies by ln 2; bits = nats * log2(e) "
-             "= nats / ln 2"),
-            (lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s[2:]), "that leaves out the first "
-             "non-batch dimension; include every dimension after the batch size (channels too)"),
+            (
+                lambda v=value, d=dims: v() * math.log(2) / d,
+                "that multiplies by ln 2; bits = nats * log2(e) = nats / ln 2",
+            ),
+            (
+                lambda v=value, s=shape: v() * math.log2(math.e) / math.prod(s[2:]),
+                "that leaves out the first "
+                "non-batch dimension; include every dimension after the batch size (channels too)",
+            ),
         ]
         t.check(label, got, what=f"bits_per_dim, {label}", hint=hint, test=naming(variants))

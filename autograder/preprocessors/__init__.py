@@ -1,4 +1,5 @@
 """nbgrader steps of the course's grader (one class per module, as nbgrader's own)."""
+
 from autograder.preprocessors.gradeexecute import GradeExecute, GradingFailure
 from autograder.preprocessors.overwritecells import OverwriteCells
 from autograder.preprocessors.verifyprobes import VerificationError, VerifyProbes

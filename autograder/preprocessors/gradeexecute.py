@@ -17,6 +17,7 @@ It replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. For
 A kernel that never starts is a grading failure, not a grade: the submission is recorded as
 ungraded (autograder.status) and the step raises, so nbgrader reports the failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,10 @@ class GradeExecute(Execute):
     """Execute a submission in its jail and collect what its probes recorded."""
 
     sandbox = Unicode(
-        "auto", help="'auto': bubblewrap where available (refusing to run as root without it unless "
-                     "GENLAB_SANDBOX=0); 'off': run kernels unsandboxed").tag(config=True)
+        "auto",
+        help="'auto': bubblewrap where available (refusing to run as root without it unless "
+        "GENLAB_SANDBOX=0); 'off': run kernels unsandboxed",
+    ).tag(config=True)
     max_output_bytes = Integer(4 * 2**20, help="Cap on the bytes of all outputs of one notebook").tag(config=True)
     start_attempts = Integer(3, help="Kernel starts tried before the submission is reported ungraded").tag(config=True)
     store_widget_state = Bool(False)  # widget state of a grading run is useless and unbounded
@@ -91,7 +94,8 @@ class GradeExecute(Execute):
         if os.geteuid() == 0:
             raise GradingFailure(
                 "refusing to run student code as root without the sandbox: install bubblewrap "
-                "(Debian package `bubblewrap`) or, knowing what it means, set GENLAB_SANDBOX=0")
+                "(Debian package `bubblewrap`) or, knowing what it means, set GENLAB_SANDBOX=0"
+            )
         self.log.warning("bubblewrap is not available: kernels run unsandboxed as %s", os.getuid())
         return False
 
@@ -204,8 +208,10 @@ class GradeExecute(Execute):
             with stack:
                 self._cells(nb, resources, jail, m, cell_timeout, notes)
             return
-        raise GradingFailure(f"the kernel did not start ({type(last).__name__}: {last}); the submission was left "
-                             "ungraded, grade it again later")
+        raise GradingFailure(
+            f"the kernel did not start ({type(last).__name__}: {last}); the submission was left "
+            "ungraded, grade it again later"
+        )
 
     def _cells(self, nb, resources, jail, m, cell_timeout: int, notes: list[str]) -> None:
         deadline = time.monotonic() + (m.time_limit_s if m else 3600)
@@ -238,8 +244,9 @@ class GradeExecute(Execute):
                 # say why, without changing the cell's score (an error only where there is one already).
                 why = f"processes of this cell were stopped for using more than {jail.limits.memory_mb} MB of memory"
                 failed = any(o.get("output_type") == "error" for o in cell.outputs)
-                cell.outputs.append(_error("MemoryLimit", why) if failed
-                                    else new_output("stream", name="stdout", text=f"note: {why}\n"))
+                cell.outputs.append(
+                    _error("MemoryLimit", why) if failed else new_output("stream", name="stdout", text=f"note: {why}\n")
+                )
                 notes.append(why)
 
     @staticmethod
@@ -254,9 +261,16 @@ class GradeExecute(Execute):
         if self._output_bytes + size > self.max_output_bytes:
             if not self._cut:
                 self._cut = True
-                outs.append(new_output("stream", name="stdout", text=(
-                    f"\n[output cut: this notebook's outputs passed {self.max_output_bytes // 2**20} MB; "
-                    "the rest is not kept]\n")))
+                outs.append(
+                    new_output(
+                        "stream",
+                        name="stdout",
+                        text=(
+                            f"\n[output cut: this notebook's outputs passed {self.max_output_bytes // 2**20} MB; "
+                            "the rest is not kept]\n"
+                        ),
+                    )
+                )
             return None
         self._output_bytes += size
         return super().output(outs, msg, display_id, cell_index)

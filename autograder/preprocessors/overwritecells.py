@@ -7,6 +7,7 @@ the warning appeared for every test cell of every honest submission, which reads
 This step restores cells exactly as nbgrader's does, and warns only when a locked cell differs
 from its released form: when the student really changed it.
 """
+
 from __future__ import annotations
 
 from nbgrader.preprocessors import OverwriteCells as NbgraderOverwriteCells

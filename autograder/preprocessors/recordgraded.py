@@ -7,6 +7,7 @@ than losing it. With the state it stores the autograded notebook (as nbgrader is
 it), the per-cell scores and the time of each phase, so a driver that restarts can deliver a
 result whose process outlived it.
 """
+
 from __future__ import annotations
 
 import nbformat
@@ -36,6 +37,14 @@ class RecordGraded(NbGraderPreprocessor):
     def preprocess(self, nb: NotebookNode, resources: dict):
         db_url, assignment, student, sha, token = status.context(resources)
         scores = cell_scores(db_url, resources["nbgrader"]["notebook"], assignment, student)
-        status.record_graded(db_url, assignment, student, sha, token, notebook=nbformat.writes(nb),
-                             scores=scores, phases=status.phase_times(resources))
+        status.record_graded(
+            db_url,
+            assignment,
+            student,
+            sha,
+            token,
+            notebook=nbformat.writes(nb),
+            scores=scores,
+            phases=status.phase_times(resources),
+        )
         return nb, resources

@@ -12,6 +12,7 @@ the outputs of the autograded test cells, and runs between ``LimitOutput`` and `
   chose, and the first problem becomes the cell's error output, so feedback reads like any
   failed test.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,7 +40,9 @@ def probe_calls(source: str) -> list[tuple[str, str]]:
     modules = CHECKS_IMPORT.findall(source)
     calls = PROBE_CALL.findall(source)
     if calls and len(set(modules)) != 1:
-        raise VerificationError(f"a hidden-test cell must import its probes from one autograder.checks module: {source!r}")
+        raise VerificationError(
+            f"a hidden-test cell must import its probes from one autograder.checks module: {source!r}"
+        )
     return [(modules[0], name) for name in calls]
 
 
@@ -51,8 +54,10 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
             raise VerificationError(f"autograder.checks.{module} has no check {name}")
         data = payloads.get(check.exercise)
         if data is None:
-            return (f"{name}(...) recorded nothing: the hidden test did not run to its end (an error above in "
-                    "this cell, or earlier in the notebook, stopped it)")
+            return (
+                f"{name}(...) recorded nothing: the hidden test did not run to its end (an error above in "
+                "this cell, or earlier in the notebook, stopped it)"
+            )
         try:
             payload = probing.decode(data)
         except Exception as exc:  # a file the submission damaged or forged in a foreign format
@@ -99,6 +104,9 @@ class VerifyProbes(NbGraderPreprocessor):
         if calls and not failed_already:
             problem = judge(calls, info["payloads"], info["seed"])
             if problem:
-                outputs.append(new_output("error", ename="AssertionError", evalue=problem,
-                                          traceback=[f"AssertionError: {problem}"]))
+                outputs.append(
+                    new_output(
+                        "error", ename="AssertionError", evalue=problem, traceback=[f"AssertionError: {problem}"]
+                    )
+                )
         cell.outputs = outputs

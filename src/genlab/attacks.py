@@ -11,6 +11,7 @@
 
 All attacks leave the models' modes and parameters alone and return detached tensors.
 """
+
 from __future__ import annotations
 
 import math
@@ -220,7 +221,9 @@ def lbfgs_damage(
                     (g,) = torch.autograd.grad(loss, v)
                 return float(loss.detach()), g.detach().cpu().double().numpy()
 
-            res = minimize(fun, v0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol})
+            res = minimize(
+                fun, v0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol}
+            )
             if -res.fun / unit > best_f:
                 best_v, best_f = res.x, -res.fun / unit
         with torch.no_grad():

@@ -57,6 +57,7 @@ replaced by a check that the files exist (:class:`_CIFAR10Files`, :class:`_Celeb
 checks their structure (pickle keys, shapes, label ranges, row counts), so a partial copy or a
 small fixture of the same format loads too, and a damaged file still fails with its name.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -69,12 +70,12 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -196,8 +197,9 @@ class Batches:
     ``index_select`` of whole tensors, then uint8 images become float32 in [0, 1].
     """
 
-    def __init__(self, data: "TensorData", batch_size: int, *, shuffle: bool, drop_last: bool,
-                 generator: torch.Generator | None):
+    def __init__(
+        self, data: TensorData, batch_size: int, *, shuffle: bool, drop_last: bool, generator: torch.Generator | None
+    ):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self._x, self._y = data.x, data.y
@@ -217,7 +219,7 @@ class Batches:
     def __len__(self) -> int:
         return self._len
 
-    def __iter__(self) -> "Batches":
+    def __iter__(self) -> Batches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -262,26 +264,34 @@ class TensorData:
     def __repr__(self) -> str:
         y = "None" if self.y is None else f"{self.y.dtype} {tuple(self.y.shape)}"
         extra = f", stand_in={self.stand_in!r}" if self.stand_in else ""
-        return (f"TensorData(name={self.name!r}, x={self.x.dtype} {tuple(self.x.shape)}, y={y}, "
-                f"device={self.x.device}{extra}, source={self.source!r})")
+        return (
+            f"TensorData(name={self.name!r}, x={self.x.dtype} {tuple(self.x.shape)}, y={y}, "
+            f"device={self.x.device}{extra}, source={self.source!r})"
+        )
 
     @property
     def device(self) -> torch.device:
         return self.x.device
 
-    def to(self, device: str | torch.device) -> "TensorData":
+    def to(self, device: str | torch.device) -> TensorData:
         """The same data on ``device``."""
         device = torch.device(device)
         return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
 
-    def subset(self, n: int) -> "TensorData":
+    def subset(self, n: int) -> TensorData:
         """The first ``n`` examples (all of them when ``n`` is larger)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"subset must be a non-negative int, got {n!r}")
         return replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
 
-    def batches(self, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
-                generator: torch.Generator | None = None) -> Batches:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Batches:
         """One epoch of ``(x, y)``: images as float32 in [0, 1] (sinc tracks as they are), y or None.
 
         ``shuffle`` draws one permutation per call (``generator`` makes it reproducible; a CPU
@@ -311,8 +321,14 @@ def _canonical(name: str) -> str:
     return key
 
 
-def load(name: str, train: bool = True, *, root: str | os.PathLike | None = None,
-         subset: int | None = None, device: str | torch.device | None = None) -> TensorData:
+def load(
+    name: str,
+    train: bool = True,
+    *,
+    root: str | os.PathLike | None = None,
+    subset: int | None = None,
+    device: str | torch.device | None = None,
+) -> TensorData:
     """Load dataset ``name`` (one of :data:`DATASETS`) whole, as tensors.
 
     ``train`` picks the split; ``root`` overrides ``$GENLAB_DATA``; ``subset=n`` keeps the first
@@ -364,7 +380,7 @@ def _locate(key: str, train: bool, root: Path) -> TensorData:
         tried.append(f"system folders: none is known for {_TITLES[key]}")
     try:
         download(key, root)
-    except Exception as err:  # noqa: BLE001 - any failure of the download means "not from here"
+    except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         tried.append(f"torchvision download into {root}: failed ({reason})")
     else:
@@ -389,9 +405,11 @@ def _expected_files(key: str) -> str:
         return f"<root>/{folder}/raw/" + ", ".join(_IDX_FILES) + " (each may be gzipped, name + .gz)"
     if key == "cifar10":
         return f"<root>/{_CIFAR_FOLDER}/" + ", ".join(_CIFAR_TRAIN + _CIFAR_TEST + (_CIFAR_META,))
-    return ("<root>/celeba/img_align_celeba/000001.jpg ... 202599.jpg (aligned 178x218 JPEGs), "
-            "<root>/celeba/list_attr_celeba.txt, <root>/celeba/list_eval_partition.txt "
-            "(identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt are optional)")
+    return (
+        "<root>/celeba/img_align_celeba/000001.jpg ... 202599.jpg (aligned 178x218 JPEGs), "
+        "<root>/celeba/list_attr_celeba.txt, <root>/celeba/list_eval_partition.txt "
+        "(identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt are optional)"
+    )
 
 
 def _unavailable_message(key: str, train: bool, root: Path, tried: list[str]) -> str:
@@ -400,8 +418,10 @@ def _unavailable_message(key: str, train: bool, root: Path, tried: list[str]) ->
     if debian:
         way2 = f"install the Debian package: apt-get install {debian}"
     else:
-        way2 = (f"install a system package: no Debian package provides {title} "
-                "(Fashion-MNIST has one: apt-get install dataset-fashion-mnist)")
+        way2 = (
+            f"install a system package: no Debian package provides {title} "
+            "(Fashion-MNIST has one: apt-get install dataset-fashion-mnist)"
+        )
     lines = [
         f"{title} ({'train' if train else 'test'} split) is not available here. Looked in:",
         *(f"  - {t}" for t in tried),
@@ -435,8 +455,11 @@ def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable, subse
             what += " (32x32, not 64x64; labels are the 10 Fashion-MNIST classes, not the 40 attributes)"
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)
-        print(f"stand-in: {_TITLES[key]} is not available here; using {what} instead. "
-              "Set GENLAB_DATA to use the real data.", flush=True)
+        print(
+            f"stand-in: {_TITLES[key]} is not available here; using {what} instead. "
+            "Set GENLAB_DATA to use the real data.",
+            flush=True,
+        )
     return TensorData(x=x, y=fashion.y, name=key, stand_in=used, source=fashion.source)
 
 
@@ -558,7 +581,7 @@ def _read_mnist_flat(key: str) -> Reader:
 # CIFAR-10: python pickles
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cifar_class():
     from torchvision.datasets import CIFAR10
 
@@ -588,7 +611,7 @@ def _check_cifar_pickle(path: Path, meta: bool) -> None:
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CorruptDataError(path, f"does not unpickle ({type(err).__name__}: {err})") from None
     keys = ("label_names",) if meta else ("data", "labels")
     if not isinstance(entry, dict) or any(k not in entry for k in keys):
@@ -611,7 +634,7 @@ def _read_cifar_root(root: Path, train: bool) -> TensorData | None:
     try:
         ds = _cifar_class()(str(root), train=train, download=False)
         data, targets = ds.data, ds.targets
-    except Exception as err:  # noqa: BLE001 - name the culprit file
+    except Exception as err:
         for n in names:
             _check_cifar_pickle(folder / n, meta=n == _CIFAR_META)
         raise CorruptDataError(folder, f"could not be read by torchvision ({type(err).__name__}: {err})") from None
@@ -644,7 +667,7 @@ def _read_cifar_flat(folder: Path, train: bool) -> TensorData | None:
 # CelebA: JPEGs, decoded once, cached as a uint8 tensor file
 
 
-@lru_cache(maxsize=None)
+@cache
 def _celeba_class():
     from torchvision.datasets import CelebA
 
@@ -670,14 +693,12 @@ def _celeba_class():
                 return CSV([], [""] * n, torch.zeros(n, 1, dtype=torch.int64))
             try:
                 csv = super()._load_csv(filename, header)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise CorruptDataError(path, f"is malformed ({type(err).__name__}: {err})") from None
             if filename == "list_eval_partition.txt":
                 self._rows = len(csv.index)
             elif self._rows is not None and len(csv.index) != self._rows:
-                raise CorruptDataError(
-                    path, f"has {len(csv.index)} rows, list_eval_partition.txt has {self._rows}"
-                )
+                raise CorruptDataError(path, f"has {len(csv.index)} rows, list_eval_partition.txt has {self._rows}")
             if filename == "list_attr_celeba.txt" and (csv.data.ndim != 2 or csv.data.shape[1] != 40):
                 raise CorruptDataError(path, f"has {tuple(csv.data.shape)} values, not 40 attributes per image")
             return csv
@@ -688,12 +709,14 @@ def _celeba_class():
 def _celeba_transform():
     from torchvision import transforms
 
-    return transforms.Compose([
-        transforms.Lambda(lambda im: im.convert("RGB")),
-        transforms.CenterCrop(_CELEBA_CROP),
-        transforms.Resize((_CELEBA_SIZE, _CELEBA_SIZE), antialias=True),
-        transforms.PILToTensor(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Lambda(lambda im: im.convert("RGB")),
+            transforms.CenterCrop(_CELEBA_CROP),
+            transforms.Resize((_CELEBA_SIZE, _CELEBA_SIZE), antialias=True),
+            transforms.PILToTensor(),
+        ]
+    )
 
 
 def _celeba_cache_path(root: Path, split: str) -> Path:
@@ -706,7 +729,7 @@ def _read_celeba_cache(path: Path, files: list[str] | None) -> TensorData | None
         x, y, names = payload["x"], payload["y"], payload["files"]
         ok = x.dtype == torch.uint8 and tuple(x.shape[1:]) == (3, _CELEBA_SIZE, _CELEBA_SIZE)
         ok = ok and y.shape == (len(x), 40) and len(names) == len(x)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         if files is None:
             raise CorruptDataError(path, f"is not a readable genlab CelebA cache ({type(err).__name__})") from None
         warnings.warn(f"{path} is not a readable CelebA cache; rebuilding it from the JPEGs", stacklevel=4)
@@ -732,7 +755,7 @@ def _decode_celeba(ds: Any, folder: Path) -> torch.Tensor:
             out[i] = ds[i][0]
         except CorruptDataError:
             raise
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise CorruptDataError(path, f"is not a readable image ({type(err).__name__}: {err})") from None
 
     def chunk(start: int) -> int:
@@ -782,8 +805,7 @@ def _read_celeba_root(root: Path, train: bool) -> TensorData | None:
         atomic_write(cache, lambda tmp: torch.save(payload, tmp))
         source = cache
     except OSError as err:
-        warnings.warn(f"could not cache CelebA at {cache} ({err}); it will be decoded again next time",
-                      stacklevel=3)
+        warnings.warn(f"could not cache CelebA at {cache} ({err}); it will be decoded again next time", stacklevel=3)
         source = folder
     return TensorData(x=x, y=y, name="celeba", source=str(source))
 

@@ -15,6 +15,7 @@ is deployed, in eval mode (BatchNorm with its running statistics, which the atta
 whatever mode the caller is in; every function hands the model back in the modes it came in.
 Losses are computed in the caller's mode (train mode while training).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable

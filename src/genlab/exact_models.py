@@ -3,6 +3,7 @@
 
 Densities are written out (no ``torch.distributions``), as in ``genlab.theory``.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,8 @@ class LinearGaussian:
     """
 
     weight: torch.Tensor  # W, (M, D)
-    bias: torch.Tensor    # b, (M,)
-    noise_std: float      # s
+    bias: torch.Tensor  # b, (M,)
+    noise_std: float  # s
 
     def __post_init__(self) -> None:
         w, b = _tensor("weight", self.weight), _tensor("bias", self.bias)
@@ -41,16 +42,25 @@ class LinearGaussian:
         self.noise_std = float(self.noise_std)
 
     @classmethod
-    def random(cls, latent_dim: int, data_dim: int, *, column_norm: float = 2.0, noise_std: float = 1.0,
-               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> LinearGaussian:
+    def random(
+        cls,
+        latent_dim: int,
+        data_dim: int,
+        *,
+        column_norm: float = 2.0,
+        noise_std: float = 1.0,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> LinearGaussian:
         """A model with orthogonal columns of W, each of norm ``column_norm``, and a random bias.
 
         Each latent dimension is then pinned down by x to a posterior standard deviation of
         1 / sqrt(1 + column_norm^2 / noise_std^2), whatever the dimension D.
         """
         if not (isinstance(latent_dim, int) and isinstance(data_dim, int) and 1 <= latent_dim <= data_dim):
-            raise ValueError(f"need integers 1 <= latent_dim <= data_dim, got latent_dim={latent_dim!r}, "
-                             f"data_dim={data_dim!r}")
+            raise ValueError(
+                f"need integers 1 <= latent_dim <= data_dim, got latent_dim={latent_dim!r}, data_dim={data_dim!r}"
+            )
         if column_norm <= 0:
             raise ValueError(f"column_norm must be positive, got {column_norm}")
         a = torch.randn(data_dim, latent_dim, generator=generator, dtype=torch.float64)
@@ -115,8 +125,14 @@ class LinearGaussian:
 # ----------------------------------------------------------------------------- images as categorical pixels
 
 
-def pixel_histograms(images: torch.Tensor, labels: torch.Tensor | None = None, *, num_classes: int = 10,
-                     levels: int = 256, pseudo_count: float = 1.0) -> torch.Tensor:
+def pixel_histograms(
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    num_classes: int = 10,
+    levels: int = 256,
+    pseudo_count: float = 1.0,
+) -> torch.Tensor:
     """Per-pixel categorical distributions over ``levels`` grey values, fitted by counting.
 
     ``images``: integers (N, ...) in [0, levels). Every count gets ``pseudo_count`` added, so no
@@ -125,8 +141,9 @@ def pixel_histograms(images: torch.Tensor, labels: torch.Tensor | None = None, *
     """
     images = _tensor("images", images)
     if images.is_floating_point() or images.dim() < 2:
-        raise ValueError(f"images must be integer grey values of shape (N, ...), got {images.dtype} "
-                         f"{tuple(images.shape)}")
+        raise ValueError(
+            f"images must be integer grey values of shape (N, ...), got {images.dtype} {tuple(images.shape)}"
+        )
     if pseudo_count <= 0:
         raise ValueError(f"pseudo_count must be positive, got {pseudo_count}")
     flat = images.reshape(images.shape[0], -1).long()
@@ -139,8 +156,9 @@ def pixel_histograms(images: torch.Tensor, labels: torch.Tensor | None = None, *
     else:
         group, groups = _tensor("labels", labels).long().to(flat.device), num_classes
         if group.shape != (flat.shape[0],) or (group.numel() and (group.min() < 0 or group.max() >= groups)):
-            raise ValueError(f"labels must be (N,) = ({flat.shape[0]},) integers in [0, {groups}), "
-                             f"got {tuple(group.shape)}")
+            raise ValueError(
+                f"labels must be (N,) = ({flat.shape[0]},) integers in [0, {groups}), got {tuple(group.shape)}"
+            )
     index = (group[:, None] * pixels + torch.arange(pixels, device=flat.device)) * levels + flat
     counts = torch.bincount(index.flatten(), minlength=groups * pixels * levels).double()
     counts = counts.reshape(groups, pixels, levels) + pseudo_count
@@ -157,9 +175,10 @@ def pixel_log_likelihood(probs: torch.Tensor, images: torch.Tensor) -> torch.Ten
     probs, images = _tensor("probs", probs), _tensor("images", images)
     flat = images.reshape(images.shape[0], -1).long().to(probs.device)
     if probs.dim() < 2 or flat.shape[1] != probs.shape[-2]:
-        raise ValueError(f"probs must be (..., pixels, levels) with pixels = {flat.shape[1]} (the images' size), "
-                         f"got {tuple(probs.shape)}")
+        raise ValueError(
+            f"probs must be (..., pixels, levels) with pixels = {flat.shape[1]} (the images' size), "
+            f"got {tuple(probs.shape)}"
+        )
     log_probs = torch.log(probs)
     index = flat.T.expand(*probs.shape[:-2], *flat.T.shape)  # (..., pixels, N)
     return log_probs.gather(-1, index).sum(-2)
-

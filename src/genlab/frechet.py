@@ -15,6 +15,7 @@ chapter's own training images, and fewer images are used. The numbers rank model
 the same data and compared with the same network, and they are **not** comparable with
 published FID values (other features, other scale, another bias from the sample size).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -35,11 +36,18 @@ class FeatureNet(nn.Module):
     def __init__(self, channels: int = 3, classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 16
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),         # 8 x 8
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # 4 x 4
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16 x 16
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8 x 8
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 4 x 4
             nn.Flatten(),
-            nn.Linear(128 * 4 * 4, FEATURES), nn.ReLU(),
+            nn.Linear(128 * 4 * 4, FEATURES),
+            nn.ReLU(),
         )
         self.head = nn.Linear(FEATURES, classes)
 
@@ -62,8 +70,14 @@ def train_feature_net(data: Any, *, epochs: int, batch_size: int = 128, lr: floa
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    fit(net, step, lambda: data.batches(batch_size), epochs=epochs,
-        optimizer=torch.optim.Adam(net.parameters(), lr=lr), desc="feature classifier")
+    fit(
+        net,
+        step,
+        lambda: data.batches(batch_size),
+        epochs=epochs,
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
+        desc="feature classifier",
+    )
     return net.eval()
 
 
@@ -109,8 +123,10 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     cov1, cov2 = cov1.to(torch.float64), cov2.to(torch.float64)
     d = mu1.shape[-1]
     if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
-        raise ValueError(f"expected means (D,) and covariances (D, D), got {tuple(mu1.shape)}, {tuple(cov1.shape)}, "
-                         f"{tuple(mu2.shape)}, {tuple(cov2.shape)}")
+        raise ValueError(
+            f"expected means (D,) and covariances (D, D), got {tuple(mu1.shape)}, {tuple(cov1.shape)}, "
+            f"{tuple(mu2.shape)}, {tuple(cov2.shape)}"
+        )
     s = _sqrt_psd(cov1)
     cross = torch.linalg.eigvalsh(s @ cov2 @ s).clamp(min=0).sqrt().sum()
     value = (mu1 - mu2).pow(2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross
@@ -118,24 +134,33 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
 
 
 @torch.no_grad()
-def generated_stats(net: FeatureNet, generator: nn.Module, n: int, *, seed: int = 0,
-                    batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def generated_stats(
+    net: FeatureNet, generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature statistics of ``n`` images of ``generator`` (evaluation mode) from codes seeded with ``seed``."""
     dev = next(generator.parameters()).device
     g = torch.Generator().manual_seed(seed)
     was_training = generator.training
     generator.eval()
     try:
-        batches = (generator(torch.randn(min(batch_size, n - i), generator.code_size, generator=g).to(dev))
-                   for i in range(0, n, batch_size))
+        batches = (
+            generator(torch.randn(min(batch_size, n - i), generator.code_size, generator=g).to(dev))
+            for i in range(0, n, batch_size)
+        )
         return feature_stats(net, batches)
     finally:
         generator.train(was_training)
 
 
-def frechet_curve(net: FeatureNet, real_stats: tuple[torch.Tensor, torch.Tensor], generator: nn.Module,
-                  snapshots: Sequence[tuple[int, dict[str, torch.Tensor]]], *, n: int,
-                  seed: int = 0) -> list[tuple[int, float]]:
+def frechet_curve(
+    net: FeatureNet,
+    real_stats: tuple[torch.Tensor, torch.Tensor],
+    generator: nn.Module,
+    snapshots: Sequence[tuple[int, dict[str, torch.Tensor]]],
+    *,
+    n: int,
+    seed: int = 0,
+) -> list[tuple[int, float]]:
     """The Frechet distance of each generator snapshot ``(step, state_dict)``: ``[(step, distance)]``.
 
     ``generator`` is a network of the snapshots' architecture; its weights are overwritten. Every

@@ -17,6 +17,7 @@ the non-saturating ``BCE(D(G(z)), 1)``.
 arguments, so the chapter's notebook runs them with the student's own. ``python -m genlab.gan``
 runs the chapter's experiment from a terminal and writes its tables and figures (see :func:`main`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,13 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     # END REFERENCE
 
 
-def discriminator_step(discriminator: nn.Module, generator: nn.Module, real: torch.Tensor, z: torch.Tensor,
-                       optimizer: torch.optim.Optimizer) -> torch.Tensor:
+def discriminator_step(
+    discriminator: nn.Module,
+    generator: nn.Module,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+) -> torch.Tensor:
     """One update of the discriminator; returns its loss ``BCE(D(real), 1) + BCE(D(G(z)), 0)``.
 
     Real and fake images go through the discriminator as two separate batches; the fake images
@@ -83,16 +89,18 @@ def discriminator_step(discriminator: nn.Module, generator: nn.Module, real: tor
     optimizer.zero_grad()
     real_logits = discriminator(real)
     fake_logits = discriminator(generator(z).detach())
-    loss = (classification_loss(real_logits, torch.full_like(real_logits, REAL))
-            + classification_loss(fake_logits, torch.full_like(fake_logits, FAKE)))
+    loss = classification_loss(real_logits, torch.full_like(real_logits, REAL)) + classification_loss(
+        fake_logits, torch.full_like(fake_logits, FAKE)
+    )
     loss.backward()
     optimizer.step()
     return loss.detach()
     # END REFERENCE
 
 
-def generator_step(discriminator: nn.Module, generator: nn.Module, z: torch.Tensor,
-                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
+def generator_step(
+    discriminator: nn.Module, generator: nn.Module, z: torch.Tensor, optimizer: torch.optim.Optimizer
+) -> torch.Tensor:
     """One update of the generator with the non-saturating loss ``BCE(D(G(z)), 1)``; returns it.
 
     Only ``optimizer`` (the generator's) steps; the discriminator is left as it is.
@@ -153,8 +161,9 @@ def sample(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
         generator.train(was_training)
 
 
-def activation_maximisation(generator: nn.Module, discriminator: nn.Module, z: torch.Tensor, loss: Loss,
-                            steps: int = 500, lr: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+def activation_maximisation(
+    generator: nn.Module, discriminator: nn.Module, z: torch.Tensor, loss: Loss, steps: int = 500, lr: float = 1e-2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The codes near ``z`` whose images the discriminator finds most real: ``steps`` Adam steps on
     ``loss(D(G(z)), 1)`` with respect to the codes only, both networks in evaluation mode.
 
@@ -178,21 +187,21 @@ def activation_maximisation(generator: nn.Module, discriminator: nn.Module, z: t
 class GanSettings:
     """How much one profile trains (the chapter's notebook and ``python -m genlab.gan`` share these)."""
 
-    n_train: int | None        # training images (None: all)
-    n_test: int                # test images for the Frechet distance and the reconstructions
+    n_train: int | None  # training images (None: all)
+    n_test: int  # test images for the Frechet distance and the reconstructions
     epochs: int
     batch_size: int
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     code_size: int = 64
-    grids: int = 5             # sample grids from the fixed noise over a run (the last one at its end)
-    snapshots: int = 10        # generator snapshots over a run, for the Frechet-distance curves
-    n_fake: int = 1000         # generated images per Frechet distance
-    feature_epochs: int = 10   # epochs of the feature classifier
+    grids: int = 5  # sample grids from the fixed noise over a run (the last one at its end)
+    snapshots: int = 10  # generator snapshots over a run, for the Frechet-distance curves
+    n_fake: int = 1000  # generated images per Frechet distance
+    feature_epochs: int = 10  # epochs of the feature classifier
     actmax_codes: int = 64
-    vis_steps: int = 500       # Adam steps of activation maximisation and of reconstruction
+    vis_steps: int = 500  # Adam steps of activation maximisation and of reconstruction
     vis_lr: float = 1e-2
-    n_recon: int = 64          # test images reconstructed
+    n_recon: int = 64  # test images reconstructed
     seed: int = 42
 
 
@@ -201,11 +210,34 @@ SETTINGS = {
     "full": GanSettings(n_train=None, n_test=10_000, epochs=25, batch_size=128, n_fake=10_000),
     # A few hundred steps (384) on a small subset, on a CPU. Five times the seed's learning rate, so that
     # so few steps already show shapes.
-    "smoke": GanSettings(n_train=3072, n_test=1000, epochs=4, batch_size=32, lr=1e-3, grids=4, snapshots=8,
-                         n_fake=1000, feature_epochs=2, actmax_codes=16, vis_steps=150, n_recon=16),
+    "smoke": GanSettings(
+        n_train=3072,
+        n_test=1000,
+        epochs=4,
+        batch_size=32,
+        lr=1e-3,
+        grids=4,
+        snapshots=8,
+        n_fake=1000,
+        feature_epochs=2,
+        actmax_codes=16,
+        vis_steps=150,
+        n_recon=16,
+    ),
     # While nbgrader grades: the least the later cells need.
-    "grading": GanSettings(n_train=64, n_test=64, epochs=1, batch_size=16, grids=1, snapshots=2, n_fake=64,
-                           feature_epochs=1, actmax_codes=4, vis_steps=2, n_recon=4),
+    "grading": GanSettings(
+        n_train=64,
+        n_test=64,
+        epochs=1,
+        batch_size=16,
+        grids=1,
+        snapshots=2,
+        n_fake=64,
+        feature_epochs=1,
+        actmax_codes=4,
+        vis_steps=2,
+        n_recon=4,
+    ),
 }
 
 
@@ -224,7 +256,7 @@ class GanHistory:
 
     d_loss: list[float] = field(default_factory=list)
     g_loss: list[float] = field(default_factory=list)
-    grids: list[tuple[int, torch.Tensor]] = field(default_factory=list)          # (step, images), on the CPU
+    grids: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (step, images), on the CPU
     snapshots: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)  # (step, state_dict)
     steps_per_epoch: int = 0
     seconds: float = 0.0
@@ -254,9 +286,18 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def train_gan(generator: nn.Module, discriminator: nn.Module, data: Any, *, d_step: DStep, g_step: GStep,
-              settings: GanSettings, fixed_noise: torch.Tensor | None = None, seed: int | None = None,
-              desc: str = "GAN") -> GanHistory:
+def train_gan(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    data: Any,
+    *,
+    d_step: DStep,
+    g_step: GStep,
+    settings: GanSettings,
+    fixed_noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    desc: str = "GAN",
+) -> GanHistory:
     """Train both networks with Adam, alternating one ``d_step`` and one ``g_step`` per batch.
 
     ``data`` is a :class:`genlab.data.TensorData` (or anything with ``.batches(n, shuffle=True,
@@ -347,22 +388,39 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
         D = Discriminator(spectral_norm=spectral, batch_norm=not spectral).to(dev)
         if not spectral:
             D.apply(dcgan_init)
-        hist = train_gan(G, D, train, d_step=discriminator_step, g_step=generator_step, settings=s,
-                         fixed_noise=fixed, desc=f"DCGAN ({name})")
+        hist = train_gan(
+            G,
+            D,
+            train,
+            d_step=discriminator_step,
+            g_step=generator_step,
+            settings=s,
+            fixed_noise=fixed,
+            desc=f"DCGAN ({name})",
+        )
         runs[name] = (G, D, hist)
 
     genlab.seed_everything(s.seed)
     net = frechet.train_feature_net(train, epochs=s.feature_epochs)
     accuracy = frechet.accuracy(net, test)
     real_stats = frechet.feature_stats(net, test.batches(500, shuffle=False))
-    floor = frechet.frechet_distance(*real_stats, *frechet.feature_stats(
-        net, train.subset(s.n_fake).batches(500, shuffle=False)))
-    curves = {name: frechet.frechet_curve(net, real_stats, Generator(s.code_size).to(dev), hist.snapshots, n=s.n_fake)
-              for name, (_, _, hist) in runs.items()}
+    floor = frechet.frechet_distance(
+        *real_stats, *frechet.feature_stats(net, train.subset(s.n_fake).batches(500, shuffle=False))
+    )
+    curves = {
+        name: frechet.frechet_curve(net, real_stats, Generator(s.code_size).to(dev), hist.snapshots, n=s.n_fake)
+        for name, (_, _, hist) in runs.items()
+    }
 
     G, D, hist = runs["plain"]
-    _, actmax_images = activation_maximisation(G, D, fixed_codes(s.actmax_codes, s.code_size, seed=1).to(dev),
-                                               classification_loss, steps=s.vis_steps, lr=s.vis_lr)
+    _, actmax_images = activation_maximisation(
+        G,
+        D,
+        fixed_codes(s.actmax_codes, s.code_size, seed=1).to(dev),
+        classification_loss,
+        steps=s.vis_steps,
+        lr=s.vis_lr,
+    )
     x_test, _ = next(test.batches(s.n_recon, shuffle=False))
     codes = reconstruct(G, x_test, steps=s.vis_steps, lr=s.vis_lr)
     recon_error = float(reconstruction_error(G, codes, x_test).mean())
@@ -421,8 +479,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     n_side = max(1, int(math.sqrt(s.n_recon)))
     image_grid(x_test, nrow=n_side, title="test images", ax=axes[0])
     image_grid(sample(G, codes), nrow=n_side, title=f"reconstructions (MSE {recon_error:.4f})", ax=axes[1])
-    image_grid(actmax_images, nrow=max(1, int(math.sqrt(s.actmax_codes))), title="activation maximisation",
-               ax=axes[2])
+    image_grid(actmax_images, nrow=max(1, int(math.sqrt(s.actmax_codes))), title="activation maximisation", ax=axes[2])
     fig.tight_layout()
     fig.savefig(out / "reconstructions.png", dpi=120)
     plt.close(fig)
@@ -455,14 +512,18 @@ def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.de
         f"- training: {s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']}, betas {tuple(s['betas'])}, "
         f"code size {s['code_size']}, seed {s['seed']}",
         f"- time: {summary['total']['wall_s']} s wall clock, {summary['total']['cpu_s']} s of CPU time in all "
-        "(the machine was shared: the wall clock depends on the load)" if "total" in summary else "",
+        "(the machine was shared: the wall clock depends on the load)"
+        if "total" in summary
+        else "",
         "",
         "| run | steps | seconds (wall) | final Frechet distance | best Frechet distance |",
         "|---|---|---|---|---|",
     ]
     for name in summary["steps"]:
-        lines.append(f"| {name} | {summary['steps'][name]} | {summary['seconds'][name]} | "
-                     f"{summary['frechet_final'][name]} | {summary['frechet_best'][name]} |")
+        lines.append(
+            f"| {name} | {summary['steps'][name]} | {summary['seconds'][name]} | "
+            f"{summary['frechet_final'][name]} | {summary['frechet_best'][name]} |"
+        )
     lines += [
         "",
         f"- feature classifier test accuracy: {summary['classifier_accuracy']:.3f}; Frechet distance between "
@@ -475,8 +536,7 @@ def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.de
         "The Frechet distance is computed on the features of a small classifier trained here "
         "(genlab.frechet), not on Inception-v3: it is not comparable with published FID values.",
         "",
-        "Files: losses.csv (every step), frechet.csv, loss_curves.png, samples.png, frechet.png, "
-        "reconstructions.png.",
+        "Files: losses.csv (every step), frechet.csv, loss_curves.png, samples.png, frechet.png, reconstructions.png.",
     ]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
@@ -485,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m genlab.gan --profile smoke --out results/dcgan/smoke``."""
     parser = argparse.ArgumentParser(description="The DCGAN chapter's experiment: tables and figures")
     parser.add_argument("--profile", choices=("smoke", "full"), default=os.environ.get("GENLAB_PROFILE", "smoke"))
-    parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/dcgan/<profile>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the results (default results/dcgan/<profile>)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads on a CPU (default: torch's choice)")
     args = parser.parse_args(argv)
     os.environ["GENLAB_PROFILE"] = args.profile  # the data loader's stand-in rule follows the profile
@@ -500,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_experiment(args.profile, out, device=dev)
     summary["total"] = {"wall_s": round(time.perf_counter() - wall), "cpu_s": round(time.process_time() - cpu)}
     write_readme(out, summary, command.strip(), dev)
-    print(f"wrote {out}: Frechet distance (final) {summary['frechet_final']}, "
-          f"reconstruction MSE {summary['reconstruction_mse']:.4f}")
+    print(
+        f"wrote {out}: Frechet distance (final) {summary['frechet_final']}, "
+        f"reconstruction MSE {summary['reconstruction_mse']:.4f}"
+    )
     return 0
 
 

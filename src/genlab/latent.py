@@ -5,6 +5,7 @@ Grids of codes are laid out for ``image_grid(images, nrow=n)``: entry ``r * n + 
 ``r`` (from the top) and column ``c`` (from the left). The first coordinate grows from left to right
 and the second from bottom to top, like the axes of a scatter plot of the codes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,7 +22,9 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     # END REFERENCE
 
 
-def manifold_codes(n: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+def manifold_codes(
+    n: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """An ``n`` x ``n`` grid of 2-D codes at the normal quantiles of the probabilities
     ``(i + 1/2) / n``, i = 0 .. n-1: shape (n * n, 2), entry ``r * n + c`` holding
     ``(q[c], q[n - 1 - r])`` (first coordinate left to right, second bottom to top).
@@ -34,8 +37,8 @@ def manifold_codes(n: int, *, dtype: torch.dtype = torch.float32, device: torch.
     # BEGIN REFERENCE
     probs = (torch.arange(n, dtype=torch.float64, device="cpu") + 0.5) / n
     q = torch.as_tensor(norm.ppf(probs.numpy()), dtype=dtype, device=device)
-    horizontal = q.repeat(n)                    # column c -> q[c]
-    vertical = q.flip(0).repeat_interleave(n)   # row r -> q[n - 1 - r]
+    horizontal = q.repeat(n)  # column c -> q[c]
+    vertical = q.flip(0).repeat_interleave(n)  # row r -> q[n - 1 - r]
     return torch.stack([horizontal, vertical], dim=1)
     # END REFERENCE
 
@@ -94,7 +97,9 @@ def toward_class_mean(
     ``z + a * (m - z)`` per ``a`` in ``alphas`` (A,), where ``m`` is the mean of the rows of
     ``codes`` (M, nz) whose label in ``labels`` (M,) is ``target``. Shape (A, nz)."""
     if codes.dim() != 2 or z.shape != codes.shape[1:]:
-        raise ValueError(f"z must have shape (nz,) and codes (M, nz), got z {tuple(z.shape)} and codes {tuple(codes.shape)}")
+        raise ValueError(
+            f"z must have shape (nz,) and codes (M, nz), got z {tuple(z.shape)} and codes {tuple(codes.shape)}"
+        )
     if labels.shape != codes.shape[:1]:
         raise ValueError(f"labels must have shape ({len(codes)},), one per code, got {tuple(labels.shape)}")
     if not bool((labels == target).any()):

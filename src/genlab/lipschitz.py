@@ -74,6 +74,7 @@ Three estimators, ordered ``jacobian_lower_bound <= true constant <= lipsdp <= s
   the input, with power iteration on ``J^T J``: a value attained at some point, hence a true lower
   bound.
 """
+
 from __future__ import annotations
 
 import copy
@@ -684,8 +685,14 @@ def _polish(prob: _Scaled, t: list[np.ndarray], variant: str, max_evals: int) ->
         return value
 
     opt = torch.optim.LBFGS(
-        [u], lr=1.0, max_iter=max_evals, max_eval=max_evals, history_size=20,
-        tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe",
+        [u],
+        lr=1.0,
+        max_iter=max_evals,
+        max_eval=max_evals,
+        history_size=20,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
     )
     opt.step(closure)
     return best[0], best[1]
@@ -811,11 +818,17 @@ def lipsdp(
 
     Returns a certified bound (see "Certificate" above). A network without hidden layers returns
     the spectral norm of its (merged) weight. A final activation up to ``MAX_TAIL_WIDTH`` (512)
-    wide is modelled neuron by neuron; a wider one only multiplies the bound by its slope bound. Raises :class:`LipschitzError` when the solver does
-    not reach ``optimal`` / ``optimal_inaccurate`` (the latter gives a ``RuntimeWarning``, the
-    bound stays valid), and :class:`UnsupportedLayerError` for layers other than the supported ones.
+    wide is modelled neuron by neuron; a wider one only multiplies the bound by its slope bound.
+    Raises :class:`LipschitzError` when the solver does not reach ``optimal`` / ``optimal_inaccurate``
+    (the latter gives a ``RuntimeWarning``, the bound stays valid), and :class:`UnsupportedLayerError`
+    for layers other than the supported ones.
     """
     return lipsdp_report(
-        net, variant, solver, method=method, reduce_input=reduce_input, polish=polish,
+        net,
+        variant,
+        solver,
+        method=method,
+        reduce_input=reduce_input,
+        polish=polish,
         solver_options=solver_options,
     ).bound

@@ -3,6 +3,7 @@
 The bodies of graded exercises sit between reference markers (see CONTRIBUTING.md): the student
 edition of the package (``make release``) ships those functions without a body.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,9 @@ def bits_per_dim(nll: torch.Tensor | float, img_shape: Sequence[int]) -> torch.T
     ``nll`` is one value per example (N,) or any shape (a batch mean, say); the result has its shape.
     """
     if isinstance(img_shape, torch.Tensor) or not isinstance(img_shape, Sequence) or len(img_shape) < 2:
-        raise ValueError(f"img_shape must be the shape of a batch, (N, d1, ..., dK) with the batch size first, "
-                         f"got {img_shape!r}")
+        raise ValueError(
+            f"img_shape must be the shape of a batch, (N, d1, ..., dK) with the batch size first, got {img_shape!r}"
+        )
     if any(not isinstance(d, int) or d <= 0 for d in img_shape):
         raise ValueError(f"img_shape must hold positive integers, got {tuple(img_shape)}")
     # BEGIN REFERENCE
@@ -89,8 +91,10 @@ def categorical_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.is_floating_point() or target.is_complex():
         raise TypeError(f"target must hold integer levels, got {target.dtype}")
     if target.numel() != logits.shape[0] * math.prod(logits.shape[2:]):
-        raise ValueError(f"target of shape {tuple(target.shape)} does not fit logits of shape {tuple(logits.shape)}: "
-                         "expected (N, 1, H, W) levels for (N, K, H, W) logits")
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} does not fit logits of shape {tuple(logits.shape)}: "
+            "expected (N, 1, H, W) levels for (N, K, H, W) logits"
+        )
     # BEGIN REFERENCE
     levels = target.reshape(logits.shape[0], *logits.shape[2:]).long()
     per_pixel = F.cross_entropy(logits, levels, reduction="none")
@@ -106,8 +110,10 @@ def batch_bpd(nats: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     The batch-level form of :func:`bits_per_dim`, as the conv_vae chapter's training loop logs it.
     """
     if nats.dim() != 1 or images.dim() < 2 or len(nats) != len(images):
-        raise ValueError(f"nats must have shape (N,) for images (N, ...), got nats {tuple(nats.shape)} "
-                         f"and images {tuple(images.shape)}")
+        raise ValueError(
+            f"nats must have shape (N,) for images (N, ...), got nats {tuple(nats.shape)} "
+            f"and images {tuple(images.shape)}"
+        )
     # BEGIN REFERENCE
     return bits_per_dim(nats.mean(), tuple(images.shape))
     # END REFERENCE

@@ -1,6 +1,7 @@
 """Plotting and table helpers that work headless (Agg) and inline in notebooks alike.
 
 Figures are at most 7.5 inches wide, so that the book shows them without shrinking their text."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import torch
+from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 from genlab.train import History
@@ -95,8 +96,15 @@ class Table:
     for files under results/. Cells are strings or numbers; floats are shown with ``float_format``.
     """
 
-    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "",
-                 notes: Sequence[str] = (), float_format: str = "{:.4g}"):
+    def __init__(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[object]],
+        *,
+        title: str = "",
+        notes: Sequence[str] = (),
+        float_format: str = "{:.4g}",
+    ):
         self.columns = [str(c) for c in columns]
         self.values = [list(row) for row in rows]
         for row in self.values:
@@ -107,7 +115,7 @@ class Table:
         self.notes = list(notes)
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping[str, object]], **kwargs) -> "Table":
+    def from_records(cls, records: Sequence[Mapping[str, object]], **kwargs) -> Table:
         """A table of mappings from column name to value (columns in order of appearance; gaps left empty)."""
         if not records:
             raise ValueError("a table needs at least one row")
@@ -116,6 +124,7 @@ class Table:
 
     def markdown(self) -> str:
         """The table in GitHub Markdown (title and notes not included)."""
+
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -139,13 +148,15 @@ class Table:
         head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
         caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
-        notes = "".join(f"<p class=\"genlab-table-note\">{escape(n)}</p>" for n in self.notes)
-        return (f'<table class="genlab-table">{caption}<thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table>{notes}")
+        notes = "".join(f'<p class="genlab-table-note">{escape(n)}</p>' for n in self.notes)
+        return (
+            f'<table class="genlab-table">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}'
+        )
 
     def __str__(self) -> str:
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
-                  for i, c in enumerate(self.columns)]
+        widths = [
+            max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c) for i, c in enumerate(self.columns)
+        ]
         fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
         lines = ([self.title] if self.title else []) + [fmt.format(*self.columns)]
         lines += [fmt.format(*row) for row in self.rows] + self.notes

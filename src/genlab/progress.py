@@ -6,6 +6,7 @@ it closes, one with ``leave=True`` stays with its final state. No widget is used
 notebook (the book, nbviewer, graded feedback) shows what the bars last said, never a widget
 frozen at "0%" whose live state was not saved.
 """
+
 from __future__ import annotations
 
 import io

@@ -3,6 +3,7 @@
 A 4-bit image keeps the top four bits of every 8-bit pixel: level ``k = floor(v * 16 / 256)``
 for a pixel value ``v`` in 0..255, so every level covers 16 consecutive byte values.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,9 @@ def quantize(x: torch.Tensor, levels: int = 16) -> torch.Tensor:
         byte = x.to(torch.int64)
     elif x.is_floating_point():
         if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise ValueError(f"x must hold pixel values in [0, 1], got values in [{float(x.min()):g}, {float(x.max()):g}]")
+            raise ValueError(
+                f"x must hold pixel values in [0, 1], got values in [{float(x.min()):g}, {float(x.max()):g}]"
+            )
         byte = torch.round(x * 255).to(torch.int64)
     else:
         raise TypeError(f"x must be uint8 pixels or floats in [0, 1], got {x.dtype}")

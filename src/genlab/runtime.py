@@ -1,4 +1,5 @@
 """Where and how a chapter runs: the profile, the device and the random seed."""
+
 from __future__ import annotations
 
 import os
@@ -45,9 +46,7 @@ def profile() -> Profile:
     """Read ``GENLAB_PROFILE`` (default ``smoke``) and the grading mode (``NBGRADER_EXECUTION``)."""
     name = os.environ.get("GENLAB_PROFILE", "smoke").strip().lower() or "smoke"
     if name not in PROFILES:
-        raise ValueError(
-            f"GENLAB_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}"
-        )
+        raise ValueError(f"GENLAB_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}")
     return Profile(name=name, grading=bool(os.environ.get("NBGRADER_EXECUTION")))
 
 

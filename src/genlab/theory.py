@@ -9,6 +9,7 @@ Nothing here uses ``torch.distributions``: the exercises ask for the densities w
 Conventions: Monte-Carlo samples run along dimension 0 (``z`` and ``eps`` are ``(L, ..., D)``);
 categorical distributions run along the last dimension (``(..., k)``). All results are in nats.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,9 @@ def _check_pair(p: object, q: object) -> None:
     """Two tensors of distributions that broadcast against each other."""
     p, q = _check_probs("p", p), _check_probs("q", q)
     if p.shape[-1] != q.shape[-1]:
-        raise ValueError(f"p and q must have the same number of categories (last dimension), got "
-                         f"{p.shape[-1]} and {q.shape[-1]}")
+        raise ValueError(
+            f"p and q must have the same number of categories (last dimension), got {p.shape[-1]} and {q.shape[-1]}"
+        )
     try:
         torch.broadcast_shapes(p.shape, q.shape)
     except RuntimeError:
@@ -95,16 +97,21 @@ def _check_gaussian(mu_name: str, mu: object, scale_name: str, scale: object, ep
     if mu.dim() == 0:
         raise ValueError(f"{mu_name} must have shape (..., D), got a 0-dim tensor")
     if scale.shape[-1:] != mu.shape[-1:]:
-        raise ValueError(f"{scale_name} must have the shape of {mu_name} (..., D = {mu.shape[-1]}), "
-                         f"got {tuple(scale.shape)}")
+        raise ValueError(
+            f"{scale_name} must have the shape of {mu_name} (..., D = {mu.shape[-1]}), got {tuple(scale.shape)}"
+        )
     if eps.dim() < 2 or eps.shape[-1] != mu.shape[-1]:
-        raise ValueError(f"eps must have shape (L, ..., D) with D = {mu.shape[-1]} (the last dimension of {mu_name}), "
-                         f"got {tuple(eps.shape)}")
+        raise ValueError(
+            f"eps must have shape (L, ..., D) with D = {mu.shape[-1]} (the last dimension of {mu_name}), "
+            f"got {tuple(eps.shape)}"
+        )
     try:
         torch.broadcast_shapes(mu.shape, scale.shape, eps.shape[1:])
     except RuntimeError:
-        raise ValueError(f"eps {tuple(eps.shape)} must be (L, ...) followed by a shape that broadcasts with "
-                         f"{mu_name} {tuple(mu.shape)}") from None
+        raise ValueError(
+            f"eps {tuple(eps.shape)} must be (L, ...) followed by a shape that broadcasts with "
+            f"{mu_name} {tuple(mu.shape)}"
+        ) from None
 
 
 def _check_values(name: str, values: object, n_samples: int) -> torch.Tensor:
@@ -147,8 +154,9 @@ def mc_log_likelihood(log_px_given_z: LogLikelihood, z: torch.Tensor) -> torch.T
     # END REFERENCE
 
 
-def log_importance_weights(log_px_given_z: LogLikelihood, mu: torch.Tensor, logstd: torch.Tensor,
-                           eps: torch.Tensor) -> torch.Tensor:
+def log_importance_weights(
+    log_px_given_z: LogLikelihood, mu: torch.Tensor, logstd: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """log w_l = log p(x | z_l) + log p(z_l) - log q(z_l | x) for z_l = mu + exp(logstd) * eps_l, shape (L, ...).
 
     The proposal is q(z | x) = N(mu, diag exp(logstd)^2), the prior p(z) = N(0, I); ``mu``, ``logstd``
@@ -163,8 +171,9 @@ def log_importance_weights(log_px_given_z: LogLikelihood, mu: torch.Tensor, logs
     # END REFERENCE
 
 
-def importance_log_likelihood(log_px_given_z: LogLikelihood, mu: torch.Tensor, logstd: torch.Tensor,
-                              eps: torch.Tensor) -> torch.Tensor:
+def importance_log_likelihood(
+    log_px_given_z: LogLikelihood, mu: torch.Tensor, logstd: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """Importance-sampled log p(x) = log (1/L) sum_l w_l with the weights of ``log_importance_weights``; shape (...)."""
     _check_gaussian("mu", mu, "logstd", logstd, eps)
     # BEGIN REFERENCE
@@ -215,8 +224,13 @@ def mc_elbo(log_px_given_z: LogLikelihood, mu: torch.Tensor, logstd: torch.Tenso
     # END REFERENCE
 
 
-def mc_gaussian_kl(mu_q: torch.Tensor, logstd_q: torch.Tensor, eps: torch.Tensor,
-                   mu_p: torch.Tensor | float = 0.0, logstd_p: torch.Tensor | float = 0.0) -> torch.Tensor:
+def mc_gaussian_kl(
+    mu_q: torch.Tensor,
+    logstd_q: torch.Tensor,
+    eps: torch.Tensor,
+    mu_p: torch.Tensor | float = 0.0,
+    logstd_p: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
     """Monte-Carlo KL(q || p) = (1/L) sum_l [log q(z_l) - log p(z_l)] with z_l = mu_q + exp(logstd_q) eps_l ~ q.
 
     Diagonal Gaussians q = N(mu_q, exp(logstd_q)^2) and p = N(mu_p, exp(logstd_p)^2) (default N(0, I));
@@ -239,12 +253,14 @@ def mc_gaussian_kl(mu_q: torch.Tensor, logstd_q: torch.Tensor, eps: torch.Tensor
 def _check_sigma(mu: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> None:
     _check_gaussian("mu", mu, "sigma", sigma, eps)
     if bool((sigma < 0).any()):
-        raise ValueError(f"sigma is a standard deviation and must be non-negative; its smallest entry is "
-                         f"{sigma.min().item():.4g}")
+        raise ValueError(
+            f"sigma is a standard deviation and must be non-negative; its smallest entry is {sigma.min().item():.4g}"
+        )
 
 
-def reparam_gradient(f: ScalarFunction, mu: torch.Tensor, sigma: torch.Tensor,
-                     eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reparam_gradient(
+    f: ScalarFunction, mu: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reparameterised estimate of d/d(mu, sigma) E_{z ~ N(mu, sigma^2)}[f(z)] from the samples mu + sigma * eps.
 
     ``f`` maps z (L, ..., D) to (L, ...), treating the entries of the batch (...) independently;
@@ -263,8 +279,9 @@ def reparam_gradient(f: ScalarFunction, mu: torch.Tensor, sigma: torch.Tensor,
     # END REFERENCE
 
 
-def score_function_gradient(f: ScalarFunction, mu: torch.Tensor, sigma: torch.Tensor,
-                            eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def score_function_gradient(
+    f: ScalarFunction, mu: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Score-function (REINFORCE) estimate of d/d(mu, sigma) E_{z ~ N(mu, sigma^2)}[f(z)], same shapes.
 
     (1/L) sum_l f(z_l) * d log N(z_l; mu, sigma^2) / d(mu, sigma): it needs values of f only, never

@@ -1,4 +1,5 @@
 """The training harness every chapter uses: epochs, progress, loss history, checkpoints."""
+
 from __future__ import annotations
 
 import os

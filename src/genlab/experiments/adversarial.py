@@ -16,6 +16,7 @@ transfer), *FGSM loss* (Goodfellow et al.'s adversarial objective), *PGD batches
 its PGD examples) and *FGSM-RS* (Wong et al.'s FGSM with a random start), the last three with
 augmentation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -257,16 +258,24 @@ def train_classifier(
             on_epoch_end(epoch, history)
             model.train()
 
-    return fit(model, scheduled_step, lambda: data.batches(batch_size), epochs=epochs, optimizer=optimizer,
-               desc=desc, on_epoch_end=epoch_end)
+    return fit(
+        model,
+        scheduled_step,
+        lambda: data.batches(batch_size),
+        epochs=epochs,
+        optimizer=optimizer,
+        desc=desc,
+        on_epoch_end=epoch_end,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # evaluation
 
 
-def worst_of_restarts(attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-                      restarts: int) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+def worst_of_restarts(
+    attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], restarts: int
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """An attack that runs ``attack`` (a randomised one: PGD with a random start) ``restarts`` times.
 
     Per example it keeps the first run whose example is misclassified, else the run with the
@@ -343,20 +352,38 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     def noise_attack(eps: float):
         return lambda m, x, y: (x + eps * torch.randint_like(x, 0, 2).mul(2).sub(1)).clamp(0, 1)
 
-    def train_one(name: str, step: Step, data: TensorData, epochs: int, *, augmented: bool, seed: int,
-                  curve: dict[str, list[float]] | None = None) -> None:
+    def train_one(
+        name: str,
+        step: Step,
+        data: TensorData,
+        epochs: int,
+        *,
+        augmented: bool,
+        seed: int,
+        curve: dict[str, list[float]] | None = None,
+    ) -> None:
         genlab.seed_everything(seed)
         model = make_model(plan, train, device)
 
         def on_epoch_end(epoch: int, history: History) -> None:
             curve["FGSM"].append(accuracy_under_attack(model, batches(curve_set), fgsm_attack(plan.eps)))
-            curve["PGD"].append(accuracy_under_attack(model, batches(curve_set),
-                                                      pgd_attack(plan.eps, plan.pgd_alpha, plan.curve_steps)))
+            curve["PGD"].append(
+                accuracy_under_attack(model, batches(curve_set), pgd_attack(plan.eps, plan.pgd_alpha, plan.curve_steps))
+            )
 
         t0 = time.perf_counter()
-        train_classifier(model, data, step, epochs=epochs, batch_size=plan.batch, lr_max=plan.lr_max,
-                         augmented=augmented, weight_decay=5e-4, desc=name,
-                         on_epoch_end=on_epoch_end if curve is not None else None)
+        train_classifier(
+            model,
+            data,
+            step,
+            epochs=epochs,
+            batch_size=plan.batch,
+            lr_max=plan.lr_max,
+            augmented=augmented,
+            weight_decay=5e-4,
+            desc=name,
+            on_epoch_end=on_epoch_end if curve is not None else None,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds[name] = time.perf_counter() - t0
@@ -370,8 +397,9 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
         return fgsm_loss(model, CE, batch[0], batch[1], plan.eps, plan.alpha_loss, attack=fgsm)
 
     def pgd_batch_step(model, batch):
-        images, labels = adversarial_batch(model, batch[0], batch[1],
-                                           pgd_attack(plan.eps, plan.pgd_train_alpha, plan.pgd_train_steps))
+        images, labels = adversarial_batch(
+            model, batch[0], batch[1], pgd_attack(plan.eps, plan.pgd_train_alpha, plan.pgd_train_steps)
+        )
         return CE(model(images), labels)
 
     def fgsm_step(model, batch):
@@ -395,68 +423,107 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     genlab.seed_everything(1)
     sweep_rows = []
     for k in plan.eps_sweep:
-        sweep_rows.append({
-            "eps (1/255)": k,
-            "standard, FGSM": accuracy_under_attack(models["standard"], batches(), fgsm_attack(k / 255)),
-            "augmented, FGSM": accuracy_under_attack(models["augmented"], batches(), fgsm_attack(k / 255)),
-            "standard, random signs": accuracy_under_attack(models["standard"], batches(), noise_attack(k / 255)),
-        })
+        sweep_rows.append(
+            {
+                "eps (1/255)": k,
+                "standard, FGSM": accuracy_under_attack(models["standard"], batches(), fgsm_attack(k / 255)),
+                "augmented, FGSM": accuracy_under_attack(models["augmented"], batches(), fgsm_attack(k / 255)),
+                "standard, random signs": accuracy_under_attack(models["standard"], batches(), noise_attack(k / 255)),
+            }
+        )
     percent_table(sweep_rows).to_csv(out_dir / "sweep.csv")
 
-    transfer_rows = [{"attack": "none (clean)",
-                      **{f"accuracy of {t}": accuracy_under_attack(models[t], batches()) for t in ("A", "B")}}]
+    transfer_rows = [
+        {
+            "attack": "none (clean)",
+            **{f"accuracy of {t}": accuracy_under_attack(models[t], batches()) for t in ("A", "B")},
+        }
+    ]
     for k in (8, 16):
         for source in ("A", "B"):
             adversarial = [(fgsm(models[source], CE, x, y, k / 255), y) for x, y in batches()]
-            transfer_rows.append({"attack": f"FGSM {k}/255 built on {source}",
-                                  **{f"accuracy of {t}": accuracy_under_attack(models[t], adversarial) for t in ("A", "B")}})
-    _write(percent_table(transfer_rows, title="Transfer between networks trained on the two halves"), out_dir / "transfer")
+            transfer_rows.append(
+                {
+                    "attack": f"FGSM {k}/255 built on {source}",
+                    **{f"accuracy of {t}": accuracy_under_attack(models[t], adversarial) for t in ("A", "B")},
+                }
+            )
+    _write(
+        percent_table(transfer_rows, title="Transfer between networks trained on the two halves"), out_dir / "transfer"
+    )
 
     genlab.seed_everything(2)
     rows = []
     for name in ("standard", "augmented", "FGSM loss", "PGD batches", "FGSM", "FGSM-RS"):
         model = models[name]
-        rows.append({
-            "model": name,
-            "clean": accuracy_under_attack(model, batches()),
-            "FGSM": accuracy_under_attack(model, batches(), fgsm_attack(plan.eps)),
-            f"PGD-{plan.pgd_steps}": accuracy_under_attack(model, batches(), pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)),
-            "training time (s)": f"{seconds[name]:.1f}",
-        })
+        rows.append(
+            {
+                "model": name,
+                "clean": accuracy_under_attack(model, batches()),
+                "FGSM": accuracy_under_attack(model, batches(), fgsm_attack(plan.eps)),
+                f"PGD-{plan.pgd_steps}": accuracy_under_attack(
+                    model, batches(), pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)
+                ),
+                "training time (s)": f"{seconds[name]:.1f}",
+            }
+        )
     _write(percent_table(rows, title=f"Accuracy at eps = 8/255 on {len(attack_set)} test images"), out_dir / "accuracy")
 
     genlab.seed_everything(3)
     fast_rows = []
     for name in ("PGD batches", "FGSM-RS"):
         single = pgd_attack(plan.eps, plan.pgd_alpha, plan.pgd_steps)
-        fast_rows.append({
-            "model": name,
-            "clean": accuracy_under_attack(models[name], batches()),
-            f"PGD-{plan.pgd_steps}, one run": accuracy_under_attack(models[name], batches(), single),
-            f"PGD-{plan.pgd_steps}, {plan.restarts} restarts": accuracy_under_attack(
-                models[name], batches(), worst_of_restarts(single, plan.restarts)),
-        })
+        fast_rows.append(
+            {
+                "model": name,
+                "clean": accuracy_under_attack(models[name], batches()),
+                f"PGD-{plan.pgd_steps}, one run": accuracy_under_attack(models[name], batches(), single),
+                f"PGD-{plan.pgd_steps}, {plan.restarts} restarts": accuracy_under_attack(
+                    models[name], batches(), worst_of_restarts(single, plan.restarts)
+                ),
+            }
+        )
     _write(percent_table(fast_rows, title="One PGD run against restarts"), out_dir / "fast")
-    curve_rows = [{"model": name, "epoch": e + 1, "FGSM": c["FGSM"][e], f"PGD-{plan.curve_steps}": c["PGD"][e]}
-                  for name, c in curves.items() for e in range(len(c["FGSM"]))]
+    curve_rows = [
+        {"model": name, "epoch": e + 1, "FGSM": c["FGSM"][e], f"PGD-{plan.curve_steps}": c["PGD"][e]}
+        for name, c in curves.items()
+        for e in range(len(c["FGSM"]))
+    ]
     percent_table(curve_rows).to_csv(out_dir / "curves.csv")
     seconds["evaluation"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start_all
 
-    lines = [f"# Results of the {plan.profile} profile", "",
-             f"- command: `python -m genlab.experiments.adversarial {' '.join(argv)}`".replace("  ", " "),
-             f"- commit: {provenance.git_commit()}",
-             f"- machine: {provenance.machine(device)}",
-             f"- data: {train.stand_in or 'CIFAR-10'}; {len(train)} training images, {len(attack_set)} attacked test images",
-             f"- network: {plan.model_name}; plan: " + ", ".join(
-                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(plan).items()
-                 if k not in ("profile", "grading")),
-             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
-             + f" (1-minute load average {load_before} at the start, {provenance.load_average()} at the end, on "
-             f"{os.cpu_count()} cores)",
-             "", "## Accuracy at eps = 8/255", "", percent_table(rows).markdown(),
-             "", "## Transfer (FGSM built on one network, shown to both)", "", percent_table(transfer_rows).markdown(),
-             "", "## One PGD run against restarts", "", percent_table(fast_rows).markdown(), ""]
+    lines = [
+        f"# Results of the {plan.profile} profile",
+        "",
+        f"- command: `python -m genlab.experiments.adversarial {' '.join(argv)}`".replace("  ", " "),
+        f"- commit: {provenance.git_commit()}",
+        f"- machine: {provenance.machine(device)}",
+        f"- data: {train.stand_in or 'CIFAR-10'}; {len(train)} training images, {len(attack_set)} attacked test images",
+        f"- network: {plan.model_name}; plan: "
+        + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in asdict(plan).items()
+            if k not in ("profile", "grading")
+        ),
+        "- wall time: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+        + f" (1-minute load average {load_before} at the start, {provenance.load_average()} at the end, on "
+        f"{os.cpu_count()} cores)",
+        "",
+        "## Accuracy at eps = 8/255",
+        "",
+        percent_table(rows).markdown(),
+        "",
+        "## Transfer (FGSM built on one network, shown to both)",
+        "",
+        percent_table(transfer_rows).markdown(),
+        "",
+        "## One PGD run against restarts",
+        "",
+        percent_table(fast_rows).markdown(),
+        "",
+    ]
     (out_dir / "README.md").write_text("\n".join(lines))
     print(f"tables in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return out_dir
@@ -470,12 +537,17 @@ def _write(table: Table, stem: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m genlab.experiments.adversarial",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m genlab.experiments.adversarial", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--profile", choices=("smoke", "full"), default=genlab.profile().name)
     parser.add_argument("--out", default="results/adversarial")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: 1 on a CPU in the smoke profile, torch's default otherwise)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 on a CPU in the smoke profile, torch's default otherwise)",
+    )
     args = parser.parse_args(argv)
     os.environ["GENLAB_PROFILE"] = args.profile  # the data's stand-in rule follows the profile
     threads = args.threads or (1 if genlab.device().type == "cpu" and args.profile == "smoke" else None)

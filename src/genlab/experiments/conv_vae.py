@@ -18,6 +18,7 @@ this chapter follows: about 4 bpd at the start, below 2.0 after 2 epochs, about 
 ``curves.png``, ``samples.png`` (8 x 8 samples per snapshot), ``manifold.png`` (the z = 2 model's
 20 x 20 grid of mean images) and ``README.md`` (command, commit, machine, wall times).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
 import torch
 from torch import nn
 
@@ -71,9 +71,18 @@ class Plan:
 
     def config(self, nz: int | None = None, epochs: int | None = None) -> dict[str, Any]:
         """What a checkpoint must have been trained with to be reused for this plan."""
-        return {"model": "CategoricalConvVAE", "nz": self.nz if nz is None else nz, "hidden": self.hidden,
-                "levels": self.levels, "n_train": self.n_train, "n_val": self.n_val, "batch": self.batch,
-                "lr": self.lr, "epochs": self.epochs if epochs is None else epochs, "seed": self.seed}
+        return {
+            "model": "CategoricalConvVAE",
+            "nz": self.nz if nz is None else nz,
+            "hidden": self.hidden,
+            "levels": self.levels,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "batch": self.batch,
+            "lr": self.lr,
+            "epochs": self.epochs if epochs is None else epochs,
+            "seed": self.seed,
+        }
 
 
 def make_plan(profile: str, *, grading: bool = False) -> Plan:
@@ -82,18 +91,40 @@ def make_plan(profile: str, *, grading: bool = False) -> Plan:
     if profile not in ("smoke", "full"):
         raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
     if grading:
-        return Plan(profile, n_train=256, n_val=128, n_test=128, epochs=1, snapshots=(0, 1), manifold_epochs=1,
-                    batch=64, threads=1 if genlab.device().type == "cpu" else None,
-                    notes=("grading run: 256 training images, one epoch",))
+        return Plan(
+            profile,
+            n_train=256,
+            n_val=128,
+            n_test=128,
+            epochs=1,
+            snapshots=(0, 1),
+            manifold_epochs=1,
+            batch=64,
+            threads=1 if genlab.device().type == "cpu" else None,
+            notes=("grading run: 256 training images, one epoch",),
+        )
     if profile == "full":
-        return Plan(profile, n_train=None, n_val=5000, n_test=None, epochs=80, snapshots=(0, 10, 80),
-                    manifold_epochs=40)
-    return Plan(profile, n_train=4000, n_val=500, n_test=1000, epochs=2, snapshots=(0, 1, 2), manifold_epochs=2,
-                batch=32, lr=3e-3, threads=1,
-                notes=("smoke profile: 4000 training images, 2 epochs, batches of 32 and learning rate 3e-3 "
-                       "(more, larger steps for a short run); snapshots after 0, 1 and 2 epochs",
-                       "MNIST is replaced by Fashion-MNIST where it is not installed (printed when it happens)",
-                       "one CPU thread: small convolutions gain little from more, and shared cores slow them down"))
+        return Plan(
+            profile, n_train=None, n_val=5000, n_test=None, epochs=80, snapshots=(0, 10, 80), manifold_epochs=40
+        )
+    return Plan(
+        profile,
+        n_train=4000,
+        n_val=500,
+        n_test=1000,
+        epochs=2,
+        snapshots=(0, 1, 2),
+        manifold_epochs=2,
+        batch=32,
+        lr=3e-3,
+        threads=1,
+        notes=(
+            "smoke profile: 4000 training images, 2 epochs, batches of 32 and learning rate 3e-3 "
+            "(more, larger steps for a short run); snapshots after 0, 1 and 2 epochs",
+            "MNIST is replaced by Fashion-MNIST where it is not installed (printed when it happens)",
+            "one CPU thread: small convolutions gain little from more, and shared cores slow them down",
+        ),
+    )
 
 
 def load_splits(plan: Plan, device: torch.device | None = None) -> tuple[TensorData, TensorData, TensorData]:
@@ -114,7 +145,9 @@ def load_splits(plan: Plan, device: torch.device | None = None) -> tuple[TensorD
 # loss terms, evaluation, training
 
 
-def vae_terms(model: nn.Module, levels: torch.Tensor, *, nll: Terms, bpd: Terms, kl: Terms, sample: Terms) -> dict[str, torch.Tensor]:
+def vae_terms(
+    model: nn.Module, levels: torch.Tensor, *, nll: Terms, bpd: Terms, kl: Terms, sample: Terms
+) -> dict[str, torch.Tensor]:
     """The negative ELBO of a batch of integer levels in bits per dimension (``loss``), and its
     reconstruction (``rec``) and KL (``kl``) parts, all through the given functions:
     ``nll(logits, levels)`` and ``kl(mu, logstd)`` give nats per example, ``bpd(nats, images)``
@@ -159,9 +192,21 @@ def checkpoint_path(folder: Path, config: Mapping[str, Any], epoch: int) -> Path
     return Path(folder) / f"z{config['nz']}_epoch{epoch:03d}.pt"
 
 
-def train_with_snapshots(model: nn.Module, train: TensorData, val: TensorData, plan: Plan, folder: str | os.PathLike,
-                         *, nll: Terms, bpd: Terms, kl: Terms, sample: Terms, epochs: int | None = None,
-                         snapshots: Sequence[int] | None = None, desc: str = "conv VAE") -> Run:
+def train_with_snapshots(
+    model: nn.Module,
+    train: TensorData,
+    val: TensorData,
+    plan: Plan,
+    folder: str | os.PathLike,
+    *,
+    nll: Terms,
+    bpd: Terms,
+    kl: Terms,
+    sample: Terms,
+    epochs: int | None = None,
+    snapshots: Sequence[int] | None = None,
+    desc: str = "conv VAE",
+) -> Run:
     """Train ``model`` with Adam on the negative ELBO in bpd, evaluating the validation split after
     every epoch and checkpointing after the epochs in ``snapshots`` (0: before training)."""
     epochs = plan.epochs if epochs is None else epochs
@@ -182,8 +227,14 @@ def train_with_snapshots(model: nn.Module, train: TensorData, val: TensorData, p
 
     def snapshot(epoch: int, history: History | None) -> None:
         if epoch in snapshots:
-            checkpoints[epoch] = save_checkpoint(checkpoint_path(folder, config, epoch), model, config=config,
-                                                 seed=plan.seed, epoch=epoch, history=history)
+            checkpoints[epoch] = save_checkpoint(
+                checkpoint_path(folder, config, epoch),
+                model,
+                config=config,
+                seed=plan.seed,
+                epoch=epoch,
+                history=history,
+            )
 
     rows = [row(0, None)]
     snapshot(0, None)
@@ -195,8 +246,15 @@ def train_with_snapshots(model: nn.Module, train: TensorData, val: TensorData, p
     def step(model: nn.Module, batch: tuple[torch.Tensor, Any]) -> dict[str, torch.Tensor]:
         return vae_terms(model, quantize(batch[0], plan.levels), **fns)
 
-    history = fit(model, step, lambda: train.batches(plan.batch), epochs=epochs, optimizer=optimizer, desc=desc,
-                  on_epoch_end=on_epoch_end)
+    history = fit(
+        model,
+        step,
+        lambda: train.batches(plan.batch),
+        epochs=epochs,
+        optimizer=optimizer,
+        desc=desc,
+        on_epoch_end=on_epoch_end,
+    )
     return Run(rows, history, checkpoints, config, time.perf_counter() - start)
 
 
@@ -227,10 +285,20 @@ def summary_rows(run: Run, test: Mapping[str, float]) -> list[dict[str, str]]:
             return f"{run.first_step_bpd:.3f} (first step)"
         return f"{by_epoch[epoch]['train_loss']:.3f}" if epoch in by_epoch else f"not run (last epoch {last})"
 
-    rows = [{"quantity": f"train bpd {'at the start' if e == 0 else f'after epoch {e}'}", "reference": ref,
-             "measured": measured(e)} for e, (ref, _) in REFERENCE_BPD.items()]
+    rows = [
+        {
+            "quantity": f"train bpd {'at the start' if e == 0 else f'after epoch {e}'}",
+            "reference": ref,
+            "measured": measured(e),
+        }
+        for e, (ref, _) in REFERENCE_BPD.items()
+    ]
     rows += [
-        {"quantity": f"validation bpd after epoch {last}", "reference": "", "measured": f"{by_epoch[last]['val_loss']:.3f}"},
+        {
+            "quantity": f"validation bpd after epoch {last}",
+            "reference": "",
+            "measured": f"{by_epoch[last]['val_loss']:.3f}",
+        },
         {"quantity": "test bpd (negative ELBO)", "reference": "", "measured": f"{test['loss']:.3f}"},
         {"quantity": "  of which reconstruction", "reference": "", "measured": f"{test['rec']:.3f}"},
         {"quantity": "  of which KL", "reference": "", "measured": f"{test['kl']:.3f}"},
@@ -266,7 +334,9 @@ def plot_curves(rows: Sequence[Mapping[str, float]], *, title: str, ax: Any = No
     marker = "o" if len(rows) <= 30 else None
     styles = {"loss": ("negative ELBO", "-"), "rec": ("reconstruction", "--"), "kl": ("KL", ":")}
     for key, (name, line) in styles.items():
-        ax.plot(epochs[1:], [r[f"train_{key}"] for r in rows[1:]], line, marker=marker, color="C0", label=f"train: {name}")
+        ax.plot(
+            epochs[1:], [r[f"train_{key}"] for r in rows[1:]], line, marker=marker, color="C0", label=f"train: {name}"
+        )
         ax.plot(epochs, [r[f"val_{key}"] for r in rows], line, marker=marker, color="C1", label=f"validation: {name}")
     if reference:
         shown = [(e, v) for e, (_, v) in REFERENCE_BPD.items() if e <= max(epochs)]
@@ -288,7 +358,9 @@ def plot_snapshots(samples: Mapping[int, torch.Tensor], *, title: str) -> Any:
 
     fig, axes = plt.subplots(1, len(samples), figsize=(7.5, 7.5 / len(samples) + 0.8), squeeze=False)
     for ax, (epoch, images) in zip(axes[0], sorted(samples.items())):
-        image_grid(images, nrow=8, title="before training" if epoch == 0 else f"after {epoch} epoch{'s' * (epoch > 1)}", ax=ax)
+        image_grid(
+            images, nrow=8, title="before training" if epoch == 0 else f"after {epoch} epoch{'s' * (epoch > 1)}", ax=ax
+        )
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -298,18 +370,28 @@ def plot_snapshots(samples: Mapping[int, torch.Tensor], *, title: str) -> Any:
 # command line
 
 
-def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan,
-                     data_note: str, load: Sequence[str] = ()) -> Path:
+def write_provenance(
+    out_dir: Path,
+    argv: Sequence[str],
+    seconds: Mapping[str, float],
+    plan: Plan,
+    data_note: str,
+    load: Sequence[str] = (),
+) -> Path:
     """A README beside the results: the command, the commit and the machine that made them."""
-    lines = [f"# Results of the {plan.profile} profile", "",
-             f"- command: `python -m genlab.experiments.conv_vae {' '.join(argv)}`",
-             f"- commit: {provenance.git_commit()}",
-             f"- machine: {provenance.machine(genlab.device())}"
-             + (f"; load average {' -> '.join(load)} (start -> end, 1 min)" if load else ""),
-             f"- data: {data_note}",
-             f"- plan: z = {plan.nz}, {plan.levels} grey levels, {plan.epochs} epochs, snapshots {list(plan.snapshots)}, "
-             f"batch {plan.batch}, Adam lr {plan.lr}, seed {plan.seed}; z = 2 manifold model {plan.manifold_epochs} epochs",
-             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), ""]
+    lines = [
+        f"# Results of the {plan.profile} profile",
+        "",
+        f"- command: `python -m genlab.experiments.conv_vae {' '.join(argv)}`",
+        f"- commit: {provenance.git_commit()}",
+        f"- machine: {provenance.machine(genlab.device())}"
+        + (f"; load average {' -> '.join(load)} (start -> end, 1 min)" if load else ""),
+        f"- data: {data_note}",
+        f"- plan: z = {plan.nz}, {plan.levels} grey levels, {plan.epochs} epochs, snapshots {list(plan.snapshots)}, "
+        f"batch {plan.batch}, Adam lr {plan.lr}, seed {plan.seed}; z = 2 manifold model {plan.manifold_epochs} epochs",
+        "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+        "",
+    ]
     lines += [f"- {n}" for n in plan.notes]
     path = out_dir / "README.md"
     atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
@@ -334,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from genlab.losses import gaussian_kl
-    from genlab.losses import batch_bpd, categorical_nll
+    from genlab.losses import batch_bpd, categorical_nll, gaussian_kl
     from genlab.models.mlp import reparameterize
     from genlab.plotting import image_grid
 
@@ -351,8 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = [provenance.load_average()]
 
     train, val, test = load_splits(plan, device)
-    data_note = (f"{train.stand_in} standing in for MNIST" if train.stand_in else "MNIST") + \
-        f"; {len(train)} training, {len(val)} validation, {len(test)} test images"
+    data_note = (
+        f"{train.stand_in} standing in for MNIST" if train.stand_in else "MNIST"
+    ) + f"; {len(train)} training, {len(val)} validation, {len(test)} test images"
     genlab.seed_everything(plan.seed)
     model = CategoricalConvVAE.build(plan.nz, plan.levels, plan.hidden).to(device)
     run = train_with_snapshots(model, train, val, plan, ckpt, desc=f"z = {plan.nz}", **fns)
@@ -368,21 +450,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ax.figure.tight_layout()
     ax.figure.savefig(out_dir / "curves.png", dpi=100)
     plt.close(ax.figure)
-    fig = plot_snapshots(snapshot_samples(model, run), title=f"Samples from one run at three stages ({plan.profile} profile)")
+    fig = plot_snapshots(
+        snapshot_samples(model, run), title=f"Samples from one run at three stages ({plan.profile} profile)"
+    )
     fig.savefig(out_dir / "samples.png", dpi=100)
     plt.close(fig)
 
     if not args.no_manifold:
         genlab.seed_everything(plan.seed + 1)
         small = CategoricalConvVAE.build(2, plan.levels, plan.hidden).to(device)
-        run2 = train_with_snapshots(small, train, val, plan, ckpt, epochs=plan.manifold_epochs, snapshots=(),
-                                    desc="z = 2", **fns)
+        run2 = train_with_snapshots(
+            small, train, val, plan, ckpt, epochs=plan.manifold_epochs, snapshots=(), desc="z = 2", **fns
+        )
         seconds["z = 2 training"] = run2.seconds
         with torch.no_grad():
             images = small.mean_image(manifold_codes(plan.manifold_n, device=device)).cpu()
         fig, ax = plt.subplots(figsize=(7, 7.3))
-        image_grid(images, nrow=plan.manifold_n, ax=ax,
-                   title=f"z = 2: mean images on a {plan.manifold_n} x {plan.manifold_n} grid of normal quantiles")
+        image_grid(
+            images,
+            nrow=plan.manifold_n,
+            ax=ax,
+            title=f"z = 2: mean images on a {plan.manifold_n} x {plan.manifold_n} grid of normal quantiles",
+        )
         ax.set_xlabel("z1 (left to right)")
         ax.set_ylabel("z2 (bottom to top)")
         fig.tight_layout()

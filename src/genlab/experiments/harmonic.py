@@ -16,6 +16,7 @@ sigma_enc = 1.0 image model; ``--defects`` re-creates the 2022 report's mistakes
 Checkpoints live in ``<cache>/<profile>/`` (default ``~/.cache/genlab/harmonic``) and are reused when their
 config matches; so are the estimates kept beside them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ LATENT = {"sinc": 1, "cifar10": 64, "celeba": 64}
 TITLES = {"sinc": "sinc(5t)", "cifar10": "CIFAR-10", "celeba": "CelebA 64x64"}
 SYMBOL = {"sigma_enc": "σ_enc", "sigma_n": "σ_N"}
 ESTIMATORS = ("lower", "lipsdp", "eclipse", "product")
-LABELS = {"lower": "Jacobian lower bound", "lipsdp": "LipSDP-neuron", "eclipse": "ECLipsE-Fast",
-          "product": "product bound"}
+LABELS = {
+    "lower": "Jacobian lower bound",
+    "lipsdp": "LipSDP-neuron",
+    "eclipse": "ECLipsE-Fast",
+    "product": "product bound",
+}
 # All four are valid bounds, computed in float64; this slack only absorbs rounding.
 ORDER_TOLERANCE = 1e-6
 
@@ -91,34 +96,64 @@ class Plan:
 ALL = ("sinc", "cifar10", "celeba")
 
 
-def make_plan(profile: str, *, grading: bool = False, datasets: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None) -> Plan:
+def make_plan(
+    profile: str, *, grading: bool = False, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> Plan:
     """The plan of a profile (``smoke`` or ``full``); ``grading`` shrinks smoke to a few seconds."""
     if profile == "full":
         plan = Plan(
-            profile="full", datasets=ALL, seeds=(0, 1, 2),
+            profile="full",
+            datasets=ALL,
+            seeds=(0, 1, 2),
             epochs={"sinc": 100, "cifar10": 200, "celeba": 200},
             train_size={"sinc": None, "cifar10": None, "celeba": 51_200},
             batch_size=dict.fromkeys(ALL, 256),
-            attack_points=32, attack_steps=500, attack_restarts=8, lbfgs_iters=500, defect_seeds=(0, 1, 2),
+            attack_points=32,
+            attack_steps=500,
+            attack_restarts=8,
+            lbfgs_iters=500,
+            defect_seeds=(0, 1, 2),
             defect_dataset="cifar10",
         )
     elif profile == "smoke" and grading:
         plan = Plan(
-            profile="smoke", datasets=("sinc",), seeds=(0,), epochs={"sinc": 1}, train_size={"sinc": 256},
-            batch_size={"sinc": 64}, hidden=16, lower_points=4, lower_steps=5, power_iters=10,
-            attack_dataset="sinc", attack_points=1, attack_radii=(1.0, 2.0), attack_steps=10, attack_restarts=1,
-            lbfgs_iters=10, threads=1,
+            profile="smoke",
+            datasets=("sinc",),
+            seeds=(0,),
+            epochs={"sinc": 1},
+            train_size={"sinc": 256},
+            batch_size={"sinc": 64},
+            hidden=16,
+            lower_points=4,
+            lower_steps=5,
+            power_iters=10,
+            attack_dataset="sinc",
+            attack_points=1,
+            attack_radii=(1.0, 2.0),
+            attack_steps=10,
+            attack_restarts=1,
+            lbfgs_iters=10,
+            threads=1,
             notes=("grading mode: one seed, one epoch, width 16: the numbers mean nothing",),
         )
     elif profile == "smoke":
         plan = Plan(
-            profile="smoke", datasets=("sinc", "cifar10"), seeds=(0, 1, 2),
+            profile="smoke",
+            datasets=("sinc", "cifar10"),
+            seeds=(0, 1, 2),
             epochs={"sinc": 4, "cifar10": 10, "celeba": 10},
             train_size=dict.fromkeys(ALL, 2048),
             batch_size={"sinc": 64, "cifar10": 32, "celeba": 32},
-            hidden=32, lower_points=16, lower_steps=10, power_iters=20, lipsdp_options={"eps_abs": 1e-3, "eps_rel": 1e-3},
-            attack_points=4, attack_steps=60, attack_restarts=2, lbfgs_iters=60, threads=1,
+            hidden=32,
+            lower_points=16,
+            lower_steps=10,
+            power_iters=20,
+            lipsdp_options={"eps_abs": 1e-3, "eps_rel": 1e-3},
+            attack_points=4,
+            attack_steps=60,
+            attack_restarts=2,
+            lbfgs_iters=60,
+            threads=1,
             defect_dataset="cifar10",
             notes=(
                 "smoke profile: hidden width 32 instead of 256, 2048 training examples, 4 (sinc) or 10 epochs, "
@@ -220,18 +255,34 @@ def _code_fingerprint(fn: Callable) -> str:
     return h.hexdigest()[:12]
 
 
-def run_config(plan: Plan, data: Dataset, sweep: str, value: float, seed: int, defect: str | None = None,
-               step: StepFn | None = None) -> dict[str, Any]:
+def run_config(
+    plan: Plan,
+    data: Dataset,
+    sweep: str,
+    value: float,
+    seed: int,
+    defect: str | None = None,
+    step: StepFn | None = None,
+) -> dict[str, Any]:
     """Everything that determines a trained network; a checkpoint is reused only for an equal config.
 
     The sweep is not part of it: sigma_enc = 0.5 without noise is one network, shared by both sweeps.
     """
     sigma_enc, sigma_n = (value, 0.0) if sweep == "sigma_enc" else (SIGMA_ENC_RIGHT, value)
     return {
-        "dataset": data.name, "stand_in": data.stand_in, "n_train": len(data.train), "shape": list(data.shape),
-        "sigma_enc": float(sigma_enc), "sigma_n": float(sigma_n), "seed": seed,
-        "latent": LATENT[data.name], "hidden": plan.hidden, "epochs": plan.epochs[data.name],
-        "batch_size": plan.batch_size[data.name], "lr": plan.lr, "defect": defect,
+        "dataset": data.name,
+        "stand_in": data.stand_in,
+        "n_train": len(data.train),
+        "shape": list(data.shape),
+        "sigma_enc": float(sigma_enc),
+        "sigma_n": float(sigma_n),
+        "seed": seed,
+        "latent": LATENT[data.name],
+        "hidden": plan.hidden,
+        "epochs": plan.epochs[data.name],
+        "batch_size": plan.batch_size[data.name],
+        "lr": plan.lr,
+        "defect": defect,
         "code": _code_fingerprint(step or H.noisy_step),
     }
 
@@ -257,14 +308,18 @@ def train_model(cfg: Mapping[str, Any], data: Dataset, step: StepFn | None = Non
         order = torch.randperm(n, generator=gen).to(data.train.device)
         steps = 0
         for i in range(0, n, cfg["batch_size"]):
-            history.log_step({"loss": step(model, data.train[order[i:i + cfg["batch_size"]]], cfg["sigma_n"], optimizer)})
+            history.log_step(
+                {"loss": step(model, data.train[order[i : i + cfg["batch_size"]]], cfg["sigma_n"], optimizer)}
+            )
             steps += 1
         history.close_epoch(steps)
     model.eval()
     return model, history
 
 
-def train_or_load(cfg: Mapping[str, Any], data: Dataset, cache: Path, step: StepFn | None = None) -> tuple[H.HarmonicVAE, str]:
+def train_or_load(
+    cfg: Mapping[str, Any], data: Dataset, cache: Path, step: StepFn | None = None
+) -> tuple[H.HarmonicVAE, str]:
     """The network of ``cfg``: from its checkpoint when the config matches, else trained and saved.
 
     Returns the model and ``"cached"``, ``"trained"`` or ``"retrained"`` (config changed or file damaged).
@@ -327,8 +382,8 @@ class Bounds:
     """The chapter's own estimators, where a notebook supplies them (they are graded exercises there).
 
     ``product(net)`` is the product bound; ``jacobian_norm(net, x, iters=...)`` the Jacobian's spectral
-    norm at one point by power iteration, whose maximum over the probe points is then the lower bound. Left out, genlab's own
-    are used: its product bound, and its lower bound that also climbs from each point by gradient
+    norm at one point by power iteration, whose maximum over the probe points is then the lower bound.
+    Left out, genlab's own are used: its product bound, and its lower bound that also climbs from each point by gradient
     ascent (tighter; the command line's tables use it).
     """
 
@@ -336,20 +391,31 @@ class Bounds:
     jacobian_norm: Callable[[nn.Module, torch.Tensor], float] | None = None
 
     def key(self) -> dict[str, str]:
-        return {"product": _code_fingerprint(self.product) if self.product else "genlab",
-                "lower": _code_fingerprint(self.jacobian_norm) if self.jacobian_norm else "ascent"}
+        return {
+            "product": _code_fingerprint(self.product) if self.product else "genlab",
+            "lower": _code_fingerprint(self.jacobian_norm) if self.jacobian_norm else "ascent",
+        }
 
 
-def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: torch.Tensor, plan: Plan,
-                    bounds: Bounds = Bounds()) -> dict[str, float]:
+def cached_estimate(
+    checkpoint: Path, network: str, net: nn.Sequential, points: torch.Tensor, plan: Plan, bounds: Bounds = Bounds()
+) -> dict[str, float]:
     """:func:`estimate`, remembered beside the checkpoint per network half and estimator settings.
 
     Only missing estimators are computed, so adding one does not redo the expensive LipSDP solves.
     """
-    key = json.dumps({"network": network, "points": plan.lower_points, "steps": plan.lower_steps,
-                      "power_iters": plan.power_iters if bounds.jacobian_norm else None,
-                      "method": plan.lipsdp_method, "options": dict(plan.lipsdp_options or {}), **bounds.key()},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "network": network,
+            "points": plan.lower_points,
+            "steps": plan.lower_steps,
+            "power_iters": plan.power_iters if bounds.jacobian_norm else None,
+            "method": plan.lipsdp_method,
+            "options": dict(plan.lipsdp_options or {}),
+            **bounds.key(),
+        },
+        sort_keys=True,
+    )
     path = estimates_path(checkpoint)
     try:
         known = json.loads(path.read_text())
@@ -361,22 +427,32 @@ def cached_estimate(checkpoint: Path, network: str, net: nn.Sequential, points: 
     return known[key]
 
 
-def estimate(net: nn.Sequential, points: torch.Tensor, plan: Plan,
-             known: Mapping[str, float] | None = None, bounds: Bounds = Bounds()) -> dict[str, float]:
-    """Every estimator of ``ESTIMATORS`` on ``net`` with its run time (those in ``known`` are kept); checks their order."""
+def estimate(
+    net: nn.Sequential,
+    points: torch.Tensor,
+    plan: Plan,
+    known: Mapping[str, float] | None = None,
+    bounds: Bounds = Bounds(),
+) -> dict[str, float]:
+    """Every estimator of ``ESTIMATORS`` on ``net`` with its run time (those in ``known`` kept); checks their order."""
     from genlab import lipschitz
 
     net = _cpu64(net)
     out: dict[str, float] = dict(known or {})
     if bounds.jacobian_norm is not None:
-        lower = lambda: max(float(bounds.jacobian_norm(net, p, iters=plan.power_iters)) for p in points)  # noqa: E731
+        lower = lambda: max(float(bounds.jacobian_norm(net, p, iters=plan.power_iters)) for p in points)
     else:
-        lower = lambda: lipschitz.jacobian_lower_bound(  # noqa: E731
-            net, points, steps=plan.lower_steps, generator=torch.Generator().manual_seed(0))
+        lower = lambda: lipschitz.jacobian_lower_bound(
+            net, points, steps=plan.lower_steps, generator=torch.Generator().manual_seed(0)
+        )
     for name, fn in (
         ("lower", lower),
-        ("lipsdp", lambda: lipschitz.lipsdp(net, variant="neuron", method=plan.lipsdp_method,
-                                            solver_options=plan.lipsdp_options)),
+        (
+            "lipsdp",
+            lambda: lipschitz.lipsdp(
+                net, variant="neuron", method=plan.lipsdp_method, solver_options=plan.lipsdp_options
+            ),
+        ),
         ("eclipse", lambda: lipschitz.eclipse_fast_bound(net)),
         ("product", lambda: (bounds.product or lipschitz.spectral_product_bound)(net)),
     ):
@@ -416,8 +492,15 @@ class GridResult:
 
 
 @with_plan_threads
-def run_grid(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
-             step: StepFn | None = None, bounds: Bounds = Bounds()) -> GridResult:
+def run_grid(
+    plan: Plan,
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    *,
+    device: torch.device | None = None,
+    step: StepFn | None = None,
+    bounds: Bounds = Bounds(),
+) -> GridResult:
     """Train (or reuse) every network of the plan, estimate its constant four ways, write the tables.
 
     ``step`` and ``bounds`` replace the package's training step and estimators (a notebook passes its own).
@@ -439,14 +522,30 @@ def run_grid(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, de
         result.trained += status != "cached"
         result.reused += status == "cached"
         network = NETWORK[sweep]
-        est = cached_estimate(checkpoint_path(cache_dir, cfg), network, getattr(model, network),
-                              probe_points(model, network, data, plan.lower_points), plan, bounds)
+        est = cached_estimate(
+            checkpoint_path(cache_dir, cfg),
+            network,
+            getattr(model, network),
+            probe_points(model, network, data, plan.lower_points),
+            plan,
+            bounds,
+        )
         with torch.no_grad():
             test_sse = float(H.squared_error(model.reconstruct(data.test), data.test).mean())
-        result.runs.append({
-            "dataset": name, "stand_in": data.stand_in or "", "sweep": sweep, "network": network, "value": value,
-            "seed": seed, "status": status, "train_s": round(train_s, 3), "test_sse": test_sse, **est,
-        })
+        result.runs.append(
+            {
+                "dataset": name,
+                "stand_in": data.stand_in or "",
+                "sweep": sweep,
+                "network": network,
+                "value": value,
+                "seed": seed,
+                "status": status,
+                "train_s": round(train_s, 3),
+                "test_sse": test_sse,
+                **est,
+            }
+        )
     result.seconds = time.perf_counter() - t0
     result.paths = write_tables(plan, result.runs, out_dir)
     return result
@@ -477,8 +576,14 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["dataset"], r["sweep"], float(r["value"])), []).append(r)
     rows = []
     for (name, sweep, value), rs in groups.items():
-        row: dict[str, Any] = {"dataset": name, "stand_in": rs[0]["stand_in"], "sweep": sweep,
-                               "network": NETWORK[sweep], "value": value, "n_seeds": len(rs)}
+        row: dict[str, Any] = {
+            "dataset": name,
+            "stand_in": rs[0]["stand_in"],
+            "sweep": sweep,
+            "network": NETWORK[sweep],
+            "value": value,
+            "n_seeds": len(rs),
+        }
         for est in ESTIMATORS:
             row[f"{est}_mean"], row[f"{est}_std"] = mean_std([float(r[est]) for r in rs])
         for label, table in (("paper", PAPER), ("repro2022", REPRO_2022)):
@@ -525,22 +630,42 @@ def constants_tables(rows: Sequence[Mapping[str, Any]], plan: Plan) -> list:
         by = {(r["sweep"], float(r["value"])): r for r in rows if r["dataset"] == name}
         some = next(iter(by.values()))
         stand_in = f" (stand-in: {some['stand_in']})" if some["stand_in"] else ""
-        labels = [*((e, f"this run: {LABELS[e]}") for e in ESTIMATORS), ("paper", "paper"),
-                  ("repro2022", "2022 reproduction")]
-        body = [[label, *(fmt(by[c][f"{key}_mean"], by[c][f"{key}_std"]) if c in by else "—" for c in cols)]
-                for key, label in labels]
-        tables.append(_table(header, body, title=f"Lipschitz constants, {TITLES[name]}{stand_in}: "
-                                                 f"{plan.profile} profile, mean ± std over {some['n_seeds']} seeds"))
+        labels = [
+            *((e, f"this run: {LABELS[e]}") for e in ESTIMATORS),
+            ("paper", "paper"),
+            ("repro2022", "2022 reproduction"),
+        ]
+        body = [
+            [label, *(fmt(by[c][f"{key}_mean"], by[c][f"{key}_std"]) if c in by else "—" for c in cols)]
+            for key, label in labels
+        ]
+        tables.append(
+            _table(
+                header,
+                body,
+                title=f"Lipschitz constants, {TITLES[name]}{stand_in}: "
+                f"{plan.profile} profile, mean ± std over {some['n_seeds']} seeds",
+            )
+        )
     return tables
 
 
 def trends_table(verdicts: Sequence[Mapping[str, str]]):
     """The verdict on each predicted trend for every estimator and both published rows."""
     sources = [*ESTIMATORS, "paper", "repro2022"]
-    body = [[TITLES[v["dataset"]], v["trend"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
-             *(v[c] for c in sources)] for v in verdicts]
-    return _table(["dataset", "trend", *(LABELS[e] for e in ESTIMATORS), "paper", "2022 reproduction"], body,
-                  title="Predicted trends: does the constant fall as the swept standard deviation grows?")
+    body = [
+        [
+            TITLES[v["dataset"]],
+            v["trend"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
+            *(v[c] for c in sources),
+        ]
+        for v in verdicts
+    ]
+    return _table(
+        ["dataset", "trend", *(LABELS[e] for e in ESTIMATORS), "paper", "2022 reproduction"],
+        body,
+        title="Predicted trends: does the constant fall as the swept standard deviation grows?",
+    )
 
 
 def cost_table(runs: Sequence[Mapping[str, Any]]):
@@ -553,9 +678,12 @@ def cost_table(runs: Sequence[Mapping[str, Any]]):
         times = [f"{np.median([float(r[f'{e}_s']) for r in rs]):.3g}" for e in ESTIMATORS]
         ratios = [f"{np.median([float(r[e]) / float(r['lipsdp']) for r in rs]):.3g}" for e in ("eclipse", "product")]
         body.append([TITLES[name], network, *times, *ratios])
-    return _table(["dataset", "network", *(f"{LABELS[e]} (s)" for e in ESTIMATORS), "ECLipsE-Fast / LipSDP",
-                   "product / LipSDP"], body, title="Cost and tightness of the estimators",
-                  notes=["Median over the networks of each row; bound ratios are per network, then the median."])
+    return _table(
+        ["dataset", "network", *(f"{LABELS[e]} (s)" for e in ESTIMATORS), "ECLipsE-Fast / LipSDP", "product / LipSDP"],
+        body,
+        title="Cost and tightness of the estimators",
+        notes=["Median over the networks of each row; bound ratios are per network, then the median."],
+    )
 
 
 def lipschitz_tables(plan: Plan, runs: Sequence[Mapping[str, Any]]) -> list:
@@ -569,8 +697,12 @@ def _markdown_section(table, level: str = "##") -> list[str]:
     return lines + [*table.notes, ""] if table.notes else lines
 
 
-def lipschitz_markdown(rows: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, str]], plan: Plan,
-                       runs: Sequence[Mapping[str, Any]]) -> str:
+def lipschitz_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    verdicts: Sequence[Mapping[str, str]],
+    plan: Plan,
+    runs: Sequence[Mapping[str, Any]],
+) -> str:
     """The grid's tables as one Markdown file (results/harmonic/<profile>/lipschitz.md)."""
     lines = [f"# Lipschitz constants ({plan.profile} profile)", ""]
     lines += [f"- {n}" for n in plan.notes] + ([""] if plan.notes else [])
@@ -591,8 +723,12 @@ def write_tables(plan: Plan, runs: Sequence[Mapping[str, Any]], out_dir: Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "lipschitz.md"
     md.write_text(lipschitz_markdown(rows, verdicts, plan, runs))
-    return [provenance.write_csv(out_dir / "runs.csv", runs), provenance.write_csv(out_dir / "lipschitz.csv", rows),
-            provenance.write_csv(out_dir / "trends.csv", verdicts), md]
+    return [
+        provenance.write_csv(out_dir / "runs.csv", runs),
+        provenance.write_csv(out_dir / "lipschitz.csv", rows),
+        provenance.write_csv(out_dir / "trends.csv", verdicts),
+        md,
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -611,8 +747,15 @@ def log_likelihood_degradation(x: torch.Tensor, clean: torch.Tensor, attacked: t
     return -(e_att - e_clean) / e_clean
 
 
-def attack_pair(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, plan: Plan, seed: int = 0,
-                methods: Sequence[str] = ("pgd", "lbfgs"), project: Callable | None = None) -> list[dict[str, Any]]:
+def attack_pair(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    x: torch.Tensor,
+    plan: Plan,
+    seed: int = 0,
+    methods: Sequence[str] = ("pgd", "lbfgs"),
+    project: Callable | None = None,
+) -> list[dict[str, Any]]:
     """Maximum-damage attack (projected gradient ascent and L-BFGS-B) on one encoder/decoder pair, per radius.
 
     ``project`` replaces genlab's projection onto the L2 ball in the gradient ascent.
@@ -628,26 +771,40 @@ def attack_pair(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, plan: P
             t0 = time.perf_counter()
             if method == "pgd":
                 delta, damage = attacks.maximum_damage_attack(
-                    encoder, decoder, x, radius, steps=plan.attack_steps, restarts=plan.attack_restarts,
-                    lr=plan.attack_lr, generator=torch.Generator(device=x.device).manual_seed(seed), project=project)
+                    encoder,
+                    decoder,
+                    x,
+                    radius,
+                    steps=plan.attack_steps,
+                    restarts=plan.attack_restarts,
+                    lr=plan.attack_lr,
+                    generator=torch.Generator(device=x.device).manual_seed(seed),
+                    project=project,
+                )
             else:
-                delta, damage = attacks.lbfgs_damage(encoder, decoder, x, radius, maxiter=plan.lbfgs_iters,
-                                                     generator=torch.Generator().manual_seed(seed))
+                delta, damage = attacks.lbfgs_damage(
+                    encoder, decoder, x, radius, maxiter=plan.lbfgs_iters, generator=torch.Generator().manual_seed(seed)
+                )
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 attacked = decoder(encoder(x + delta))
-            rows.append({
-                "radius": radius, "method": method, "seconds": round(seconds, 3),
-                "damage_mean": float(torch.as_tensor(damage).float().mean()),
-                "delta_norm_max": float(delta.flatten(1).norm(dim=1).max()),
-                "clean_sse": float(H.squared_error(clean, x).mean()),
-                "degradation": float(log_likelihood_degradation(x, clean, attacked).mean()),
-            })
+            rows.append(
+                {
+                    "radius": radius,
+                    "method": method,
+                    "seconds": round(seconds, 3),
+                    "damage_mean": float(torch.as_tensor(damage).float().mean()),
+                    "delta_norm_max": float(delta.flatten(1).norm(dim=1).max()),
+                    "clean_sse": float(H.squared_error(clean, x).mean()),
+                    "degradation": float(log_likelihood_degradation(x, clean, attacked).mean()),
+                }
+            )
     return rows
 
 
-def attack_target(plan: Plan, cache: str | os.PathLike, *, device: torch.device | None = None,
-                  step: StepFn | None = None) -> tuple[H.HarmonicVAE, Dataset]:
+def attack_target(
+    plan: Plan, cache: str | os.PathLike, *, device: torch.device | None = None, step: StepFn | None = None
+) -> tuple[H.HarmonicVAE, Dataset]:
     """The attacked network, sigma_enc = 1.0 on ``plan.attack_dataset`` (first seed), and its data."""
     data = load_dataset(plan.attack_dataset, plan, device or genlab.device())
     cfg = run_config(plan, data, "sigma_enc", 1.0, plan.seeds[0], step=step)
@@ -656,12 +813,21 @@ def attack_target(plan: Plan, cache: str | os.PathLike, *, device: torch.device 
 
 
 @with_plan_threads
-def run_attack(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
-               step: StepFn | None = None, project: Callable | None = None) -> list[dict[str, Any]]:
+def run_attack(
+    plan: Plan,
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    *,
+    device: torch.device | None = None,
+    step: StepFn | None = None,
+    project: Callable | None = None,
+) -> list[dict[str, Any]]:
     """Attack the sigma_enc = 1.0 model of ``plan.attack_dataset`` (first seed); write attack.csv/.md."""
     model, data = attack_target(plan, cache, device=device, step=step)
-    rows = [{"dataset": data.name, "stand_in": data.stand_in or "", **r}
-            for r in attack_pair(model.encoder, model.decoder, data.test[:plan.attack_points], plan, project=project)]
+    rows = [
+        {"dataset": data.name, "stand_in": data.stand_in or "", **r}
+        for r in attack_pair(model.encoder, model.decoder, data.test[: plan.attack_points], plan, project=project)
+    ]
     for r in rows:
         r["paper"] = ATTACK_PAPER.get(r["radius"], math.nan)
         r["repro2022"] = ATTACK_REPRO_2022.get(r["radius"], math.nan)
@@ -672,17 +838,31 @@ def run_attack(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, 
 
 
 def attack_table(rows: Sequence[Mapping[str, Any]], plan: Plan):
-    """The attack as a :class:`genlab.plotting.Table`: damage, likelihood degradation and time per radius and optimiser."""
+    """The attack as a :class:`genlab.plotting.Table`: damage, likelihood loss and time per radius and optimiser."""
     name = rows[0]["dataset"]
     stand_in = f" (stand-in: {rows[0]['stand_in']})" if rows[0]["stand_in"] else ""
-    body = [[f"{r['radius']:g}", "projected gradient ascent" if r["method"] == "pgd" else "scipy L-BFGS-B",
-             f"{r['damage_mean']:.4g}", f"{r['degradation']:.4g}", f"{r['seconds']:.3g}",
-             fmt(r["paper"], math.nan), fmt(r["repro2022"], math.nan)] for r in rows]
-    return _table(["C", "optimiser", "damage (mean)", "degradation (mean)", "time (s)", "paper", "2022 reproduction"],
-                  body, title=f"Maximum-damage attack on the σ_enc = 1.0 model, {TITLES[name]}{stand_in}",
-                  notes=[f"{plan.attack_points} test inputs in [-1, 1]; damage = ‖g(p(x+δ)) − g(p(x))‖₂ with "
-                         "‖δ‖₂ ≤ C; degradation = relative change of the decoder's Gaussian log-likelihood of x "
-                         "(see the chapter)."])
+    body = [
+        [
+            f"{r['radius']:g}",
+            "projected gradient ascent" if r["method"] == "pgd" else "scipy L-BFGS-B",
+            f"{r['damage_mean']:.4g}",
+            f"{r['degradation']:.4g}",
+            f"{r['seconds']:.3g}",
+            fmt(r["paper"], math.nan),
+            fmt(r["repro2022"], math.nan),
+        ]
+        for r in rows
+    ]
+    return _table(
+        ["C", "optimiser", "damage (mean)", "degradation (mean)", "time (s)", "paper", "2022 reproduction"],
+        body,
+        title=f"Maximum-damage attack on the σ_enc = 1.0 model, {TITLES[name]}{stand_in}",
+        notes=[
+            f"{plan.attack_points} test inputs in [-1, 1]; damage = ‖g(p(x+δ)) − g(p(x))‖₂ with "
+            "‖δ‖₂ ≤ C; degradation = relative change of the decoder's Gaussian log-likelihood of x "
+            "(see the chapter)."
+        ],
+    )
 
 
 def attack_markdown(rows: Sequence[Mapping[str, Any]], plan: Plan) -> str:
@@ -722,9 +902,17 @@ def _defect_step(defect: str, sample_latent: Callable | None = None, kl: Callabl
 
 
 @with_plan_threads
-def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *, device: torch.device | None = None,
-                step: StepFn | None = None, sample_latent: Callable | None = None,
-                kl: Callable | None = None, bounds: Bounds = Bounds()) -> list[dict[str, Any]]:
+def run_defects(
+    plan: Plan,
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    *,
+    device: torch.device | None = None,
+    step: StepFn | None = None,
+    sample_latent: Callable | None = None,
+    kl: Callable | None = None,
+    bounds: Bounds = Bounds(),
+) -> list[dict[str, Any]]:
     """Re-create each defect of the 2022 report and record what it does to the numbers (defects.csv/.md).
 
     ``step``, ``sample_latent``, ``kl`` and ``bounds`` replace the package's functions (a notebook passes its own).
@@ -741,12 +929,30 @@ def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *,
                 pair = {}
                 for variant in ("correct", defect):
                     use = step if variant == "correct" else _defect_step(defect, sample_latent, kl)
-                    cfg = run_config(plan, data, "sigma_enc", value, seed, None if variant == "correct" else defect, use)
+                    cfg = run_config(
+                        plan, data, "sigma_enc", value, seed, None if variant == "correct" else defect, use
+                    )
                     model, _ = train_or_load(cfg, data, cache_dir, use)
-                    pair[variant] = cached_estimate(checkpoint_path(cache_dir, cfg), "decoder", model.decoder,
-                                                    probe_points(model, "decoder", data, points), plan, bounds)["lipsdp"]
-                rows.append({"defect": defect, "dataset": data.name, "network": "decoder", "setting": f"sigma_enc={value}",
-                             "seed": seed, "measure": "LipSDP", "correct": pair["correct"], "defective": pair[defect]})
+                    pair[variant] = cached_estimate(
+                        checkpoint_path(cache_dir, cfg),
+                        "decoder",
+                        model.decoder,
+                        probe_points(model, "decoder", data, points),
+                        plan,
+                        bounds,
+                    )["lipsdp"]
+                rows.append(
+                    {
+                        "defect": defect,
+                        "dataset": data.name,
+                        "network": "decoder",
+                        "setting": f"sigma_enc={value}",
+                        "seed": seed,
+                        "measure": "LipSDP",
+                        "correct": pair["correct"],
+                        "defective": pair[defect],
+                    }
+                )
     # 3: LipSDP told the sigmoid's slope lies in [0, 1] instead of [0, 1/4].
     from genlab import lipschitz
 
@@ -756,27 +962,52 @@ def run_defects(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike, *,
             cfg = run_config(plan, data, sweep, value, seed, step=step)
             model, _ = train_or_load(cfg, data, cache_dir, step)
             net = getattr(model, NETWORK[sweep])
-            right = cached_estimate(checkpoint_path(cache_dir, cfg), NETWORK[sweep], net,
-                                    probe_points(model, NETWORK[sweep], data, points), plan, bounds)["lipsdp"]
-            rows.append({"defect": "slope-1", "dataset": data.name, "network": NETWORK[sweep],
-                         "setting": f"{sweep}={value}", "seed": seed, "measure": "LipSDP", "correct": right,
-                         "defective": lipschitz.lipsdp(with_relu(net), variant="neuron", method=plan.lipsdp_method,
-                                                        solver_options=plan.lipsdp_options)})
+            right = cached_estimate(
+                checkpoint_path(cache_dir, cfg),
+                NETWORK[sweep],
+                net,
+                probe_points(model, NETWORK[sweep], data, points),
+                plan,
+                bounds,
+            )["lipsdp"]
+            rows.append(
+                {
+                    "defect": "slope-1",
+                    "dataset": data.name,
+                    "network": NETWORK[sweep],
+                    "setting": f"{sweep}={value}",
+                    "seed": seed,
+                    "measure": "LipSDP",
+                    "correct": right,
+                    "defective": lipschitz.lipsdp(
+                        with_relu(net), variant="neuron", method=plan.lipsdp_method, solver_options=plan.lipsdp_options
+                    ),
+                }
+            )
     # 4: the attack run on the encoder of one model and the decoder of another.
     if plan.attack_dataset in LATENT:
         adata = data if plan.attack_dataset == data.name else load_dataset(plan.attack_dataset, plan, device)
         seed = plan.seeds[0]
         left, _ = train_or_load(run_config(plan, adata, "sigma_enc", 1.0, seed, step=step), adata, cache_dir, step)
         right, _ = train_or_load(run_config(plan, adata, "sigma_n", 1.0, seed, step=step), adata, cache_dir, step)
-        x = adata.test[:plan.attack_points]
+        x = adata.test[: plan.attack_points]
         one = replace(plan, attack_radii=plan.attack_radii[-1:])
         # L-BFGS-B needs no projection, so this runs before a notebook has written its own (section 5).
         (matched,) = attack_pair(left.encoder, left.decoder, x, one, methods=("lbfgs",))
         (mixed,) = attack_pair(right.encoder, left.decoder, x, one, methods=("lbfgs",))
         for measure in ("clean_sse", "damage_mean", "degradation"):
-            rows.append({"defect": "mixed-pair", "dataset": adata.name, "network": "encoder+decoder",
-                         "setting": f"C={one.attack_radii[0]:g}", "seed": seed, "measure": measure,
-                         "correct": matched[measure], "defective": mixed[measure]})
+            rows.append(
+                {
+                    "defect": "mixed-pair",
+                    "dataset": adata.name,
+                    "network": "encoder+decoder",
+                    "setting": f"C={one.attack_radii[0]:g}",
+                    "seed": seed,
+                    "measure": measure,
+                    "correct": matched[measure],
+                    "defective": mixed[measure],
+                }
+            )
     for r in rows:
         r["ratio"] = r["defective"] / r["correct"] if r["correct"] else math.nan
     out_dir = Path(out) / plan.profile
@@ -797,11 +1028,27 @@ def defect_tables(rows: Sequence[Mapping[str, Any]], plan: Plan) -> list:
     """One :class:`genlab.plotting.Table` per defect: the correct number, the defective one and their ratio."""
     tables = []
     for defect in dict.fromkeys(r["defect"] for r in rows):
-        body = [[TITLES[r["dataset"]], r["network"], r["setting"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
-                 str(r["seed"]), r["measure"], f"{r['correct']:.4g}", f"{r['defective']:.4g}", f"{r['ratio']:.3g}"]
-                for r in rows if r["defect"] == defect]
-        tables.append(_table(["dataset", "network", "setting", "seed", "measure", "correct", "defective", "ratio"],
-                             body, title=f"{defect}: {DEFECT_TEXT[defect]} ({plan.profile} profile)"))
+        body = [
+            [
+                TITLES[r["dataset"]],
+                r["network"],
+                r["setting"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
+                str(r["seed"]),
+                r["measure"],
+                f"{r['correct']:.4g}",
+                f"{r['defective']:.4g}",
+                f"{r['ratio']:.3g}",
+            ]
+            for r in rows
+            if r["defect"] == defect
+        ]
+        tables.append(
+            _table(
+                ["dataset", "network", "setting", "seed", "measure", "correct", "defective", "ratio"],
+                body,
+                title=f"{defect}: {DEFECT_TEXT[defect]} ({plan.profile} profile)",
+            )
+        )
     return tables
 
 
@@ -849,11 +1096,16 @@ SINC_VARIANTS = (
     SincVariant("1000 epochs", "training length: 10x the epochs", epochs=1000),
     SincVariant("batch 64", "training length: 4x the steps (batches of 64)", batch_size=64),
     SincVariant("SSE weight 10", "likelihood: decoder variance 1/20 instead of 1/2", sse_weight=10.0),
-    SincVariant("SSE weight 100", "likelihood: decoder variance 1/200 instead of 1/2", sse_weight=100.0,
-                sigma_ns=(0.0, 0.5, 1.0)),
+    SincVariant(
+        "SSE weight 100",
+        "likelihood: decoder variance 1/200 instead of 1/2",
+        sse_weight=100.0,
+        sigma_ns=(0.0, 0.5, 1.0),
+    ),
     # at σ_N = 0 the noisy target is the clean one: this variant only runs with noise
-    SincVariant("noisy target", "noise injection: the decoder reproduces the noisy input", target="noisy",
-                sigma_ns=(0.5, 1.0)),
+    SincVariant(
+        "noisy target", "noise injection: the decoder reproduces the noisy input", target="noisy", sigma_ns=(0.5, 1.0)
+    ),
 )
 
 
@@ -890,7 +1142,9 @@ def sinc_variant_step(variant: SincVariant) -> StepFn | None:
         x_in = x + sigma_n * torch.randn_like(x)
         mu = model.encode(x_in)
         x_hat = model.decode(H.sample_latent(mu, model.sigma_enc))
-        loss = (weight * H.squared_error(x_hat, x_in if noisy_target else x) + H.fixed_sigma_kl(mu, model.sigma_enc)).mean()
+        loss = (
+            weight * H.squared_error(x_hat, x_in if noisy_target else x) + H.fixed_sigma_kl(mu, model.sigma_enc)
+        ).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -921,8 +1175,11 @@ def encoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan, *, lipsdp:
 
     net = _cpu64(model.encoder)
     points = probe_points(model, "encoder", data, plan.lower_points)
-    out = {"lower": lipschitz.jacobian_lower_bound(net, points, steps=plan.lower_steps,
-                                                   generator=torch.Generator().manual_seed(0))}
+    out = {
+        "lower": lipschitz.jacobian_lower_bound(
+            net, points, steps=plan.lower_steps, generator=torch.Generator().manual_seed(0)
+        )
+    }
     jac = torch.stack([torch.autograd.functional.jacobian(lambda p: net(p.unsqueeze(0)).squeeze(0), p) for p in points])
     jac = jac.reshape(len(points), model.latent, -1)
     out["at_data"] = float(torch.linalg.matrix_norm(jac, ord=2).max())
@@ -942,8 +1199,9 @@ def encoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan, *, lipsdp:
     w1 = net[0].weight.detach()  # ||W1 s||_2 <= ||(||row_i||_1)_i||_2 for every sign vector s
     out["linf_product"] = out["product"] * float(w1.abs().sum(1).norm() / torch.linalg.matrix_norm(w1, ord=2))
     if lipsdp:
-        out["lipsdp"] = lipschitz.lipsdp(net, variant="neuron", method=plan.lipsdp_method,
-                                         solver_options=plan.lipsdp_options)
+        out["lipsdp"] = lipschitz.lipsdp(
+            net, variant="neuron", method=plan.lipsdp_method, solver_options=plan.lipsdp_options
+        )
     return out
     # END REFERENCE
 
@@ -989,15 +1247,26 @@ def decoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan) -> dict[st
 
     net = _cpu64(model.decoder)
     points = probe_points(model, "decoder", data, plan.lower_points)
-    return {"dec_lower": lipschitz.jacobian_lower_bound(net, points, steps=plan.lower_steps,
-                                                        generator=torch.Generator().manual_seed(0)),
-            "dec_eclipse": lipschitz.eclipse_fast_bound(net), "dec_paper": PAPER[("sinc", "sigma_enc", 0.5)][0]}
+    return {
+        "dec_lower": lipschitz.jacobian_lower_bound(
+            net, points, steps=plan.lower_steps, generator=torch.Generator().manual_seed(0)
+        ),
+        "dec_eclipse": lipschitz.eclipse_fast_bound(net),
+        "dec_paper": PAPER[("sinc", "sigma_enc", 0.5)][0],
+    }
 
 
 @with_plan_threads
-def sinc_encoder_study(plan: Plan, out: str | os.PathLike, cache: str | os.PathLike,
-                       variants: Sequence[SincVariant] = SINC_VARIANTS, sigma_ns: Sequence[float] = (0.0,),
-                       *, lipsdp: Sequence[str] = (), device: torch.device | None = None) -> list[dict[str, Any]]:
+def sinc_encoder_study(
+    plan: Plan,
+    out: str | os.PathLike,
+    cache: str | os.PathLike,
+    variants: Sequence[SincVariant] = SINC_VARIANTS,
+    sigma_ns: Sequence[float] = (0.0,),
+    *,
+    lipsdp: Sequence[str] = (),
+    device: torch.device | None = None,
+) -> list[dict[str, Any]]:
     """Train the input-noise sweep's sinc networks under each variant and measure their encoders.
 
     Each variant is trained at its own ``sigma_ns`` where it names them, else at ``sigma_ns``.
@@ -1009,13 +1278,21 @@ def sinc_encoder_study(plan: Plan, out: str | os.PathLike, cache: str | os.PathL
     for variant in variants:
         data = sinc_variant_data(variant, plan, device)
         step = sinc_variant_step(variant)
-        vplan = replace(plan, epochs={**plan.epochs, "sinc": variant.epochs},
-                        batch_size={**plan.batch_size, "sinc": variant.batch_size})
+        vplan = replace(
+            plan,
+            epochs={**plan.epochs, "sinc": variant.epochs},
+            batch_size={**plan.batch_size, "sinc": variant.batch_size},
+        )
         cache_dir = Path(cache) / plan.profile / "sinc-encoder" / variant.name.replace(" ", "-")
         for sigma_n in variant.sigma_ns or sigma_ns:
             for seed in plan.seeds:
-                cfg = {**run_config(vplan, data, "sigma_n", sigma_n, seed, step=step), "latent": variant.latent,
-                       "inputs": variant.inputs, "values": variant.values, "target": variant.target}
+                cfg = {
+                    **run_config(vplan, data, "sigma_n", sigma_n, seed, step=step),
+                    "latent": variant.latent,
+                    "inputs": variant.inputs,
+                    "values": variant.values,
+                    "target": variant.target,
+                }
                 if variant.sse_weight != 1.0:
                     cfg["sse_weight"] = variant.sse_weight
                 t0 = time.perf_counter()
@@ -1024,17 +1301,30 @@ def sinc_encoder_study(plan: Plan, out: str | os.PathLike, cache: str | os.PathL
                 with torch.no_grad():
                     mu = model.encode(data.train)
                     test_sse = float(sinc_value_sse(model.reconstruct(data.test), data.test, variant).mean())
-                row = {"variant": variant.name, "suspect": variant.suspect, "sigma_n": sigma_n, "seed": seed,
-                       "hidden": cfg["hidden"], "n_train": cfg["n_train"], "epochs": cfg["epochs"],
-                       "batch_size": cfg["batch_size"], "status": status, "train_s": round(train_s, 1),
-                       "test_sse": test_sse,
-                       "mu_std": float(mu.std(dim=0).max()), "paper": PAPER[("sinc", "sigma_n", sigma_n)][0],
-                       **encoder_measures(model, data, plan, lipsdp=variant.name in lipsdp)}
+                row = {
+                    "variant": variant.name,
+                    "suspect": variant.suspect,
+                    "sigma_n": sigma_n,
+                    "seed": seed,
+                    "hidden": cfg["hidden"],
+                    "n_train": cfg["n_train"],
+                    "epochs": cfg["epochs"],
+                    "batch_size": cfg["batch_size"],
+                    "status": status,
+                    "train_s": round(train_s, 1),
+                    "test_sse": test_sse,
+                    "mu_std": float(mu.std(dim=0).max()),
+                    "paper": PAPER[("sinc", "sigma_n", sigma_n)][0],
+                    **encoder_measures(model, data, plan, lipsdp=variant.name in lipsdp),
+                }
                 if sigma_n == 0.0:  # the sigma_enc = 0.5 network of the other sweep: its decoder too
                     row.update(decoder_measures(model, data, plan))
                 rows.append(row)
-                print(f"{variant.name:>14s} sigma_N={sigma_n:g} seed {seed}: " + ", ".join(
-                    f"{k} {row[k]:.3g}" for k in ("lower", "eclipse", "product", "test_sse", "mu_std")), flush=True)
+                print(
+                    f"{variant.name:>14s} sigma_N={sigma_n:g} seed {seed}: "
+                    + ", ".join(f"{k} {row[k]:.3g}" for k in ("lower", "eclipse", "product", "test_sse", "mu_std")),
+                    flush=True,
+                )
     out_dir = Path(out)
     provenance.write_csv(out_dir / "sinc-encoder.csv", rows)
     (out_dir / "sinc-encoder.md").write_text(sinc_encoder_markdown(rows))
@@ -1078,18 +1368,31 @@ def load_sinc_encoder_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-SINC_STUDY_COLUMNS = (("lower", "Jacobian lower bound"), ("at_data", "largest norm at the data"),
-                      ("values_part", "values' columns"), ("times_part", "times' columns"),
-                      ("linf_at_data", "ℓ∞ → ℓ2 at the data"), ("linf_lower", "ℓ∞ → ℓ2 lower bound"),
-                      ("linf_product", "ℓ∞ → ℓ2 product bound"),
-                      ("eclipse", "ECLipsE-Fast"), ("lipsdp", "LipSDP-neuron"), ("product", "product bound"),
-                      ("test_sse", "test SSE of the values"), ("mu_std", "std of μ"),
-                      ("dec_lower", "decoder: lower bound"), ("dec_eclipse", "decoder: ECLipsE-Fast"))
+SINC_STUDY_COLUMNS = (
+    ("lower", "Jacobian lower bound"),
+    ("at_data", "largest norm at the data"),
+    ("values_part", "values' columns"),
+    ("times_part", "times' columns"),
+    ("linf_at_data", "ℓ∞ → ℓ2 at the data"),
+    ("linf_lower", "ℓ∞ → ℓ2 lower bound"),
+    ("linf_product", "ℓ∞ → ℓ2 product bound"),
+    ("eclipse", "ECLipsE-Fast"),
+    ("lipsdp", "LipSDP-neuron"),
+    ("product", "product bound"),
+    ("test_sse", "test SSE of the values"),
+    ("mu_std", "std of μ"),
+    ("dec_lower", "decoder: lower bound"),
+    ("dec_eclipse", "decoder: ECLipsE-Fast"),
+)
 
 
-def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
-                       suspects: bool = True,
-                       title: str = "The sinc(5t) encoder's Lipschitz constant, one suspect changed at a time"):
+def sinc_encoder_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    suspects: bool = True,
+    title: str = "The sinc(5t) encoder's Lipschitz constant, one suspect changed at a time",
+):
     """The study as a :class:`genlab.plotting.Table`: one row per variant and σ_N, means ± std over seeds.
 
     ``rows`` as :func:`sinc_encoder_study` returns them or :func:`load_sinc_encoder_rows` reads them back;
@@ -1102,20 +1405,38 @@ def sinc_encoder_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
         groups.setdefault((r["variant"], float(r["sigma_n"])), []).append(r)
     body = []
     for (name, sigma_n), rs in groups.items():
-        cells = [fmt(*mean_std([float(r[k]) for r in rs])) if all(r.get(k) not in (None, "") for r in rs) else "—"
-                 for k, _ in cols]
-        body.append([name, *([rs[0]["suspect"]] if suspects else []), f"{sigma_n:g}", str(len(rs)), *cells,
-                     f"{float(rs[0]['paper']):g}"])
+        cells = [
+            fmt(*mean_std([float(r[k]) for r in rs])) if all(r.get(k) not in (None, "") for r in rs) else "—"
+            for k, _ in cols
+        ]
+        body.append(
+            [
+                name,
+                *([rs[0]["suspect"]] if suspects else []),
+                f"{sigma_n:g}",
+                str(len(rs)),
+                *cells,
+                f"{float(rs[0]['paper']):g}",
+            ]
+        )
     base = next((r for r in rows if r["variant"] == "baseline"), rows[0] if rows else None)
-    setting = (f" (width {base['hidden']}, {base['n_train']} tracks, {base['epochs']} epochs in batches of "
-               f"{base['batch_size']}, latent size 1, values and times in [-1, 1])" if base and "hidden" in base else "")
-    return _table(["variant", *(["what it changes"] if suspects else []), "σ_N", "seeds", *(c[1] for c in cols), "paper"],
-                  body,
-                  title=title,
-                  notes=[f"Encoders of the input-noise sweep (σ_enc = 0.5), trained as the baseline{setting} "
-                         "except for the change named; mean ± std over seeds. Every column but the three ℓ∞ → ℓ2 ones is for the "
-                         "ℓ2 norm on inputs and codes; the decoder columns are the same σ_N = 0 networks' "
-                         "decoders (paper: 5.2 ± 0.3); — marks a measure not taken or not defined."])
+    setting = (
+        f" (width {base['hidden']}, {base['n_train']} tracks, {base['epochs']} epochs in batches of "
+        f"{base['batch_size']}, latent size 1, values and times in [-1, 1])"
+        if base and "hidden" in base
+        else ""
+    )
+    return _table(
+        ["variant", *(["what it changes"] if suspects else []), "σ_N", "seeds", *(c[1] for c in cols), "paper"],
+        body,
+        title=title,
+        notes=[
+            f"Encoders of the input-noise sweep (σ_enc = 0.5), trained as the baseline{setting} "
+            "except for the change named; mean ± std over seeds. Every column but the three ℓ∞ → ℓ2 ones is for the "
+            "ℓ2 norm on inputs and codes; the decoder columns are the same σ_N = 0 networks' "
+            "decoders (paper: 5.2 ± 0.3); — marks a measure not taken or not defined."
+        ],
+    )
 
 
 def sinc_study_provenance(rows: Sequence[Mapping[str, Any]], load_before: str, cpu_s: float) -> list[str]:
@@ -1126,14 +1447,18 @@ def sinc_study_provenance(rows: Sequence[Mapping[str, Any]], load_before: str, c
     levels: dict[str, dict[str, None]] = {}
     for r in rows:
         levels.setdefault(r["variant"], {})[f"{float(r['sigma_n']):g}"] = None
-    return ["", "## This run of the sinc encoder study", "",
-            f"- system: {' '.join(platform.uname())}",
-            f"- CPU: {provenance.cpu_model()}",
-            f"- load average (1 min) at the start and at the end: {load_before}, {provenance.load_average()}",
-            f"- CPU time of the process: {cpu_s:.0f} s",
-            f"- networks: {len(rows)}, of which {len(trained)} trained in this run and {len(rows) - len(trained)} "
-            "read from the checkpoint cache (their train_s is the time to load them)",
-            "- variants and σ_N: " + "; ".join(f"{name} ({', '.join(sigmas)})" for name, sigmas in levels.items())]
+    return [
+        "",
+        "## This run of the sinc encoder study",
+        "",
+        f"- system: {' '.join(platform.uname())}",
+        f"- CPU: {provenance.cpu_model()}",
+        f"- load average (1 min) at the start and at the end: {load_before}, {provenance.load_average()}",
+        f"- CPU time of the process: {cpu_s:.0f} s",
+        f"- networks: {len(rows)}, of which {len(trained)} trained in this run and {len(rows) - len(trained)} "
+        "read from the checkpoint cache (their train_s is the time to load them)",
+        "- variants and σ_N: " + "; ".join(f"{name} ({', '.join(sigmas)})" for name, sigmas in levels.items()),
+    ]
 
 
 def sinc_encoder_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -1147,13 +1472,17 @@ def sinc_encoder_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan) -> Path:
     """A README beside the tables: the command, the commit and the machine that made them."""
-    lines = [f"# Results of the {plan.profile} profile", "",
-             f"- command: `python -m genlab.experiments.harmonic {' '.join(argv)}`",
-             f"- commit: {provenance.git_commit()}",
-             f"- machine: {provenance.machine(genlab.device())}",
-             f"- plan: datasets {', '.join(plan.datasets)}; seeds {', '.join(map(str, plan.seeds))}; "
-             f"epochs {dict(plan.epochs)}; hidden width {plan.hidden}",
-             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), ""]
+    lines = [
+        f"# Results of the {plan.profile} profile",
+        "",
+        f"- command: `python -m genlab.experiments.harmonic {' '.join(argv)}`",
+        f"- commit: {provenance.git_commit()}",
+        f"- machine: {provenance.machine(genlab.device())}",
+        f"- plan: datasets {', '.join(plan.datasets)}; seeds {', '.join(map(str, plan.seeds))}; "
+        f"epochs {dict(plan.epochs)}; hidden width {plan.hidden}",
+        "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+        "",
+    ]
     lines += [f"- {n}" for n in plan.notes]
     path = out_dir / "README.md"
     path.write_text("\n".join(lines) + "\n")
@@ -1176,13 +1505,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(default_cache()), help="checkpoint folder (reused when configs match)")
     parser.add_argument("--defects", action="store_true", help="also re-create the 2022 report's defects")
     parser.add_argument("--no-attack", action="store_true", help="skip the maximum-damage attack")
-    parser.add_argument("--sinc-encoder", nargs="*", metavar="VARIANT",
-                        help="instead of the grid, the sinc encoder study (every variant, or those named; "
-                             f"known: {', '.join(repr(v.name) for v in SINC_VARIANTS)})")
-    parser.add_argument("--sigma-n", nargs="+", type=float, default=[0.0],
-                        help="σ_N values of the sinc encoder study (for the variants that name none of their own)")
-    parser.add_argument("--lipsdp", nargs="*", default=[], metavar="VARIANT",
-                        help="variants of the sinc encoder study that also get LipSDP-neuron (slow)")
+    parser.add_argument(
+        "--sinc-encoder",
+        nargs="*",
+        metavar="VARIANT",
+        help="instead of the grid, the sinc encoder study (every variant, or those named; "
+        f"known: {', '.join(repr(v.name) for v in SINC_VARIANTS)})",
+    )
+    parser.add_argument(
+        "--sigma-n",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="σ_N values of the sinc encoder study (for the variants that name none of their own)",
+    )
+    parser.add_argument(
+        "--lipsdp",
+        nargs="*",
+        default=[],
+        metavar="VARIANT",
+        help="variants of the sinc encoder study that also get LipSDP-neuron (slow)",
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args.profile, datasets=args.datasets, seeds=args.seeds)
     if args.sinc_encoder is not None:
@@ -1204,7 +1547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     grid = run_grid(plan, args.out, args.cache)
     seconds["grid"] = time.perf_counter() - t0
-    print(f"grid: {len(grid.runs)} networks, {grid.trained} trained, {grid.reused} from the cache, {grid.seconds:.1f} s")
+    print(
+        f"grid: {len(grid.runs)} networks, {grid.trained} trained, {grid.reused} from the cache, {grid.seconds:.1f} s"
+    )
     if not args.no_attack and plan.attack_dataset in plan.datasets:
         t1 = time.perf_counter()
         run_attack(plan, args.out, args.cache)

@@ -1,4 +1,5 @@
 """What a results folder records beside its numbers: the commit and machine that made them, and CSV files."""
+
 from __future__ import annotations
 
 import csv
@@ -19,10 +20,16 @@ PACKAGE = Path(__file__).resolve().parents[1]
 def git_commit() -> str:
     """The short commit of the checkout, naming the package files that differ from it."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(PACKAGE)],
-                                 cwd=PACKAGE, capture_output=True, text=True, timeout=10).stdout.splitlines()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", str(PACKAGE)],
+            cwd=PACKAGE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     files = sorted({line[3:] for line in changed if line.strip()})
@@ -32,8 +39,10 @@ def git_commit() -> str:
 def machine(device: torch.device) -> str:
     """The hardware and software the numbers were measured on, in one line."""
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}{gpu}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}{gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {torch.get_num_threads()} torch thread(s)"
+    )
 
 
 def cpu_model() -> str:

@@ -19,6 +19,7 @@ and no ``forward``: drawing the code is the training step's job (the reparameter
 graded exercise of the chapter ae_to_cvae, so the package does not do it outside its reference).
 Bodies between ``# BEGIN REFERENCE`` and ``# END REFERENCE`` are graded exercises of the chapter.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,11 +57,16 @@ class ConvEncoder(nn.Module):
         # BEGIN REFERENCE
         h = hidden
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, h, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(h, h, 3, padding=1), nn.GELU(),
-            nn.Conv2d(h, 2 * h, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(2 * h, 2 * h, 3, padding=1), nn.GELU(),
-            nn.Conv2d(2 * h, 2 * h, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(in_channels, h, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(h, h, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(h, 2 * h, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * h, 2 * h, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * h, 2 * h, 3, stride=2, padding=1),
+            nn.GELU(),
             nn.Flatten(),
             nn.Linear(2 * h * 4 * 4, 2 * nz),
         )
@@ -89,10 +95,14 @@ class ConvDecoder(nn.Module):
         h = hidden
         self.linear = nn.Sequential(nn.Linear(nz, 2 * h * 4 * 4), nn.GELU())
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * h, 2 * h, 3, stride=2, padding=1, output_padding=0), nn.GELU(),  # 4 -> 7
-            nn.Conv2d(2 * h, 2 * h, 3, padding=1), nn.GELU(),
-            nn.ConvTranspose2d(2 * h, h, 3, stride=2, padding=1, output_padding=1), nn.GELU(),  # 7 -> 14
-            nn.Conv2d(h, h, 3, padding=1), nn.GELU(),
+            nn.ConvTranspose2d(2 * h, 2 * h, 3, stride=2, padding=1, output_padding=0),
+            nn.GELU(),  # 4 -> 7
+            nn.Conv2d(2 * h, 2 * h, 3, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose2d(2 * h, h, 3, stride=2, padding=1, output_padding=1),
+            nn.GELU(),  # 7 -> 14
+            nn.Conv2d(h, h, 3, padding=1),
+            nn.GELU(),
             nn.ConvTranspose2d(h, levels, 3, stride=2, padding=1, output_padding=1),  # 14 -> 28
         )
         # END REFERENCE
@@ -118,7 +128,7 @@ class CategoricalConvVAE(nn.Module):
         self.nz, self.levels = nz, levels
 
     @classmethod
-    def build(cls, nz: int, levels: int = 16, hidden: int = 32) -> "CategoricalConvVAE":
+    def build(cls, nz: int, levels: int = 16, hidden: int = 32) -> CategoricalConvVAE:
         """The chapter's model with genlab's encoder and decoder."""
         return cls(ConvEncoder(nz, hidden), ConvDecoder(nz, levels, hidden), nz, levels)
 
@@ -188,8 +198,10 @@ class BNConvDecoder(nn.Module):
         self.linear = nn.Linear(nz, 64 * 7 * 7)
         layers: list[nn.Module] = []
         for c_in, c_out, s in ((64, 64, 1), (64, 64, 2), (64, 32, 2)):
-            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=s, padding=1, output_padding=s - 1),
-                       bn_block(c_out, dropout)]
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=s, padding=1, output_padding=s - 1),
+                bn_block(c_out, dropout),
+            ]
         # The output layer: no BatchNorm (it would force every batch of pixels to mean 0 and
         # variance 1) and no Dropout (it would black out pixels of the reconstruction).
         layers += [nn.ConvTranspose2d(32, 1, 3, stride=1, padding=1), nn.Sigmoid()]
@@ -254,7 +266,9 @@ class SmallConvVAE(nn.Module):
         self.mean = nn.Linear(flat, nz)
         self.logstd = nn.Linear(flat, nz)
         self.expand = nn.Sequential(nn.Linear(nz, flat), nn.ReLU())
-        self.deconvs = nn.Sequential(nn.ConvTranspose2d(c2, c1, 3), nn.ReLU(), nn.ConvTranspose2d(c1, 1, 3), nn.Sigmoid())
+        self.deconvs = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 3), nn.ReLU(), nn.ConvTranspose2d(c1, 1, 3), nn.Sigmoid()
+        )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.convs(x)
@@ -262,4 +276,3 @@ class SmallConvVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.deconvs(self.expand(z).reshape(len(z), self.c2, self.inner, self.inner))
-

@@ -25,6 +25,7 @@ in ``torch.nn.utils.parametrizations.spectral_norm``; ``batch_norm=False`` drops
 layers (an SN-GAN discriminator has none); ``first_batch_norm=True`` adds a BatchNorm after the
 first convolution, for the chapter's BatchNorm experiment.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,9 @@ def transposed_conv_side(side: int, kernel: int = 4, stride: int = 2, padding: i
     """Output side of a ``ConvTranspose2d`` (no output padding, dilation 1): (s - 1) * stride - 2 p + k."""
     for name, value in (("side", side), ("kernel", kernel), ("stride", stride), ("padding", padding)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "padding" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'padding' else 'positive'} int, got {value!r}")
+            raise ValueError(
+                f"{name} must be a {'non-negative' if name == 'padding' else 'positive'} int, got {value!r}"
+            )
     return (side - 1) * stride - 2 * padding + kernel
 
 
@@ -77,8 +80,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Images (N, channels, 32, 32) -> one real-vs-fake logit per image, shape (N, 1)."""
 
-    def __init__(self, channels: int = 3, *, spectral_norm: bool = False, batch_norm: bool = True,
-                 first_batch_norm: bool = False):
+    def __init__(
+        self, channels: int = 3, *, spectral_norm: bool = False, batch_norm: bool = True, first_batch_norm: bool = False
+    ):
         super().__init__()
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")

@@ -9,6 +9,7 @@ form ``genlab.lipschitz`` accepts; flattening and reshaping happen outside them.
 Functions whose bodies sit between ``# BEGIN REFERENCE`` and ``# END REFERENCE`` are graded
 exercises of the chapter "harmonic".
 """
+
 from __future__ import annotations
 
 import math
@@ -92,7 +93,9 @@ class HarmonicVAE(nn.Module):
         return self.decode(self.encode(x))
 
 
-def harmonic_loss(model: HarmonicVAE, x_in: torch.Tensor, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def harmonic_loss(
+    model: HarmonicVAE, x_in: torch.Tensor, target: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Batch mean of squared error + KL; ``target`` (default ``x_in``) is what the decoder must reproduce."""
     target = x_in if target is None else target
     x_hat, mu = model(x_in)

@@ -4,6 +4,7 @@ The encoder maps ``input_size -> 256 -> 64 -> out`` with ReLUs; the decoder mirr
 in a sigmoid, so its outputs are Bernoulli pixel probabilities. A VAE encoder has ``out = 2 * nz``
 (mean and log-std); a conditional model adds the one-hot label to both inputs.
 """
+
 from __future__ import annotations
 
 import torch

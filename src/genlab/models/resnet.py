@@ -9,6 +9,7 @@ linear layer. ``width=64`` is ResNet-18 (11.2 M parameters); the smoke profile u
 The model takes images in [0, 1] and normalises them itself (:class:`Normalize`, the first layer),
 so an attack's budget ``eps`` is measured in pixel units: ``eps = 8/255`` is 8 grey levels.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

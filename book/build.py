@@ -27,9 +27,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import yaml
@@ -131,10 +133,24 @@ def write_chapter(name: str, source: nbformat.NotebookNode | None = None) -> nbf
     return nbformat.reads(text, as_version=4)
 
 
+_cache_lock = threading.Lock()
+_caches: dict[Path, Any] = {}
+
+
 def _cache():
+    """The book's execution cache, its database created once, whichever thread asks first.
+
+    Two threads that create the tables of a new cache folder at once collide (``table settings
+    already exists``), so creation happens under a lock and every thread then shares one cache.
+    """
     from jupyter_cache import get_cache
 
-    return get_cache(str(CACHE))
+    with _cache_lock:
+        if CACHE not in _caches:
+            cache = get_cache(str(CACHE))
+            cache.db  # creates the folder's SQLite tables now, under the lock
+            _caches[CACHE] = cache
+        return _caches[CACHE]
 
 
 def is_cached(nb: nbformat.NotebookNode) -> bool:

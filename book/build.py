@@ -148,7 +148,7 @@ def _cache():
     with _cache_lock:
         if CACHE not in _caches:
             cache = get_cache(str(CACHE))
-            cache.db  # creates the folder's SQLite tables now, under the lock
+            _ = cache.db  # creates the folder's SQLite tables now, under the lock
             _caches[CACHE] = cache
         return _caches[CACHE]
 

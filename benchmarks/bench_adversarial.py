@@ -12,6 +12,12 @@
 2. ``pgd10_vs_torchattacks``: ``genlab.attacks.pgd`` against ``torchattacks.PGD`` (eps 8/255, step
    2/255, 10 steps, random start) on the same trained-for-nothing network in eval mode and the same
    batch of 256 images. Ratio: torchattacks / genlab.
+3. ``onednn_guard_epoch``: the cost of the ResNet's guard against the oneDNN crash
+   (``genlab.models.resnet.StridedPointwiseConv2d``) where oneDNN works: the smoke network's epoch
+   with the guard against the same network whose strided shortcuts are plain ``nn.Conv2d``. Ratio:
+   unguarded / guarded (1.00x: no cost). Beside it, ``onednn_guard_vs_plain_layout``: the grading
+   profile's width-4 network on one thread (where the unguarded network crashes), guarded against
+   the blunt alternative of training it all in the default memory layout. Ratio: plain / guarded.
 
 The images are CIFAR-10's when installed, else the smoke profile's stand-in (Fashion-MNIST padded
 to 3x32x32; printed). The first two lines are the headlines ``<name>: <ratio>x``; the raw figures
@@ -25,8 +31,10 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,7 +47,7 @@ import genlab
 from genlab.attacks import pgd
 from genlab.data import TensorData, load
 from genlab.experiments.adversarial import augment, data_statistics
-from genlab.models.resnet import CifarResNet
+from genlab.models.resnet import CifarResNet, StridedPointwiseConv2d
 
 BATCH = 64
 
@@ -99,6 +107,38 @@ def train_epoch(model, optimizer, batches, dev, augmented_on_device: bool) -> in
         steps += 1
     sync(dev)
     return steps
+
+
+def alternated(runs: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
+    """Median seconds of each run, called in turn ``reps`` times (in reversed order every other time)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(reps):
+        for name in list(runs)[:: 1 if rep % 2 == 0 else -1]:
+            times[name].append(runs[name]())
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def guard_cost(data: TensorData, mean, std, dev: torch.device, width: int, reps: int) -> dict[str, float]:
+    """Epoch seconds of the guarded network, the unguarded one and the all-default-layout one (see 3. above)."""
+
+    def network(variant: str) -> CifarResNet:
+        torch.manual_seed(0)
+        model = CifarResNet((1,) * 4, width=width, mean=mean, std=std).to(dev)
+        if variant == "plain layout":
+            return model
+        for module in model.modules():
+            if variant == "unguarded" and isinstance(module, StridedPointwiseConv2d):
+                module.__class__ = torch.nn.Conv2d
+        return model.to(memory_format=torch.channels_last)
+
+    def epoch(variant: str) -> Callable[[], float]:
+        model = network(variant)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        return lambda: timed(lambda: train_epoch(model, opt, data.batches(BATCH), dev, True), 1)[0]
+
+    # the unguarded network crashes where the guard is needed (fewer than 8 channels on one thread)
+    variants = ("guarded", "plain layout") if width < 8 else ("guarded", "unguarded")
+    return alternated({v: epoch(v) for v in variants}, reps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         pgd_g_all = [ours_pgd() for _ in range(args.reps)]
     pgd_g = sorted(pgd_g_all)[len(pgd_g_all) // 2]
 
+    guard = guard_cost(data, mean, std, dev, args.width, args.reps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    grading = guard_cost(data, mean, std, dev, 4, args.reps)
+    torch.set_num_threads(threads)
+
     where = f"{dev}" + (
         f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f", {args.threads} torch thread(s)"
     )
@@ -172,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pgd10_vs_torchattacks: {pgd_t / pgd_g:.2f}x")
     else:
         print("pgd10_vs_torchattacks: skipped (pip install torchattacks)")
+    if "unguarded" in guard:
+        print(f"onednn_guard_epoch: {guard['unguarded'] / guard['guarded']:.2f}x")
+    print(f"onednn_guard_vs_plain_layout: {grading['plain layout'] / grading['guarded']:.2f}x")
     print(
         f"  device {where}; {len(data)} images ({data.stand_in or 'CIFAR-10'}); ResNet with {args.blocks} block(s) "
         f"per stage, width {args.width}; {steps} steps of {BATCH}; medians of {args.reps}"
@@ -182,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(data alone {data_only_b:.3f} s)"
     )
     print(f"  PGD-10 on 256 images, genlab.attacks.pgd: {pgd_g:.3f} s")
+    print(
+        f"  epoch at width {args.width}: guarded {guard['guarded']:.2f} s"
+        + (f", unguarded {guard['unguarded']:.2f} s" if "unguarded" in guard else "")
+    )
+    print(
+        f"  epoch at width 4, 1 thread: guarded {grading['guarded']:.2f} s, "
+        f"all in the default layout {grading['plain layout']:.2f} s"
+    )
     if torchattacks is not None:
         print(f"  PGD-10 on 256 images, torchattacks.PGD {torchattacks.__version__}: {pgd_t:.3f} s")
     return 0

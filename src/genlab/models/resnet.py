@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "BasicBlock", "CifarResNet", "Normalize", "resnet18"]
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "BasicBlock",
+    "CifarResNet",
+    "Normalize",
+    "StridedPointwiseConv2d",
+    "resnet18",
+]
 
 #: Per-channel mean and standard deviation of the CIFAR-10 training pixels in [0, 1]. (The often
 #: copied (0.2023, 0.1994, 0.2010) are the means of the per-image standard deviations, not the std
@@ -48,6 +56,25 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+class StridedPointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution with a stride, computed in the default memory layout on the CPU.
+
+    oneDNN 3.12 (torch 2.14.1) corrupts the heap when it computes the weight gradient of a strided
+    1x1 convolution with fewer than 8 input channels in the channels-last layout on one CPU thread
+    (an AVX2 AMD EPYC here; results/grading/onednn-crash.md has the reproduction). Giving that one
+    convolution its input and weight in the default layout avoids the faulty kernel; the rest of
+    the network keeps the faster channels-last layout, and other devices are left alone.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and self.in_channels < 8:
+            plain = torch.contiguous_format  # a 1x1 weight is "contiguous" in both layouts: clone it
+            return self._conv_forward(
+                x.contiguous(memory_format=plain), self.weight.clone(memory_format=plain), self.bias
+            )
+        return super().forward(x)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with batch norm, added to a shortcut (a 1x1 convolution when the shape changes)."""
 
@@ -59,7 +86,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            conv = StridedPointwiseConv2d if stride != 1 else nn.Conv2d
+            self.shortcut = nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -283,7 +283,7 @@ def test_tiny_grid_writes_tables_and_resumes_from_the_cache(tiny, tmp_path, monk
     def no_training(*args, **kwargs):
         raise AssertionError("a cached network was trained again")
 
-    monkeypatch.setattr(R, "train_model", no_training)
+    monkeypatch.setattr(R.training, "train_model", no_training)
     again = R.run_grid(tiny, out, cache)
     assert again.trained == 0 and again.reused == 12
     assert [r["status"] for r in again.runs] == ["cached"] * 12
@@ -320,7 +320,7 @@ def test_attack_and_defects_write_their_tables(tiny, tmp_path):
 
 
 def test_cli_writes_tables_and_provenance(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "make_plan", lambda profile, **kw: tiny)
+    monkeypatch.setattr(R.cli, "make_plan", lambda profile, **kw: tiny)
     assert (
         R.main(["--profile", "smoke", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--no-attack"]) == 0
     )

@@ -677,16 +677,19 @@ def test_each_mistake_fails_exactly_its_test_cells(mistake):
 
 
 def test_the_experiment_runner_writes_its_results(tmp_path, monkeypatch):
-    """``python -m genlab.gan`` end to end, with the grading profile's tiny settings."""
+    """``python -m genlab.experiments.dcgan`` end to end, with the grading profile's tiny settings."""
     from genlab.data import DataUnavailable
+    from genlab.experiments import dcgan as experiment
 
     monkeypatch.setenv("GENLAB_PROFILE", "smoke")
     try:
-        summary = gan.run_experiment("grading", tmp_path)
+        summary = experiment.run_experiment("grading", tmp_path)
     except DataUnavailable as err:
         pytest.skip(f"no CIFAR-10 and no Fashion-MNIST stand-in here: {err}")
     summary["total"] = {"wall_s": 1, "cpu_s": 1}
-    gan.write_readme(tmp_path, summary, "python -m genlab.gan --profile grading", torch.device("cpu"))
+    experiment.write_readme(
+        tmp_path, summary, "python -m genlab.experiments.dcgan --profile grading", torch.device("cpu")
+    )
     for name in (
         "losses.csv",
         "frechet.csv",

@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from autograder.course import ROOT
 
@@ -55,12 +56,13 @@ class Manifest:
         return self.source_at(ROOT)
 
 
-def _require(data: dict, key: str, kind: type, path: Path):
+def _require(data: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
     if key not in data:
         raise ValueError(f"{path}: missing key {key!r}; see CONTRIBUTING.md for the manifest format")
     value = data[key]
     if not isinstance(value, kind):
-        raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ValueError(f"{path}: {key!r} must be {names}, got {value!r}")
     return value
 
 

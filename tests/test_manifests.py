@@ -71,3 +71,16 @@ def test_bad_manifest_names_the_file(tmp_path):
         manifest.load(bad)
     with pytest.raises(FileNotFoundError, match="known assignments"):
         manifest.load("no-such-assignment")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [('points = "ten"', "'points' must be int or float"), ("due = 5", "'due' must be str or datetime")],
+)
+def test_a_value_of_the_wrong_type_is_named_with_the_types_it_may_have(tmp_path, line, message):
+    fields = {"title": '"x"', "notebook": '"x.ipynb"', "points": "1", "due": '"2027-01-01"'}
+    key = line.split(" = ")[0]
+    text = "".join(f"{k} = {v}\n" for k, v in fields.items() if k != key) + line + "\n"
+    (tmp_path / "typed.toml").write_text(text)
+    with pytest.raises(ValueError, match=f"typed.toml: {message}, got"):
+        manifest.load(tmp_path / "typed.toml")

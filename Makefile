@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.genlab-installed
+# The course environment, exact versions with hashes, made from pyproject.toml by `make lock`.
+LOCK   := requirements/lock.txt
 # Debian packages: Fashion-MNIST (the offline dataset), bubblewrap (grading sandbox),
 # Chromium (the book's browser test), PostgreSQL (the gradebook of parallel grading runs).
 DEBS   := dataset-fashion-mnist bubblewrap chromium postgresql
@@ -14,7 +16,7 @@ export GENLAB_PROFILE ?= smoke
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup system demo test quick nbval release book grade bench clean
+.PHONY: setup system demo test quick lint nbval release book grade bench lock upgrade clean
 
 setup: system $(STAMP)
 
@@ -29,13 +31,37 @@ system:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# Everything from the lock, hash-checked; the lock already holds every dependency (--no-deps), and
+# torchattacks comes without its requests pin (requirements/overrides.txt). The package itself is
+# editable and built with the lock's setuptools, offline.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed; installing python3-venv"; \
 	  apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[course]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# The lock: uv resolves pyproject.toml's package and extras for every platform and Python >= 3.11
+# in seconds, with the hashes of every file of each pinned release, from the index alone (pip-tools
+# resolves for this machine only and is much slower). pip installs it: pip also finds the wheels
+# this machine keeps on disk. `make lock` keeps the pins it can (a new requirement, nothing else
+# moves); `make upgrade` moves every pin to the newest release within requirements/constraints.txt.
+# Both write environment.yml from the same sources and run `make quick` on the new environment.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --extra course --extra dev --extra crosscheck \
+	--universal --python-version 3.11 --generate-hashes --quiet \
+	--override requirements/overrides.txt --constraint requirements/constraints.txt \
+	--custom-compile-command "make lock" --output-file $(LOCK)
+
+lock: setup
+	$(UV_COMPILE)
+	$(PY) tools/environment.py
+	$(MAKE) quick
+
+upgrade: setup
+	$(UV_COMPILE) --upgrade
+	$(PY) tools/environment.py
+	$(MAKE) quick
 
 release: setup
 	$(PY) -m autograder.release
@@ -57,18 +83,21 @@ demo: release book
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
-# The maintainer's quick subset: unit tests only (no notebook execution, no grading run).
-quick: setup
+# The maintainer's quick subset: lint, format, types, then the unit tests (no notebook execution,
+# no grading run).
+quick: setup lint
 	$(PY) -m pytest -n 2 -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # nbval on every source notebook (make test checks the same through the book's one execution).
 nbval: setup
 	$(PY) -m pytest -n 2 --nbval-lax --nbval-current-env source
 
-# torchattacks (the reference of the PGD benchmark) pins requests~=2.25, which conflicts with the
-# course's packages; everything it imports is already installed, so it comes without its pins.
 bench: setup
-	@$(PY) -c "import torchattacks" 2>/dev/null || $(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	@for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:

@@ -107,6 +107,19 @@ def kernel_site() -> Path:
     return site
 
 
+# The package's extras a student may install with the wheel (the others are the course team's tools).
+STUDENT_EXTRAS = ("lipschitz",)
+
+
+def student_extras(project: dict) -> list[str]:
+    """The wheel's METADATA lines for :data:`STUDENT_EXTRAS`: ``pip install 'genlab-...whl[lipschitz]'``."""
+    lines = []
+    for extra in STUDENT_EXTRAS:
+        lines.append(f"Provides-Extra: {extra}")
+        lines += [f'Requires-Dist: {dep}; extra == "{extra}"' for dep in project["optional-dependencies"][extra]]
+    return lines
+
+
 def student_wheel(out_dir: Path) -> Path:
     """Write the student edition of genlab as a wheel and return its path."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -120,6 +133,7 @@ def student_wheel(out_dir: Path) -> Path:
         "Summary: genlab, student edition: graded exercises are left to the chapter notebooks",
         f"Requires-Python: {project['requires-python']}",
         *(f"Requires-Dist: {dep}" for dep in project["dependencies"]),
+        *student_extras(project),
     ]
     files[f"{dist_info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
     files[f"{dist_info}/WHEEL"] = (

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if torchattacks is not None:
         print(f"pgd10_vs_torchattacks: {pgd_t / pgd_g:.2f}x")
     else:
-        print("pgd10_vs_torchattacks: skipped (pip install torchattacks)")
+        print("pgd10_vs_torchattacks: skipped (torchattacks missing: make setup installs it)")
     if "unguarded" in guard:
         print(f"onednn_guard_epoch: {guard['unguarded'] / guard['guarded']:.2f}x")
     print(f"onednn_guard_vs_plain_layout: {grading['plain layout'] / grading['guarded']:.2f}x")

@@ -234,6 +234,15 @@ def test_pgd_arguments():
 # ------------------------------------------------------------------- FGSM and PGD: modes, and torchattacks
 
 
+def reference_attacks():
+    """The independent reference; its absence is a failure, never a skip, so the cross-check always runs."""
+    try:
+        import torchattacks
+    except ImportError:
+        pytest.fail("torchattacks is not installed: `make setup` installs it from requirements/lock.txt")
+    return torchattacks
+
+
 def batchnorm_classifier(seed=0):
     torch.manual_seed(seed)
     net = nn.Sequential(
@@ -319,11 +328,11 @@ def _accuracy(net, x, y):
 
 def test_fgsm_agrees_with_torchattacks(trained_classifier):
     """Same model, same inputs, eps = 8/255: the same adversarial images, so the same robust accuracy."""
-    torchattacks = pytest.importorskip("torchattacks")
+    reference = reference_attacks()
     net, x, y = trained_classifier
     assert _accuracy(net, x, y) > 0.6  # the task was learnt: robust accuracy means something
     ours = fgsm(net, nn.functional.cross_entropy, x, y, 8 / 255)
-    theirs = torchattacks.FGSM(net, eps=8 / 255)(x, y)
+    theirs = reference.FGSM(net, eps=8 / 255)(x, y)
     assert torch.allclose(ours, theirs, atol=1e-6)
     assert _accuracy(net, ours, y) == _accuracy(net, theirs, y) < _accuracy(net, x, y) - 0.1
 
@@ -331,15 +340,15 @@ def test_fgsm_agrees_with_torchattacks(trained_classifier):
 def test_pgd_agrees_with_torchattacks(trained_classifier):
     """PGD-10 (eps 8/255, step 2/255): identical without a random start; with random starts (drawn
     differently by the two libraries) the robust accuracies agree within 2 percentage points."""
-    torchattacks = pytest.importorskip("torchattacks")
+    reference = reference_attacks()
     net, x, y = trained_classifier
     ours = pgd(net, nn.functional.cross_entropy, x, y, 8 / 255, 2 / 255, 10, random_start=False)
-    theirs = torchattacks.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False)(x, y)
+    theirs = reference.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False)(x, y)
     assert torch.allclose(ours, theirs, atol=1e-6)
     assert _accuracy(net, ours, y) == _accuracy(net, theirs, y)
     torch.manual_seed(12)
     ours = pgd(net, nn.functional.cross_entropy, x, y, 8 / 255, 2 / 255, 10, random_start=True)
     torch.manual_seed(13)
-    theirs = torchattacks.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)(x, y)
+    theirs = reference.PGD(net, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)(x, y)
     assert abs(_accuracy(net, ours, y) - _accuracy(net, theirs, y)) <= 0.02
     assert _accuracy(net, ours, y) < _accuracy(net, fgsm(net, nn.functional.cross_entropy, x, y, 8 / 255), y) + 0.01

@@ -110,4 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_provenance(out_dir, argv, seconds, plan)
     print(f"tables in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return 0
-

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models.dcgan import Generator
 from genlab.progress import progress
 
 FEATURES = 128
@@ -135,7 +136,7 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
 
 @torch.no_grad()
 def generated_stats(
-    net: FeatureNet, generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 500
+    net: FeatureNet, generator: Generator, n: int, *, seed: int = 0, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature statistics of ``n`` images of ``generator`` (evaluation mode) from codes seeded with ``seed``."""
     dev = next(generator.parameters()).device
@@ -155,7 +156,7 @@ def generated_stats(
 def frechet_curve(
     net: FeatureNet,
     real_stats: tuple[torch.Tensor, torch.Tensor],
-    generator: nn.Module,
+    generator: Generator,
     snapshots: Sequence[tuple[int, dict[str, torch.Tensor]]],
     *,
     n: int,

@@ -21,7 +21,7 @@ runs the chapter's experiment from a terminal and writes its tables and figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models.dcgan import Generator
 from genlab.progress import progress
 from genlab.runtime import Profile
 
@@ -109,7 +110,7 @@ def generator_step(
     # END REFERENCE
 
 
-def reconstruct(generator: nn.Module, x: torch.Tensor, steps: int = 500, lr: float = 1e-2) -> torch.Tensor:
+def reconstruct(generator: Generator, x: torch.Tensor, steps: int = 500, lr: float = 1e-2) -> torch.Tensor:
     """The codes whose images are closest to ``x`` in squared L2, found by latent optimisation.
 
     The generator goes to evaluation mode (and stays there); its weights are not changed. The
@@ -281,7 +282,7 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def train_gan(
-    generator: nn.Module,
+    generator: Generator,
     discriminator: nn.Module,
     data: Any,
     *,
@@ -318,7 +319,7 @@ def train_gan(
     discriminator.train()
     start = time.perf_counter()
     bar = progress(range(total), desc=desc, unit="step", leave=True)
-    batches = iter(())
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]] = iter(())
     for step in bar:
         if step % steps_per_epoch == 0:
             batches = data.batches(settings.batch_size, shuffle=True, drop_last=True, generator=rng)

@@ -81,8 +81,9 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -225,12 +226,14 @@ def _canonical(net: nn.Module) -> tuple[list[np.ndarray], list[float], float]:
             if dim is None:  # activation before the first Linear: its width is that Linear's input
                 dim = next(lay.in_features for _, lay in layers[i:] if isinstance(lay, nn.Linear))
             pending = np.eye(dim)
+        assert dim is not None  # an activation comes after a Linear layer or got one above
         if i == len(layers) - 1 and dim > MAX_TAIL_WIDTH:
             tail = beta
             break
         weights.append(pending)
         betas.append(beta)
         pending = None
+    assert dim is not None  # _layers refuses a network without a Linear layer
     weights.append(pending if pending is not None else np.eye(dim))
     return weights, betas, tail
 
@@ -590,7 +593,7 @@ def _rho_for(prob: _Scaled, t: list[np.ndarray]) -> float:
     """The smallest rho with LMI(rho, T) <= 0 for these multipliers (inf if there is none)."""
     with torch.no_grad():
         eigs = _schur_eigs(prob, [torch.from_numpy(np.ascontiguousarray(tk, dtype=np.float64)) for tk in t])
-    return math.inf if eigs is None else float(max(eigs[-1], 0.0))
+    return math.inf if eigs is None else max(float(eigs[-1]), 0.0)
 
 
 def _certify(prob: _Scaled, t: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
@@ -657,8 +660,8 @@ def _polish(prob: _Scaled, t: list[np.ndarray], variant: str, max_evals: int) ->
         eigs = _schur_eigs(prob, [torch.from_numpy(tk) for tk in t])
     if eigs is None or max_evals <= 0:
         return _rho_for(prob, t), t
-    best = [float(eigs[-1]), t]
-    mu = 1e-3 * max(best[0], 1e-300)
+    best_rho, best_t = float(eigs[-1]), t
+    mu = 1e-3 * max(best_rho, 1e-300)
     if variant == "neuron":
         u0 = np.log(np.maximum(np.concatenate(t), floor))
     else:
@@ -670,16 +673,17 @@ def _polish(prob: _Scaled, t: list[np.ndarray], variant: str, max_evals: int) ->
             return list(torch.split(torch.exp(u), sizes))
         return [torch.exp(u[k]).expand(n) for k, n in enumerate(sizes)]
 
-    def closure():
+    def closure() -> torch.Tensor:
+        nonlocal best_rho, best_t
         opt.zero_grad()
         tt = multipliers()
         eigs = _schur_eigs(prob, tt)
         if eigs is None:
-            value = (0.0 * u).sum() + 1e3 * best[0]
+            value = (0.0 * u).sum() + 1e3 * best_rho
         else:
             top = float(eigs[-1].detach())
-            if top < best[0]:
-                best[0], best[1] = top, [tk.detach().numpy().copy() for tk in tt]
+            if top < best_rho:
+                best_rho, best_t = top, [tk.detach().numpy().copy() for tk in tt]
             value = mu * torch.logsumexp(eigs / mu, 0)
         value.backward()
         return value
@@ -695,7 +699,7 @@ def _polish(prob: _Scaled, t: list[np.ndarray], variant: str, max_evals: int) ->
         line_search_fn="strong_wolfe",
     )
     opt.step(closure)
-    return best[0], best[1]
+    return best_rho, best_t
 
 
 _SOLVER_DEFAULTS = {
@@ -723,7 +727,7 @@ def lipsdp_report(
     method: str = "chordal",
     reduce_input: bool = True,
     polish: int = 30,
-    solver_options: dict | None = None,
+    solver_options: Mapping[str, Any] | None = None,
 ) -> LipSDPResult:
     """:func:`lipsdp` with the details: solver status, its own value, times, LMI sizes."""
     start = time.perf_counter()
@@ -803,7 +807,7 @@ def lipsdp(
     method: str = "chordal",
     reduce_input: bool = True,
     polish: int = 30,
-    solver_options: dict | None = None,
+    solver_options: Mapping[str, Any] | None = None,
 ) -> float:
     """LipSDP upper bound on the L2 Lipschitz constant of ``net`` (see the module docstring).
 

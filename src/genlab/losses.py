@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,10 @@ def vae_loss(
     # END REFERENCE
 
 
+@overload
+def bits_per_dim(nll: torch.Tensor, img_shape: Sequence[int]) -> torch.Tensor: ...
+@overload
+def bits_per_dim(nll: float, img_shape: Sequence[int]) -> float: ...
 def bits_per_dim(nll: torch.Tensor | float, img_shape: Sequence[int]) -> torch.Tensor | float:
     """Negative log-likelihood in nats per example -> bits per dimension.
 

@@ -101,7 +101,7 @@ class NotebookBar(tqdm):
         return True
 
 
-def progress(iterable: Iterable[T] | None = None, **kwargs) -> Iterable[T]:
+def progress(iterable: Iterable[T] | None = None, **kwargs) -> tqdm:
     """A tqdm bar over ``iterable``, disabled when nobody is watching (see :func:`interactive`)."""
     kwargs.setdefault("disable", not interactive())
     kwargs.setdefault("leave", False)

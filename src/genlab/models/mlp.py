@@ -117,11 +117,15 @@ class VAE(nn.Module):
         return self.decoder(z)
 
 
-class CVAE(VAE):
-    """Conditional VAE: the one-hot label joins the encoder's input and the decoder's latent."""
+class CVAE(nn.Module):
+    """Conditional VAE: the one-hot label joins the encoder's input and the decoder's latent.
+
+    Not a subclass of :class:`VAE`: every method takes the labels too, so a CVAE cannot stand
+    where a VAE is expected.
+    """
 
     def __init__(self, nz: int, input_size: int = 784, num_classes: int = 10):
-        nn.Module.__init__(self)
+        super().__init__()
         self.nz, self.num_classes = nz, num_classes
         self.encoder = Encoder(input_size + num_classes, 2 * nz)
         self.decoder = Decoder(nz + num_classes, input_size)

@@ -38,6 +38,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, with the statistics as buffers (they move with the model)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         if len(mean) != len(std):

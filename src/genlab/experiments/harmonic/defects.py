@@ -136,13 +136,13 @@ def run_defects(
     if plan.attack_dataset in LATENT:
         adata = data if plan.attack_dataset == data.name else load_dataset(plan.attack_dataset, plan, device)
         seed = plan.seeds[0]
-        left, _ = train_or_load(run_config(plan, adata, "sigma_enc", 1.0, seed, step=step), adata, cache_dir, step)
-        right, _ = train_or_load(run_config(plan, adata, "sigma_n", 1.0, seed, step=step), adata, cache_dir, step)
+        by_enc, _ = train_or_load(run_config(plan, adata, "sigma_enc", 1.0, seed, step=step), adata, cache_dir, step)
+        by_noise, _ = train_or_load(run_config(plan, adata, "sigma_n", 1.0, seed, step=step), adata, cache_dir, step)
         x = adata.test[: plan.attack_points]
         one = replace(plan, attack_radii=plan.attack_radii[-1:])
         # L-BFGS-B needs no projection, so this runs before a notebook has written its own (section 5).
-        (matched,) = attack_pair(left.encoder, left.decoder, x, one, methods=("lbfgs",))
-        (mixed,) = attack_pair(right.encoder, left.decoder, x, one, methods=("lbfgs",))
+        (matched,) = attack_pair(by_enc.encoder, by_enc.decoder, x, one, methods=("lbfgs",))
+        (mixed,) = attack_pair(by_noise.encoder, by_enc.decoder, x, one, methods=("lbfgs",))
         for measure in ("clean_sse", "damage_mean", "degradation"):
             rows.append(
                 {

@@ -60,7 +60,7 @@ class Bounds:
     """
 
     product: Callable[[nn.Module], float] | None = None
-    jacobian_norm: Callable[[nn.Module, torch.Tensor], float] | None = None
+    jacobian_norm: Callable[..., float] | None = None
 
     def key(self) -> dict[str, str]:
         return {

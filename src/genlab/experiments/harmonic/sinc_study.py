@@ -157,7 +157,9 @@ def encoder_measures(model: H.HarmonicVAE, data: Dataset, plan: Plan, *, lipsdp:
         out["values_part"], out["times_part"] = out["at_data"], math.nan
     out["eclipse"] = lipschitz.eclipse_fast_bound(net)
     out["product"] = lipschitz.spectral_product_bound(net)
-    w1 = net[0].weight.detach()  # ||W1 s||_2 <= ||(||row_i||_1)_i||_2 for every sign vector s
+    first = net[0]
+    assert isinstance(first, nn.Linear)  # the encoder's networks start with their first layer
+    w1 = first.weight.detach()  # ||W1 s||_2 <= ||(||row_i||_1)_i||_2 for every sign vector s
     out["linf_product"] = out["product"] * float(w1.abs().sum(1).norm() / torch.linalg.matrix_norm(w1, ord=2))
     if lipsdp:
         out["lipsdp"] = lipschitz.lipsdp(

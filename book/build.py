@@ -85,13 +85,22 @@ def _digest(paths: list[Path], *texts: str) -> str:
 
 
 def execution_key(source: nbformat.NotebookNode) -> str:
-    """The hidden first cell of a chapter: what, besides its visible code, its outputs depend on."""
+    """The hidden first cell of a chapter: what, besides its visible code, its outputs depend on.
+
+    The genlab package, the hidden tests with their checks, the profile the kernel runs in, the
+    data it would read (:func:`genlab.data.fingerprint`) and the locked environment: outputs made
+    under ``full``, from other data or with other library versions never stand for this build.
+    """
+    from genlab.data import fingerprint
+
     package = _digest(list((ROOT / "src" / "genlab").rglob("*.py")))
     hidden = "\n".join(c.source for c in source.cells if c.cell_type == "code" and notebooks.BEGIN_HIDDEN in c.source)
     checks = _digest([*(ROOT / "autograder" / "checks").rglob("*.py"), ROOT / "autograder" / "probing.py"], hidden)
+    environment = _digest([ROOT / "requirements" / "lock.txt"])
     return (
         "# Execution key (not shown in the book): the chapter is executed again when it changes.\n"
-        f"# genlab package {package}; hidden tests and their checks {checks}"
+        f"# genlab package {package}; hidden tests and their checks {checks}\n"
+        f"# profile {kernel_env()['GENLAB_PROFILE']}; data {fingerprint()}; environment {environment}"
     )
 
 

@@ -289,7 +289,8 @@ def test_training_with_snapshots_writes_checkpoints_and_curves(tmp_path):
 def test_command_line_writes_the_results(tmp_path, monkeypatch):
     plan = _tiny_plan()
     monkeypatch.setattr(runner, "make_plan", lambda profile, grading=False: plan)
-    assert runner.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "ckpt")]) == 0
+    argv = ["--profile", "smoke", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "ckpt"), "--allow-dirty"]
+    assert runner.main(argv) == 0
     out = tmp_path / "out" / "smoke"
     assert {p.name for p in out.iterdir()} == {
         "README.md",

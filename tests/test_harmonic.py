@@ -322,7 +322,19 @@ def test_attack_and_defects_write_their_tables(tiny, tmp_path):
 def test_cli_writes_tables_and_provenance(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(R.cli, "make_plan", lambda profile, **kw: tiny)
     assert (
-        R.main(["--profile", "smoke", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c"), "--no-attack"]) == 0
+        R.main(
+            [
+                "--profile",
+                "smoke",
+                "--out",
+                str(tmp_path / "o"),
+                "--cache",
+                str(tmp_path / "c"),
+                "--no-attack",
+                "--allow-dirty",
+            ]
+        )
+        == 0
     )
     readme = (tmp_path / "o" / "smoke" / "README.md").read_text()
     assert "python -m genlab.experiments.harmonic --profile smoke" in readme and "commit" in readme

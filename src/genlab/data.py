@@ -61,6 +61,7 @@ small fixture of the same format loads too, and a damaged file still fails with 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -95,6 +96,7 @@ __all__ = [
     "load",
     "read_idx",
     "data_root",
+    "fingerprint",
     "download",
     "sinc_tracks",
     "to_float",
@@ -309,6 +311,28 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if root is None:
         root = os.environ.get("GENLAB_DATA") or DEFAULT_ROOT
     return Path(root).expanduser()
+
+
+def fingerprint(root: str | os.PathLike | None = None) -> str:
+    """A short hash naming the data a run would read: every file of the data root and system folders.
+
+    Each file counts by its path, size and modification time (reading the contents of CelebA's
+    200 000 images would take longer than the runs it names). genlab's own caches derived from
+    those files and hidden staging folders are left out.
+    """
+    digest = hashlib.sha256()
+    folders = [data_root(root), *(Path(f) for dirs in SYSTEM_DIRS.values() for f in dirs)]
+    for folder in dict.fromkeys(folders):
+        digest.update(f"{folder}\0".encode())
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if any(part.startswith(".") for part in rel.parts) or _is_celeba_cache(path) or not path.is_file():
+                continue
+            stat = path.stat()
+            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 def _canonical(name: str) -> str:
@@ -721,6 +745,10 @@ def _celeba_transform():
 
 def _celeba_cache_path(root: Path, split: str) -> Path:
     return root / f"celeba-{_CELEBA_SIZE}-{split}.pt"
+
+
+def _is_celeba_cache(path: Path) -> bool:
+    return path.name in {_celeba_cache_path(path.parent, split).name for split in ("train", "test")}
 
 
 def _read_celeba_cache(path: Path, files: list[str] | None) -> TensorData | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -104,7 +107,7 @@ def ae_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     # END REFERENCE
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     A crash or a full disk leaves the old file (or none), never half a file.
@@ -122,6 +125,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+class StaleCheckpoint(ValueError):
+    """A checkpoint whose model code differs from the code loading it: its weights mean something else."""
+
+
+def model_code_digest(model: nn.Module) -> str:
+    """A short hash of the source of every module that defines one of ``model``'s layer classes.
+
+    torch's own layers are left out (its version is recorded beside the weights); a class defined
+    where no source can be found (an interactive session) counts by its qualified name.
+    """
+    sources = set()
+    for layer in model.modules():
+        cls = type(layer)
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        module = sys.modules.get(cls.__module__)
+        try:
+            sources.add(inspect.getsource(module if module is not None and module.__name__ != "__main__" else cls))
+        except (OSError, TypeError):
+            sources.add(f"{cls.__module__}.{cls.__qualname__}")
+    digest = hashlib.sha256()
+    for text in sorted(sources):
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -132,8 +161,13 @@ def save_checkpoint(
     history: History | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
-    """Save weights with the metadata needed to trust them later (config, seed, epoch, version)."""
+    """Save weights with the metadata needed to trust them later.
+
+    Beside the config, seed and epoch: the commit of the code that trained them and the digest of
+    the model's code (:func:`model_code_digest`), which :func:`load_checkpoint` checks.
+    """
     from genlab import __version__
+    from genlab.experiments.provenance import git_commit
 
     payload = {
         "model": model.state_dict(),
@@ -144,6 +178,8 @@ def save_checkpoint(
             "epoch": epoch,
             "genlab_version": __version__,
             "torch_version": str(torch.__version__),
+            "commit": git_commit(),
+            "model_code": model_code_digest(model),
         },
         "history": {"steps": dict(history.steps), "epochs": dict(history.epochs)} if history else None,
     }
@@ -159,7 +195,9 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint, restore ``model`` when given, and return the payload.
 
-    With ``config``, refuse a checkpoint trained with a different configuration.
+    With ``config``, refuse a checkpoint trained with a different configuration (``ValueError``);
+    with ``model``, one made by other model code, or by code too old to say (:class:`StaleCheckpoint`).
+    Either way, train again.
     """
     path = Path(path)
     try:
@@ -177,6 +215,13 @@ def load_checkpoint(
             "delete it or load it without a config"
         )
     if model is not None:
+        made_by = payload["meta"].get("model_code")
+        if made_by != model_code_digest(model):
+            commit = payload["meta"].get("commit", "an unrecorded commit")
+            raise StaleCheckpoint(
+                f"{path}: {'made by other model code' if made_by else 'records no model code'} "
+                f"(trained at {commit}); delete it and train again"
+            )
         model.load_state_dict(payload["model"])
     if payload.get("history"):
         history = History()

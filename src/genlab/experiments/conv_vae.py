@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 import torch
@@ -44,6 +44,17 @@ from genlab.quantize import quantize
 from genlab.train import History, atomic_write, fit, load_checkpoint, save_checkpoint
 
 Terms = Callable[..., torch.Tensor]
+
+
+class LossTerms(TypedDict):
+    """The functions a conv VAE's loss is computed with (a notebook passes its own answers)."""
+
+    nll: Terms
+    bpd: Terms
+    kl: Terms
+    sample: Terms
+
+
 #: The reference figures (train bpd) of the exercise this chapter follows, by epoch (0 = the start).
 REFERENCE_BPD = {0: ("about 4", 4.0), 2: ("below 2.0", 2.0), 80: ("about 0.52", 0.52)}
 
@@ -146,7 +157,7 @@ def load_splits(plan: Plan, device: torch.device | None = None) -> tuple[TensorD
 
 
 def vae_terms(
-    model: nn.Module, levels: torch.Tensor, *, nll: Terms, bpd: Terms, kl: Terms, sample: Terms
+    model: CategoricalConvVAE, levels: torch.Tensor, *, nll: Terms, bpd: Terms, kl: Terms, sample: Terms
 ) -> dict[str, torch.Tensor]:
     """The negative ELBO of a batch of integer levels in bits per dimension (``loss``), and its
     reconstruction (``rec``) and KL (``kl``) parts, all through the given functions:
@@ -159,7 +170,9 @@ def vae_terms(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorData, *, levels: int, batch: int = 500, **fns: Terms) -> dict[str, float]:
+def evaluate(
+    model: CategoricalConvVAE, data: TensorData, *, levels: int, batch: int = 500, **fns: Terms
+) -> dict[str, float]:
     """Mean bpd terms (``loss``, ``rec``, ``kl``) over a whole split, one sampled code per image."""
     was_training = model.training
     model.eval()
@@ -193,7 +206,7 @@ def checkpoint_path(folder: Path, config: Mapping[str, Any], epoch: int) -> Path
 
 
 def train_with_snapshots(
-    model: nn.Module,
+    model: CategoricalConvVAE,
     train: TensorData,
     val: TensorData,
     plan: Plan,
@@ -212,14 +225,14 @@ def train_with_snapshots(
     epochs = plan.epochs if epochs is None else epochs
     snapshots = tuple(plan.snapshots if snapshots is None else snapshots)
     config = plan.config(nz=getattr(model, "nz", plan.nz), epochs=epochs)
-    fns = {"nll": nll, "bpd": bpd, "kl": kl, "sample": sample}
+    fns: LossTerms = {"nll": nll, "bpd": bpd, "kl": kl, "sample": sample}
     folder = Path(folder)
     checkpoints: dict[int, Path] = {}
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr)
     start = time.perf_counter()
 
     def row(epoch: int, history: History | None) -> dict[str, float]:
-        out = {"epoch": epoch}
+        out: dict[str, float] = {"epoch": epoch}
         for key in ("loss", "rec", "kl"):
             out[f"train_{key}"] = history.epochs[key][-1] if history is not None else math.nan
         out.update({f"val_{k}": v for k, v in evaluate(model, val, levels=plan.levels, **fns).items()})
@@ -243,7 +256,7 @@ def train_with_snapshots(
         rows.append(row(epoch + 1, history))
         snapshot(epoch + 1, history)
 
-    def step(model: nn.Module, batch: tuple[torch.Tensor, Any]) -> dict[str, torch.Tensor]:
+    def step(_: nn.Module, batch: tuple[torch.Tensor, Any]) -> dict[str, torch.Tensor]:
         return vae_terms(model, quantize(batch[0], plan.levels), **fns)
 
     history = fit(
@@ -411,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="results/conv_vae")
     parser.add_argument("--cache", default=str(default_cache()), help="checkpoint folder")
     parser.add_argument("--no-manifold", action="store_true", help="skip the z = 2 model")
+    provenance.add_dirty_flag(parser)
     args = parser.parse_args(argv)
+    provenance.require_clean(args.allow_dirty)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -424,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plan.threads is not None:
         torch.set_num_threads(plan.threads)
     device = genlab.device()
-    fns = {"nll": categorical_nll, "bpd": batch_bpd, "kl": gaussian_kl, "sample": reparameterize}
+    fns: LossTerms = {"nll": categorical_nll, "bpd": batch_bpd, "kl": gaussian_kl, "sample": reparameterize}
     out_dir = Path(args.out) / plan.profile
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.cache) / plan.profile

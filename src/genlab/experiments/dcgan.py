@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from genlab.experiments import provenance
 from genlab.gan import (
@@ -62,7 +61,7 @@ def run_experiment(profile: str, out: Path, *, device: torch.device | None = Non
     test = load("cifar10", train=False, subset=s.n_test, device=dev)
     fixed = fixed_codes(64, s.code_size).to(dev)
 
-    runs: dict[str, tuple[nn.Module, nn.Module, GanHistory]] = {}
+    runs: dict[str, tuple[Generator, Discriminator, GanHistory]] = {}
     for name, spectral in (("plain", False), ("spectral norm", True)):
         genlab.seed_everything(s.seed)
         G = Generator(s.code_size).to(dev)
@@ -231,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="folder for the results (default results/dcgan/<profile>)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads on a CPU (default: torch's choice)")
+    provenance.add_dirty_flag(parser)
     args = parser.parse_args(argv)
+    provenance.require_clean(args.allow_dirty)
     os.environ["GENLAB_PROFILE"] = args.profile  # the data loader's stand-in rule follows the profile
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,14 @@
-"""What a results folder records beside its numbers: the commit and machine that made them, and CSV files."""
+"""What a results folder records beside its numbers: the commit and machine that made them, and CSV files.
+
+Results name the commit of the code that made them, so that commit must hold that code: every
+runner (``python -m genlab.experiments.<chapter>``) calls :func:`require_clean` before it starts
+and refuses to run on uncommitted changes to the package unless given ``--allow-dirty`` (whose
+README then says which files differed).
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import platform
@@ -17,8 +24,8 @@ from genlab.train import atomic_write
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def git_commit() -> str:
-    """The short commit of the checkout, naming the package files that differ from it."""
+def _commit_and_changes() -> tuple[str | None, list[str]]:
+    """The short commit of the checkout (None outside a git checkout) and the package files that differ."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=10
@@ -31,9 +38,44 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    files = sorted({line[3:] for line in changed if line.strip()})
+        return None, []
+    return commit or None, sorted({line[3:] for line in changed if line.strip()})
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, naming the package files that differ from it."""
+    commit, files = _commit_and_changes()
     return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
+
+
+def require_clean(allow_dirty: bool = False) -> str:
+    """The commit results will name; a ``SystemExit`` that says what to do when it does not hold the code.
+
+    ``allow_dirty`` lets a run go ahead anyway (a trial): its README then names the changed files.
+    """
+    commit, files = _commit_and_changes()
+    if allow_dirty:
+        return git_commit()
+    if commit is None:
+        raise SystemExit(
+            f"{PACKAGE} is not in a git checkout, so results could not name the code that made them; "
+            "run from a clone of the course, or pass --allow-dirty for a trial run"
+        )
+    if files:
+        raise SystemExit(
+            f"uncommitted changes to {', '.join(files)}: results would name commit {commit}, which lacks them. "
+            "Commit first, or pass --allow-dirty for a trial run (its README names the changed files)"
+        )
+    return commit
+
+
+def add_dirty_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--allow-dirty`` option every results runner offers (see :func:`require_clean`)."""
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run although the package has uncommitted changes (a trial: the README names them)",
+    )
 
 
 def machine(device: torch.device) -> str:

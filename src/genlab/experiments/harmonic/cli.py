@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="VARIANT",
         help="variants of the sinc encoder study that also get LipSDP-neuron (slow)",
     )
+    provenance.add_dirty_flag(parser)
     args = parser.parse_args(argv)
+    provenance.require_clean(args.allow_dirty)
     plan = make_plan(args.profile, datasets=args.datasets, seeds=args.seeds)
     if args.sinc_encoder is not None:
         known = {v.name: v for v in SINC_VARIANTS}

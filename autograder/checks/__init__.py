@@ -1,6 +1,8 @@
-"""Checks that hidden tests call: one module per assignment, named after it.
+"""The hidden tests' probes: one module per assignment, named after it.
 
-A hidden test cell holds only calls such as ``check_gaussian_kl(gaussian_kl)``, so generated
-feedback shows the call and the check's message, never the test logic. Every check raises
-``AssertionError`` with a message a student can act on, and uses the genlab package as its oracle.
+A hidden test cell holds only imports and calls such as ``probe_gaussian_kl(gaussian_kl)``. In the
+submission's kernel a probe only records what the student's code returns on inputs drawn from the
+run's seed; after the notebook ran, ``VerifyProbes`` (outside the sandbox) runs the same function
+with genlab's reference on the same inputs and writes each difference, with a message a student
+can act on, into the test cell's output. See :mod:`autograder.probing` and CONTRIBUTING.md.
 """

@@ -328,7 +328,7 @@ def _sizes_cell() -> str:
     return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "sizes")
 
 
-@pytest.mark.parametrize("profile, grading", [("smoke", False), ("full", False), ("smoke", True)])
+@pytest.mark.parametrize("profile, grading", [("smoke", False), ("full", False), ("full-dry", False), ("smoke", True)])
 def test_the_notebook_and_the_runner_share_the_plan(profile, grading):
     P = genlab.Profile(profile, grading=grading)
     names: dict = {"P": P}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
 
+import nbformat
 import pytest
 import torch
 from torch import nn
 
 import genlab
 from genlab import plotting, train
+from tests.conftest import ROOT
 
 
 def test_profile_defaults_to_smoke(monkeypatch):
@@ -31,15 +35,41 @@ def test_full_and_grading_modes(monkeypatch):
     assert p.pick(smoke=1, full=2) == 2  # no grading value: the profile's own
 
 
+def test_full_dry_is_full_with_its_own_cuts(monkeypatch):
+    monkeypatch.setenv("GENLAB_PROFILE", "full-dry")
+    p = genlab.profile()
+    assert p.full and p.dry and not p.smoke
+    assert p.pick(smoke=1, full=2, dry=3) == 3
+    assert p.pick(smoke=1, full=2) == 2  # no dry value: the full one (model sizes, data)
+    monkeypatch.setenv("GENLAB_PROFILE", "full")
+    assert not genlab.profile().dry and genlab.profile().pick(smoke=1, full=2, dry=3) == 2
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    monkeypatch.setenv("GENLAB_PROFILE", "full-dry")
+    assert genlab.profile().pick(smoke=1, full=2, grading=0, dry=3) == 0
+
+
 def test_unknown_profile_lists_the_valid_ones(monkeypatch):
     monkeypatch.setenv("GENLAB_PROFILE", "fast")
-    with pytest.raises(ValueError, match="'fast'.*smoke, full"):
+    with pytest.raises(ValueError, match="'fast'.*smoke, full, full-dry"):
         genlab.profile()
 
 
-def test_device_is_usable():
-    x = torch.ones(2, device=genlab.device())
-    assert x.sum().item() == 2
+def test_device_prefers_cuda_then_mps_then_the_cpu(monkeypatch):
+    mps = torch.backends.mps
+    for cuda, apple, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(mps, "is_available", lambda apple=apple: apple)
+        assert genlab.device() == torch.device(expected)
+
+
+def test_device_is_the_best_here_and_computes():
+    mps = torch.backends.mps.is_available()
+    expected = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    dev = genlab.device()
+    assert dev.type == expected
+    x = torch.arange(6.0, device=dev).reshape(2, 3)
+    assert (x @ x.T).device.type == expected
+    assert (x @ x.T).cpu().tolist() == [[5.0, 14.0], [14.0, 50.0]]
 
 
 def test_seed_everything_repeats_draws():
@@ -130,3 +160,47 @@ def test_image_grid_and_loss_curves_are_titled():
     assert ax.get_title() == "loss" and ax.get_xlabel() == "epoch" and len(ax.lines) == 2
     with pytest.raises(ValueError, match="shape="):
         plotting.as_images(torch.rand(2, 10))
+
+
+# Picks without a grading value, by the name they set (or the argument they fill), and why a grading
+# run needs none: it costs nothing there, or the value is what the hidden tests must see.
+NO_GRADING_VALUE = {
+    "blocks": "the network's depth: a grading run keeps the profile's blocks and shrinks the width instead",
+    "batch": "a batch size: a grading run trains on a few hundred images, a few batches whatever it is",
+    "batch_bn": "a batch size: a grading run trains on a few hundred images, a few batches whatever it is",
+    "batches": "a batch size: a grading run trains on a few hundred images, a few batches whatever it is",
+    "lr": "a learning rate costs no time",
+    "lr_max": "a learning rate costs no time",
+    "pgd_train_alpha": "an attack's step size costs no time",
+    "pgd_alpha": "an attack's step size costs no time",
+}
+PICK_TARGET = re.compile(r"(\w+)\s*[=(]\s*P\.pick\(")
+
+
+def _pick_lines() -> list[tuple[str, str]]:
+    """Every line that calls ``P.pick`` in the source notebooks and genlab's experiments, with its origin."""
+    found = []
+    for path in sorted((ROOT / "source").rglob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                found += [(path.name, line) for line in cell.source.splitlines() if "P.pick(" in line]
+    for path in sorted((ROOT / "src" / "genlab").rglob("*.py")):
+        found += [(path.name, line) for line in path.read_text().splitlines() if "P.pick(" in line]
+    return found
+
+
+def test_every_pick_has_a_grading_value_or_a_reason():
+    lines = _pick_lines()
+    assert len(lines) > 40
+    unexplained, used = [], set()
+    for origin, line in lines:
+        if "grading=" in line:
+            continue
+        match = PICK_TARGET.search(line)
+        key = match.group(1).lower() if match else line.strip()
+        if key in NO_GRADING_VALUE:
+            used.add(key)
+        else:
+            unexplained.append(f"{origin}: {line.strip()}")
+    assert not unexplained, f"picks without grading= and without a reason in NO_GRADING_VALUE: {unexplained}"
+    assert used == set(NO_GRADING_VALUE), f"reasons for picks that no longer exist: {set(NO_GRADING_VALUE) - used}"

@@ -219,6 +219,21 @@ SETTINGS = {
         vis_steps=150,
         n_recon=16,
     ),
+    # The full settings' networks, batches and loaders, two epochs of whatever data there is (CI's small
+    # CIFAR-10 folder), every budget cut to a few steps.
+    "full-dry": GanSettings(
+        n_train=None,
+        n_test=10_000,
+        epochs=2,
+        batch_size=128,
+        grids=2,
+        snapshots=2,
+        n_fake=128,
+        feature_epochs=1,
+        actmax_codes=4,
+        vis_steps=3,
+        n_recon=4,
+    ),
     # While nbgrader grades: the least the later cells need.
     "grading": GanSettings(
         n_train=64,
@@ -237,7 +252,7 @@ SETTINGS = {
 
 
 def settings(profile: Profile | str) -> GanSettings:
-    """The settings of a profile (``genlab.profile()``, or ``"smoke"``, ``"full"``, ``"grading"``)."""
+    """The settings of a profile (``genlab.profile()``, or ``"smoke"``, ``"full"``, ``"full-dry"``, ``"grading"``)."""
     if isinstance(profile, Profile):
         profile = "grading" if profile.grading else profile.name
     if profile not in SETTINGS:

@@ -111,33 +111,33 @@ def make_plan(profile: str | None = None, *, grading: bool | None = None) -> Pla
     """The plan of ``profile`` (default ``genlab.profile()``), shrunk to the minimum while grading."""
     current = genlab.profile()
     prof = genlab.Profile(name=profile or current.name, grading=current.grading if grading is None else grading)
-    if prof.name not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {prof.name!r}")
+    if prof.name not in genlab.runtime.PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(genlab.runtime.PROFILES)}, got {prof.name!r}")
     P = prof  # the notebook's name for it: the pick calls below read like the notebook's sizes cell
     return Plan(
         profile=P.name,
         grading=P.grading,
         n_train=P.pick(smoke=2048, full=None, grading=128),
         n_test=P.pick(smoke=512, full=None, grading=64),
-        n_attack=P.pick(smoke=256, full=10_000, grading=64),
+        n_attack=P.pick(smoke=256, full=10_000, grading=64, dry=64),
         blocks=P.pick(smoke=(1, 1, 1, 1), full=(2, 2, 2, 2)),
         width=P.pick(smoke=8, full=64, grading=4),
         batch=P.pick(smoke=64, full=128),
         lr_max=P.pick(smoke=0.05, full=0.2),
-        epochs=P.pick(smoke=3, full=30, grading=1),
-        adv_epochs=P.pick(smoke=3, full=15, grading=1),
-        pgd_epochs=P.pick(smoke=2, full=15, grading=1),
+        epochs=P.pick(smoke=3, full=30, grading=1, dry=1),
+        adv_epochs=P.pick(smoke=3, full=15, grading=1, dry=1),
+        pgd_epochs=P.pick(smoke=2, full=15, grading=1, dry=1),
         eps=8 / 255,
-        eps_sweep=P.pick(smoke=(0, 2, 4, 8, 16, 32), full=(0, 1, 2, 4, 8, 16), grading=(0, 8)),
+        eps_sweep=P.pick(smoke=(0, 2, 4, 8, 16, 32), full=(0, 1, 2, 4, 8, 16), grading=(0, 8), dry=(0, 8)),
         alpha_loss=0.5,
-        pgd_train_steps=P.pick(smoke=2, full=7, grading=1),
+        pgd_train_steps=P.pick(smoke=2, full=7, grading=1, dry=2),
         pgd_train_alpha=P.pick(smoke=5 / 255, full=2 / 255),
-        pgd_steps=P.pick(smoke=5, full=20, grading=2),
+        pgd_steps=P.pick(smoke=5, full=20, grading=2, dry=2),
         pgd_alpha=P.pick(smoke=2.5 / 255, full=2 / 255),
         rs_alpha=10 / 255,
-        restarts=P.pick(smoke=4, full=10, grading=2),
-        n_curve=P.pick(smoke=256, full=1000, grading=64),
-        curve_steps=P.pick(smoke=5, full=10, grading=2),
+        restarts=P.pick(smoke=4, full=10, grading=2, dry=1),
+        n_curve=P.pick(smoke=256, full=1000, grading=64, dry=32),
+        curve_steps=P.pick(smoke=5, full=10, grading=2, dry=2),
     )
 
 
@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m genlab.experiments.adversarial", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--profile", choices=("smoke", "full"), default=genlab.profile().name)
+    parser.add_argument("--profile", choices=genlab.runtime.PROFILES, default=genlab.profile().name)
     parser.add_argument("--out", default="results/adversarial")
     parser.add_argument(
         "--threads",

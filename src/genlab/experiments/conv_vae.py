@@ -99,8 +99,8 @@ class Plan:
 def make_plan(profile: str, *, grading: bool = False) -> Plan:
     """The plan of a profile: ``full`` is the exercise's (all of MNIST, 80 epochs, snapshots 0/10/80);
     ``smoke`` a few thousand images for two epochs; ``grading`` the least the notebook's later cells need."""
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
+    if profile not in genlab.runtime.PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(genlab.runtime.PROFILES)}, got {profile!r}")
     if grading:
         return Plan(
             profile,
@@ -117,6 +117,17 @@ def make_plan(profile: str, *, grading: bool = False) -> Plan:
     if profile == "full":
         return Plan(
             profile, n_train=None, n_val=5000, n_test=None, epochs=80, snapshots=(0, 10, 80), manifold_epochs=40
+        )
+    if profile == "full-dry":
+        return Plan(
+            profile,
+            n_train=None,
+            n_val=32,
+            n_test=None,
+            epochs=2,
+            snapshots=(0, 1, 2),
+            manifold_epochs=1,
+            notes=("full-dry run: the full plan's model, batches and loaders on a small MNIST folder, 2 epochs",),
         )
     return Plan(
         profile,
@@ -420,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m genlab.experiments.conv_vae", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=("smoke", "full"), default=genlab.profile().name)
+    parser.add_argument("--profile", choices=genlab.runtime.PROFILES, default=genlab.profile().name)
     parser.add_argument("--out", default="results/conv_vae")
     parser.add_argument("--cache", default=str(default_cache()), help="checkpoint folder")
     parser.add_argument("--no-manifold", action="store_true", help="skip the z = 2 model")

@@ -34,6 +34,7 @@ from genlab.gan import (
     settings,
     train_gan,
 )
+from genlab.runtime import PROFILES
 
 
 def run_experiment(profile: str, out: Path, *, device: torch.device | None = None) -> dict[str, Any]:
@@ -225,7 +226,7 @@ def write_readme(out: Path, summary: dict[str, Any], command: str, dev: torch.de
 def main(argv: list[str] | None = None) -> int:
     """``python -m genlab.experiments.dcgan --profile smoke --out results/dcgan/smoke``."""
     parser = argparse.ArgumentParser(description="The DCGAN chapter's experiment: tables and figures")
-    parser.add_argument("--profile", choices=("smoke", "full"), default=os.environ.get("GENLAB_PROFILE", "smoke"))
+    parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("GENLAB_PROFILE", "smoke"))
     parser.add_argument(
         "--out", type=Path, default=None, help="folder for the results (default results/dcgan/<profile>)"
     )

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m genlab.experiments.harmonic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=("smoke", "full"), default=genlab.profile().name)
+    parser.add_argument("--profile", choices=genlab.runtime.PROFILES, default=genlab.profile().name)
     parser.add_argument("--datasets", nargs="+", choices=sorted(LATENT))
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out", default="results/harmonic")

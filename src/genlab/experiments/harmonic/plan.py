@@ -63,7 +63,7 @@ def make_plan(
     profile: str, *, grading: bool = False, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None
 ) -> Plan:
     """The plan of a profile (``smoke`` or ``full``); ``grading`` shrinks smoke to a few seconds."""
-    if profile == "full":
+    if profile in ("full", "full-dry"):
         plan = Plan(
             profile="full",
             datasets=ALL,
@@ -78,6 +78,26 @@ def make_plan(
             defect_seeds=(0, 1, 2),
             defect_dataset="cifar10",
         )
+        if profile == "full-dry":
+            plan = replace(
+                plan,
+                profile="full-dry",
+                seeds=(0,),
+                epochs=dict.fromkeys(ALL, 1),
+                lower_points=2,
+                lower_steps=2,
+                power_iters=3,
+                lipsdp_options={"eps_abs": 1e-2, "eps_rel": 1e-2, "max_iters": 100},
+                attack_points=1,
+                attack_steps=2,
+                attack_restarts=1,
+                lbfgs_iters=2,
+                defect_seeds=(0,),
+                notes=(
+                    "full-dry run: the full plan's networks and loaders on small data folders, one seed, "
+                    "one epoch, estimator and attack budgets of a few steps: the numbers mean nothing",
+                ),
+            )
     elif profile == "smoke" and grading:
         plan = Plan(
             profile="smoke",
@@ -127,7 +147,7 @@ def make_plan(
             ),
         )
     else:
-        raise ValueError(f"unknown profile {profile!r}; use 'smoke' or 'full'")
+        raise ValueError(f"unknown profile {profile!r}; use 'smoke', 'full' or 'full-dry'")
     if datasets:
         unknown = sorted(set(datasets) - set(LATENT))
         if unknown:

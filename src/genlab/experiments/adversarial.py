@@ -117,9 +117,9 @@ def make_plan(profile: str | None = None, *, grading: bool | None = None) -> Pla
     return Plan(
         profile=P.name,
         grading=P.grading,
-        n_train=P.pick(smoke=2048, full=None, grading=128),
+        n_train=P.pick(smoke=2048, full=None, grading=128, dry=64),
         n_test=P.pick(smoke=512, full=None, grading=64),
-        n_attack=P.pick(smoke=256, full=10_000, grading=64, dry=64),
+        n_attack=P.pick(smoke=256, full=10_000, grading=64, dry=32),
         blocks=P.pick(smoke=(1, 1, 1, 1), full=(2, 2, 2, 2)),
         width=P.pick(smoke=8, full=64, grading=4),
         batch=P.pick(smoke=64, full=128),
@@ -136,7 +136,7 @@ def make_plan(profile: str | None = None, *, grading: bool | None = None) -> Pla
         pgd_alpha=P.pick(smoke=2.5 / 255, full=2 / 255),
         rs_alpha=10 / 255,
         restarts=P.pick(smoke=4, full=10, grading=2, dry=1),
-        n_curve=P.pick(smoke=256, full=1000, grading=64, dry=32),
+        n_curve=P.pick(smoke=256, full=1000, grading=64, dry=16),
         curve_steps=P.pick(smoke=5, full=10, grading=2, dry=2),
     )
 

@@ -87,7 +87,7 @@ def make_plan(
                 lower_points=2,
                 lower_steps=2,
                 power_iters=3,
-                lipsdp_options={"eps_abs": 1e-2, "eps_rel": 1e-2, "max_iters": 100},
+                lipsdp_options={"eps_abs": 1e-1, "eps_rel": 1e-1, "max_iters": 5},
                 attack_points=1,
                 attack_steps=2,
                 attack_restarts=1,

@@ -185,11 +185,22 @@ def main(argv: list[str] | None = None) -> int:
         torchattacks = None
     model = network().eval()
     x, y = next(data.batches(256, shuffle=False))
-    ours_pgd = lambda: timed(lambda: (pgd(model, F.cross_entropy, x, y, 8 / 255, 2 / 255, 10), sync(dev)), 1)[0]
+
+    def synced(attack_once):
+        """``attack_once`` followed by a wait for the GPU, as one timed call."""
+
+        def run():
+            out = attack_once()
+            sync(dev)
+            return out
+
+        return run
+
+    ours_pgd = lambda: timed(synced(lambda: pgd(model, F.cross_entropy, x, y, 8 / 255, 2 / 255, 10)), 1)[0]
     pgd_g_all, pgd_t_all = [], []
     if torchattacks is not None:
         attack = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-        theirs_pgd = lambda: timed(lambda: (attack(x, y), sync(dev)), 1)[0]
+        theirs_pgd = lambda: timed(synced(lambda: attack(x, y)), 1)[0]
         ours_pgd(), theirs_pgd()  # warm-up
         for rep in range(args.reps):
             if rep % 2 == 0:

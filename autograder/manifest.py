@@ -55,12 +55,13 @@ class Manifest:
         return self.source_at(ROOT)
 
 
-def _require(data: dict, key: str, kind: type, path: Path):
+def _require(data: dict, key: str, kind: type | tuple[type, ...], path: Path):
     if key not in data:
         raise ValueError(f"{path}: missing key {key!r}; see CONTRIBUTING.md for the manifest format")
     value = data[key]
     if not isinstance(value, kind):
-        raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ValueError(f"{path}: {key!r} must be {names}, got {value!r}")
     return value
 
 

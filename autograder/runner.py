@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from unittest import mock
 from urllib.parse import urlparse
 
 from autograder import sandbox, status
@@ -711,22 +712,23 @@ def _raylet_died() -> bool:
 
 @contextmanager
 def _startup_budget(seconds: float) -> Iterator[None]:
-    """Let Ray's start wait ``seconds`` for its GCS server's port and for its node to register.
+    """Let Ray's start wait ``seconds`` for its GCS server's port and for its node to register, and
+    start fewer of its Python daemons.
 
     The GCS wait has a setting (``RAY_gcs_server_port_wait_time_s``); the node's is a fixed 30 s
     loop around ``ray._private.services.get_node``, which is made to keep asking until the budget
-    is spent or the raylet has died (where that function exists; elsewhere Ray's own wait stands).
+    is spent or the raylet has died.
+    Each Python daemon spends seconds of CPU importing Ray while the raylet's dashboard agent has
+    15 s to report its ports: a local cluster of fixed size needs no autoscaler monitor, and with
+    ``log_to_driver`` off no log monitor, so neither is started.
     """
-    from ray._private import services
+    from ray._private import parameter, services
 
-    env_key = "RAY_gcs_server_port_wait_time_s"
-    env_before = os.environ.get(env_key)
-    os.environ[env_key] = str(int(seconds))
-    get_node = getattr(services, "get_node", None)
     deadline = time.monotonic() + seconds
+    get_node = services.get_node
+    params_init = parameter.RayParams.__init__
 
     def patient_get_node(*args: Any, **kwargs: Any) -> Any:
-        assert get_node is not None
         while True:
             try:
                 return get_node(*args, **kwargs)
@@ -735,17 +737,15 @@ def _startup_budget(seconds: float) -> Iterator[None]:
                     raise
                 time.sleep(0.5)
 
-    if get_node is not None:
-        services.get_node = patient_get_node
-    try:
+    def lean_params(self: Any, *args: Any, **kwargs: Any) -> None:
+        params_init(self, *args, **{**kwargs, "no_monitor": True, "include_log_monitor": False})
+
+    with (
+        mock.patch.dict(os.environ, {"RAY_gcs_server_port_wait_time_s": str(int(seconds))}),
+        mock.patch.object(services, "get_node", patient_get_node),
+        mock.patch.object(parameter.RayParams, "__init__", lean_params),
+    ):
         yield
-    finally:
-        if get_node is not None:
-            services.get_node = get_node
-        if env_before is None:
-            os.environ.pop(env_key, None)
-        else:
-            os.environ[env_key] = env_before
 
 
 @dataclass

@@ -416,7 +416,8 @@ def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: 
     ``running`` with ``executed`` begins the execution: under a grading task (``$GENLAB_CLAIM``) it
     is the exclusive claim, and :class:`ClaimRefused` stops the step when another process holds
     the submission or it is graded already. Other records never stop grading: a failure to
-    write one is logged.
+    write one is logged. A step that leaves a submission ``ungraded`` without saying whose fault it
+    is reports a failure of the grading machinery (:data:`GRADER`).
     """
     if state == "running":
         lap(resources, "execute")
@@ -424,6 +425,7 @@ def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: 
     if state == "running" and token is not None:
         claim(db_url, assignment, student, sha, token)  # raises ClaimRefused
         return
+    fault = fault or (GRADER if state == "ungraded" else "")
     try:
         set_state(
             db_url,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
@@ -61,29 +62,34 @@ class GradesExport(ExportPlugin):
                     if self.assignment and assignment.name not in self.assignment:
                         continue
                     current = status.current(db_url, assignment.name)
-                    for student in gradebook.students:
-                        if self.student and student.id not in self.student:
+                    students: dict[str, Any] = {s.id: s for s in gradebook.students}
+                    for student_id in current:  # graded by nobody yet: not in nbgrader's gradebook
+                        students.setdefault(student_id, None)
+                    for student_id, student in sorted(students.items()):
+                        if self.student and student_id not in self.student:
                             continue
-                        writer.writerow(self._row(gradebook, current.get(student.id), assignment, student))
+                        writer.writerow(self._row(gradebook, current.get(student_id), assignment, student_id, student))
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _row(self, gradebook: Gradebook, current: dict | None, assignment, student) -> dict:
+    def _row(self, gradebook: Gradebook, current: dict | None, assignment, student_id: str, student) -> dict:
         row = {
             "assignment": assignment.name,
             "duedate": assignment.duedate or "",
-            "student_id": student.id,
-            "last_name": student.last_name or "",
-            "first_name": student.first_name or "",
-            "email": student.email or "",
+            "student_id": student_id,
+            "last_name": getattr(student, "last_name", None) or "",
+            "first_name": getattr(student, "first_name", None) or "",
+            "email": getattr(student, "email", None) or "",
             "max_score": assignment.max_score,
             "reason": "",
-            "sandbox": "",
+            "sandbox": "unsandboxed" if current is not None and current.get("sandboxed") is False else "",
         }
         try:
-            submission = gradebook.find_submission(assignment.name, student.id)
+            submission = gradebook.find_submission(assignment.name, student_id)
         except MissingEntry:
+            submission = None
+        if submission is None and current is None:
             return {
                 **row,
                 "timestamp": "",
@@ -92,13 +98,12 @@ class GradesExport(ExportPlugin):
                 "score": 0.0,
                 "status": "not submitted",
             }
-        if current is not None:
-            row["sandbox"] = "unsandboxed" if current.get("sandboxed") is False else ""
         state = _state(current)
-        if state != "graded":
+        if state != "graded" or submission is None:
+            state = "pending" if state == "graded" else state
             return {
                 **row,
-                "timestamp": submission.timestamp or "",
+                "timestamp": getattr(submission, "timestamp", None) or "",
                 "raw_score": "",
                 "late_submission_penalty": "",
                 "score": "",

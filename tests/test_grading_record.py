@@ -177,6 +177,8 @@ def test_the_export_never_shows_an_older_score(central, tmp_path):
     status.set_state(central, NAME, "ungraded", "new", "ungraded", "the kernel died in the given cell `train`")
     status.ensure(central, NAME, "pending", "new")
     status.set_state(central, NAME, "pending", "new", "graded", applied=False)
+    status.ensure(central, NAME, "newcomer", "first")  # never graded: not in nbgrader's gradebook at all
+    status.set_state(central, NAME, "newcomer", "first", "ungraded", "intake failed")
     status.ensure(central, NAME, "unboxed", "new")
     status.set_state(central, NAME, "unboxed", "new", "graded", applied=True, sandboxed=False)
     rows = _export(central, tmp_path / "grades.csv")
@@ -188,6 +190,7 @@ def test_the_export_never_shows_an_older_score(central, tmp_path):
         "pending": ("pending", ""),
         "unboxed": ("graded", "5.0"),
         "absent": ("not submitted", "0.0"),
+        "newcomer": ("ungraded", ""),
     }
     assert rows["ungraded"]["reason"] == "the kernel died in the given cell `train`"
     assert rows["unboxed"]["sandbox"] == "unsandboxed" and rows["graded"]["sandbox"] == ""

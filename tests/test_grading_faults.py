@@ -365,3 +365,13 @@ def test_a_submission_intake_cannot_handle_waits_ungraded_and_the_others_go_on(m
     blank = results["blank"]
     assert blank.fault == status.MACHINE and "intake failed (AttributeError" in blank.error
     assert status.current(db, gc.NAME)["blank"]["state"] == "ungraded"
+
+
+def test_the_clusters_processes_import_jsonschema_without_its_iri_grammar():
+    import subprocess
+    import sys
+
+    code = "import jsonschema, nbformat, sys; print('rfc3987_syntax' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(runner.STAND_INS)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr

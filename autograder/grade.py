@@ -163,8 +163,8 @@ def check_samples(m: manifest.Manifest, results: list[Result], root: Path = ROOT
         r = by_student.get(student)
         if r is None:
             continue  # a round that was not written (tests grade the first only)
-        if r.error:
-            problems.append(f"{m.name}: {student} ({names[student]}) was not graded: {r.error}")
+        if r.error:  # its reason is among the ungraded submissions
+            problems.append(f"{m.name}: {student} ({names[student]}) was not graded, so its grades are unchecked")
             continue
         lost = {gid for gid, points in tests.items() if r.cells.get(gid, 0.0) < points}
         if lost != fails:
@@ -358,6 +358,8 @@ def _feedback_and_export(m: manifest.Manifest, root: Path, db_url: str) -> list[
             "grades.csv was not updated (it holds an earlier run's grades, if any)",
         ),
     ]
+    if not any((root / "autograded").glob(f"*/{m.name}/{m.notebook}")):
+        steps = steps[1:]  # nothing was graded: no feedback to make (nbgrader would call that an error)
     for args, consequence in steps:
         proc = nbgrader(*args, root=root, check=False)
         if proc.returncode != 0:

@@ -666,7 +666,12 @@ def start_local(cpus: int, gpus: float | None, budget_s: float | None = None) ->
         try:
             with _startup_budget(max(30.0, deadline - time.monotonic())):
                 ray.init(
-                    num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kwargs
+                    address="local",  # a new cluster, never one a `ray start` on this machine left behind
+                    num_cpus=cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    **kwargs,
                 )
             return
         except Exception as exc:  # Ray raises a bare Exception when its node times out during startup

@@ -28,6 +28,7 @@ class FakeRay:
 
     def init(self, **kwargs):
         self.inits += 1
+        self.kwargs = kwargs
         if self.inits <= self.failures:
             raise Exception(self.message)
 
@@ -52,6 +53,7 @@ def test_a_local_start_that_times_out_is_tried_again(fake_ray):
     fake = fake_ray(1)
     runner.start_local(2, None, budget_s=60)
     assert fake.inits == 2
+    assert fake.kwargs["address"] == "local"  # never the cluster a `ray start` on this machine left behind
 
 
 def test_a_local_start_that_keeps_timing_out_says_what_timed_out(fake_ray):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,7 +26,10 @@ from pathlib import Path
 from autograder import manifest, notebooks
 
 ROOT = manifest.ROOT
-PACKAGE = ROOT / "src" / "genlab"
+# genlab as this process imports it: the course's src/genlab, or the copy a Ray task of a run on a
+# cluster carries (its runtime_env) to a worker that has no course folder
+_GENLAB = importlib.util.find_spec("genlab")
+PACKAGE = Path(_GENLAB.origin).parent if _GENLAB is not None and _GENLAB.origin else ROOT / "src" / "genlab"
 WITHHELD = 'raise NotImplementedError("graded exercise: write it in the chapter notebook")'
 # Fixed zip timestamps keep the committed wheel byte-identical when nothing changed.
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)

@@ -7,15 +7,23 @@ on its worker and grades there with the standard ``nbgrader autograde``, against
 gradebook, so the sandbox, the probes and their verification apply unchanged. It returns the
 autograded notebook, the per-cell scores, the phase times and the log.
 
-Exactly once (see autograder/status.py): the ``nbgrader autograde`` process claims the
-submission's row atomically before it executes anything. It runs *detached* from the task (a
+One record (see autograder/status.py): the task's ``nbgrader autograde`` grades against a private
+gradebook in its folder (a copy of the assignment's records, autograder/gradebook.py) and stores
+its result in the submission's row under its claim; only the driver applies it to the course's
+gradebook. A job carries the digest of the driver's course code (:func:`code_digest`); a worker
+whose code differs refuses it (:class:`CodeMismatch`), naming both.
+
+Exactly once: the ``nbgrader autograde`` process claims the submission's row atomically before
+it executes anything. It runs *detached* from the task (a
 double fork, its own session), under a small watchdog (:func:`job_main`) that enforces the time
 budget and keeps the log, so a worker or a driver killed with SIGKILL does not take it down:
 the process finishes and records the result itself. Both are forked from the worker's grading
 server (:func:`serve`), which has nbgrader, torch and the checks imported already: a fresh
 ``nbgrader`` process would spend about 3.5 s importing them for every submission. A task that
 finds the submission claimed waits for the claim while its process lives and takes it over once
-it is gone; a task that finds it graded returns the stored result without running anything.
+it is gone; a task that finds it graded returns the stored result without running anything. A
+submission whose kernel died in code the course gave (not the student's) is graded once more at
+once, with the same limits, before it is left ungraded.
 
 :func:`run` is the driver's loop: every task is submitted up front but at most ``limit`` are in
 flight, results are taken in completion order with ``ray.wait``, Ray retries a task whose worker
@@ -26,9 +34,11 @@ died once elsewhere (``max_retries``) and retries an exception only when it is a
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import pkgutil
 import select
@@ -41,17 +51,25 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from unittest import mock
 from urllib.parse import urlparse
 
 from autograder import sandbox, status
 
 # What of the driver's environment a task passes on to its grading process (a remote worker has
-# its own environment; these settings belong to the run).
-PASSED_ENV = ("GENLAB_SANDBOX", "GENLAB_PROFILE", "GENLAB_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# its own environment; these settings belong to the run). The profile is not among them: the
+# execution step pins the grading profile itself.
+PASSED_ENV = ("GENLAB_SANDBOX", "GENLAB_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PGPASSWORD")
+TEMPLATE = "gradebook.db"  # the private gradebook a task's nbgrader grades against (see autograder/gradebook.py)
+START_BUDGET_ENV = "GENLAB_RAY_START_S"
+START_BUDGET_S = 300  # for a local cluster's start, tries included (about 45 s each on a loaded 2-core machine)
+STAND_INS = Path(__file__).parent / "stand_ins"  # modules a local cluster's processes import instead
+SURVEY_S = 300  # for every node to answer the checks of a run's start (a new runtime_env is unpacked first)
 BUDGET_MARGIN_S = 300  # on top of the manifest's limits: nbgrader's start, kernel retries, verification
 POLL_S = 0.2
 JOB_FILE, LOG_FILE = "job.json", "autograde.log"
@@ -107,7 +125,15 @@ class InfrastructureError(RuntimeError):
 
 
 class ClusterError(RuntimeError):
-    """The Ray cluster cannot grade this run (does not answer, has no GPU for it)."""
+    """The Ray cluster cannot grade this run (does not answer, has no GPU for it, its workers differ)."""
+
+
+class NoGpu(ClusterError):
+    """The assignment needs a GPU and the cluster has none."""
+
+
+class CodeMismatch(RuntimeError):
+    """A worker's course code is not the driver's: it refuses the job (which would grade with other checks)."""
 
 
 @dataclass
@@ -120,22 +146,35 @@ class Job:
     notebook: str  # the graded notebook's file name
     db_url: str
     budget_s: float  # how long its nbgrader process may run before it is killed
+    code: str = ""  # the digest of the driver's course code (:func:`code_digest`); a worker must match it
     files: dict[str, bytes] = field(default_factory=dict)  # course-relative path -> bytes
     env: dict[str, str] = field(default_factory=dict)
     submitted: float = 0.0  # wall-clock time the driver submitted it (for the time queued)
 
 
+def code_digest() -> str:
+    """A digest of the code that decides a grade as this process would import it: the autograder (its
+    checks, steps and sandbox) and genlab, from which the student edition a kernel imports is built."""
+    h = hashlib.sha256()
+    for name, path in _course_code():
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- what a task receives
 
 
-def course_files(root: Path, m) -> dict[str, bytes]:
-    """The course files a task needs for assignment ``m``: config, manifest, non-notebook sources."""
+def course_files(root: Path, m, template: bytes) -> dict[str, bytes]:
+    """The course files a task needs for assignment ``m``: config, manifest, non-notebook sources, the
+    released notebook (which tells given cells from the student's) and the private gradebook ``template``."""
     from autograder import manifest
 
     own = root / "assignments" / f"{m.name}.toml"
     files = {
         "nbgrader_config.py": (root / "nbgrader_config.py").read_bytes(),
         f"assignments/{m.name}.toml": (own if own.exists() else manifest.MANIFESTS / f"{m.name}.toml").read_bytes(),
+        f"release/{m.name}/{m.notebook}": (root / "release" / m.name / m.notebook).read_bytes(),
+        TEMPLATE: template,
     }
     source = root / "source" / m.name
     for path in sorted(source.rglob("*")) if source.is_dir() else []:
@@ -178,9 +217,24 @@ def grade_submission(job: Job | dict, course: dict[str, bytes]) -> dict[str, Any
     job = Job(**job) if isinstance(job, dict) else job
     started = time.time()
     log = ""
+    mine = code_digest()
+    if job.code and job.code != mine:
+        raise CodeMismatch(
+            f"{job.student}: the worker on {socket.gethostname()} has other course code (digest {mine[:12]}) than "
+            f"the driver (digest {job.code[:12]}): install the driver's version of genlab and the autograder there, "
+            "or let the run ship its code (--address runs carry it with runtime_env)"
+        )
+    ran = retried = False
     try:
         row = status.ensure(job.db_url, job.assignment, job.student, job.digest)
         for _ in range(100):  # each pass changes the row's state or ends
+            if row["state"] == "ungraded" and row.get("fault") == status.GIVEN_CODE and ran and not retried:
+                # this task's kernel died in code the course gave: a crash of the machine or the
+                # libraries, not the student's; once more with the same limits before it stays ungraded
+                retried = True
+                status.requeue(job.db_url, row, reason=f"graded again: {row.get('reason')}")
+                row = status.existing(job.db_url, job.assignment, job.student, job.digest)
+                continue
             if row["state"] in ("graded", "ungraded"):
                 return _result(job, row, started, log)
             if row["state"] == "running":
@@ -188,14 +242,15 @@ def grade_submission(job: Job | dict, course: dict[str, bytes]) -> dict[str, Any
                     row = status.wait_while_running(job.db_url, row, timeout_s=job.budget_s + 60)
                     if status.claim_alive(row):
                         _kill_claim(row)
-                        row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                        row = status.existing(job.db_url, job.assignment, job.student, job.digest)
                     continue
                 if status.requeue(job.db_url, row, reason="its grading process was lost"):
-                    row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                    row = status.existing(job.db_url, job.assignment, job.student, job.digest)
                 else:
-                    row = status.get(job.db_url, job.assignment, job.student, job.digest)
+                    row = status.existing(job.db_url, job.assignment, job.student, job.digest)
                     continue
             row, log = _execute(job, course, started)
+            ran = True
         raise InfrastructureError(f"{job.student}: the submission's state kept changing; grade it again")
     except (OSError, _db_errors()) as exc:
         raise InfrastructureError(f"{job.student}: {type(exc).__name__}: {exc}") from exc
@@ -235,10 +290,10 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
         token = uuid.uuid4().hex
         bin_dir = str(Path(sys.executable).parent)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in ("GENLAB_GRADEBOOK", "GENLAB_PROFILE")},
             **job.env,
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            "GENLAB_GRADEBOOK": job.db_url,
+            status.RECORD_ENV: job.db_url,  # nbgrader's own gradebook is the folder's (TEMPLATE)
             status.CLAIM_ENV: token,
             status.DIGEST_ENV: job.digest,
             status.TASK_START_ENV: repr(started),
@@ -284,8 +339,9 @@ def _execute(job: Job, course: dict[str, bytes], started: float) -> tuple[dict[s
                 "ungraded",
                 f"grading failed: {_last_error(log)}",
                 token=token,
+                fault=status.GRADER,
             )
-            row = status.get(job.db_url, job.assignment, job.student, job.digest)
+            row = status.existing(job.db_url, job.assignment, job.student, job.digest)
         return row, log
     finally:
         if not launched:  # once launched, the grading process removes its folder when it ends
@@ -297,12 +353,15 @@ def _launch(folder: Path) -> int:
     global _server
     stamp = _code_stamp()
     if _server is not None and _server.stamp != stamp:  # a check was fixed: grade with the new code
-        _server.proc.stdin.close()
+        if _server.proc.stdin is not None:
+            _server.proc.stdin.close()
         _server = None
+    detail = ""
     for _ in range(2):  # a server that died (killed, out of memory) is started again once
         if _server is None or _server.proc.poll() is not None:
             _server = _Server.start(stamp)
         proc = _server.proc
+        assert proc.stdin is not None and proc.stdout is not None  # both are pipes
         try:
             proc.stdin.write(f"{folder}\n")
             proc.stdin.flush()
@@ -311,25 +370,53 @@ def _launch(folder: Path) -> int:
         except (OSError, ValueError):
             proc.kill()
             proc.wait()
-    detail, _server = _server.stderr(), None
+            detail = _server.stderr()
+    _server = None
     raise InfrastructureError(f"the grading server did not start a grading process: {detail or 'no output'}")
 
 
+def _packages() -> list[tuple[str, Path]]:
+    """(name, folder) of the packages whose code decides a grade, as this process imports them."""
+    found = []
+    for package in ("autograder", "genlab"):
+        spec = importlib.util.find_spec(package)
+        found += [(package, Path(f)) for f in sorted(spec.submodule_search_locations or [])] if spec else []
+    return found
+
+
+def _course_code() -> list[tuple[str, Path]]:
+    """(name under its package, path) of every file of the code that decides a grade: autograder and genlab."""
+    return [
+        (f"{package}/{path.relative_to(base)}", path)
+        for package, base in _packages()
+        for path in sorted(base.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    ]
+
+
+def code_env() -> dict[str, Any]:
+    """A Ray runtime_env that carries this driver's course code (autograder, genlab) to every worker it uses.
+
+    A worker of an existing cluster then grades with the driver's checks whatever it has installed
+    (and its digest matches); its Python environment must still hold nbgrader, torch and the rest.
+    """
+    return {"py_modules": [str(folder) for _, folder in _packages()], "excludes": ["__pycache__", "*.pyc"]}
+
+
 def _code_stamp() -> tuple:
-    """The modification times of the grading code's files: the autograder and genlab packages."""
-    packages = [Path(__file__).parent, *map(Path, importlib.util.find_spec("genlab").submodule_search_locations)]
-    return tuple(sorted((str(path), path.stat().st_mtime_ns) for package in packages for path in package.rglob("*.py")))
+    """The modification times of the grading code's files (cheaper than :func:`code_digest`)."""
+    return tuple((name, path.stat().st_mtime_ns) for name, path in _course_code())
 
 
 def _wait_for(pid: int, job: Job, token: str) -> dict[str, Any]:
     """The submission's row once this run recorded its result, or once the process ``pid`` has ended."""
     start = status.proc_start(pid)
     while True:
-        row = status.get(job.db_url, job.assignment, job.student, job.digest)
+        row = status.existing(job.db_url, job.assignment, job.student, job.digest)
         if row["token"] == token and row["state"] in ("graded", "ungraded"):
             return row
         if start is None or status.proc_start(pid) != start:
-            return status.get(job.db_url, job.assignment, job.student, job.digest)
+            return status.existing(job.db_url, job.assignment, job.student, job.digest)
         time.sleep(POLL_S)
 
 
@@ -358,6 +445,7 @@ def _result(job: Job, row: dict[str, Any], started: float, log: str) -> dict[str
         "executions": row.get("executions") or 0,
         "notebook": status.notebook_bytes(row),
         "scores": json.loads(row["scores"]) if row.get("scores") else {},
+        "submitted": row.get("submitted"),
         "phases": {p: row.get(p) or 0.0 for p in status.PHASES},
         "log": log or row.get("log") or "",
         "started": started,
@@ -376,6 +464,17 @@ def _tail(path: Path, chars: int = status.LOG_CHARS) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def scrub(text: str, db_url: str) -> str:
+    """``text`` without the database password in ``db_url`` (a log that a driver and instructors read)."""
+    import sqlalchemy as sa
+
+    try:
+        password = sa.engine.make_url(db_url).password
+    except sa.exc.ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def _last_error(log: str) -> str:
@@ -432,11 +531,11 @@ def job_main(folder: Path) -> NoReturn:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     spec = json.loads((folder / JOB_FILE).read_text())
-    with open(folder / LOG_FILE, "wb") as log:
+    with open(folder / LOG_FILE, "wb") as output:
         pid = os.fork()
         if pid == 0:
             try:  # nothing raised here may unwind into the watchdog's code
-                _nbgrader(spec, log.fileno())
+                _nbgrader(spec, output.fileno())
             finally:
                 os._exit(1)
     done = select.select([os.pidfd_open(pid)], [], [], spec["budget_s"])[0]
@@ -446,13 +545,14 @@ def job_main(folder: Path) -> NoReturn:
         except ProcessLookupError:
             pass
     rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    log = _tail(folder / LOG_FILE)
+    log = scrub(_tail(folder / LOG_FILE), spec["db_url"])
     if not done:
         log += f"\nERROR: genlab: nbgrader was killed after its budget of {spec['budget_s']:.0f} s"
     elif rc != 0 and "ERROR" not in log:
         log += f"\nERROR: genlab: nbgrader exited with status {rc}"
     try:
-        status.set_log(spec["db_url"], *spec["key"], log)
+        assignment, student, sha = spec["key"]
+        status.set_log(spec["db_url"], assignment, student, sha, log)
     except Exception:  # the log is a convenience; the result is already recorded
         pass
     shutil.rmtree(folder, ignore_errors=True)
@@ -531,7 +631,7 @@ def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = N
         if address:
             _check_reachable(address)
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+                ray.init(address=address, runtime_env=code_env(), log_to_driver=False, logging_level=logging.WARNING)
             except Exception as exc:
                 raise ClusterError(
                     f"could not join the Ray cluster at {address}: {exc}. Check --address / "
@@ -546,25 +646,178 @@ def connect(address: str | None = None, *, jobs: int = 2, gpus: float | None = N
     )
 
 
-def start_local(cpus: int, gpus: float | None, attempts: int = 3) -> None:
-    """Start a local cluster; Ray gives its node 30 s to come up, which a busy machine can miss: try again."""
+def start_local(cpus: int, gpus: float | None, budget_s: float | None = None) -> None:
+    """Start a local cluster within a start-up budget (``$GENLAB_RAY_START_S``, else 300 s), trying again.
+
+    On a loaded 2-core machine Ray's start misses its own waits: the raylet gives its dashboard
+    agent (a Python process) a fixed 15 s to report its ports and aborts when it does not, and the
+    driver gives the node 30 s to register. The budget replaces the driver's waits, a raylet that
+    died is noticed at once, and a failed start is tried again (at least once) while the budget
+    lasts. What still fails raises :class:`ClusterError` naming what did not come up.
+    """
     import ray
 
+    budget = float(budget_s or os.environ.get(START_BUDGET_ENV) or START_BUDGET_S)
     kwargs: dict[str, Any] = {"num_gpus": gpus} if gpus is not None else {}
-    for attempt in range(attempts):
+    deadline = time.monotonic() + budget
+    tries = 0
+    while True:
+        tries += 1
         try:
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING", **kwargs)
+            with _startup_budget(max(30.0, deadline - time.monotonic())):
+                ray.init(
+                    address="local",  # a new cluster, never one a `ray start` on this machine left behind
+                    num_cpus=cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    **kwargs,
+                )
             return
         except Exception as exc:  # Ray raises a bare Exception when its node times out during startup
             ray.shutdown()
-            if "timed out" not in str(exc) or attempt == attempts - 1:
+            what = _what_timed_out(exc)
+            if what is None:
                 raise ClusterError(f"could not start a local Ray cluster: {exc}") from exc
+            if tries >= 2 and time.monotonic() > deadline - 30:
+                load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                raise ClusterError(
+                    f"could not start a local Ray cluster in {tries} tries within its start-up budget of "
+                    f"{budget:.0f} s: {what} (load average {load} on {os.cpu_count()} cores). Give it longer "
+                    f"({START_BUDGET_ENV}={2 * budget:.0f}), or start a cluster once with `ray start --head` and "
+                    "grade with --address"
+                ) from exc
+
+
+def _what_timed_out(exc: Exception) -> str | None:
+    """Which part of a local Ray start timed out, or None when ``exc`` is no time-out."""
+    text = str(exc)
+    if "node timed out during startup" in text:
+        return (
+            "its node (the raylet) did not register with the cluster's GCS server; a raylet dies when its "
+            "dashboard agent has not reported its ports within Ray's fixed 15 s (see raylet.out in Ray's session logs)"
+        )
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"a part of it did not come up ({text.strip().splitlines()[0][:200]})"
+    return None
+
+
+def _raylet_died() -> bool:
+    """Whether a raylet this process started has ended (Ray's start would then wait for nothing)."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name == "raylet" and fields[1] == me:
+            return fields[0] in ("Z", "X")
+    return False
+
+
+@contextmanager
+def _startup_budget(seconds: float) -> Iterator[None]:
+    """Let Ray's start wait ``seconds`` for its GCS server's port and for its node to register, and
+    start fewer of its Python daemons.
+
+    The GCS wait has a setting (``RAY_gcs_server_port_wait_time_s``); the node's is a fixed 30 s
+    loop around ``ray._private.services.get_node``, which is made to keep asking until the budget
+    is spent or the raylet has died.
+    Each Python daemon spends seconds of CPU importing Ray while the raylet's dashboard agent has
+    15 s to report its ports: a local cluster of fixed size needs no autoscaler monitor, and with
+    ``log_to_driver`` off no log monitor, so neither is started; the others import Ray four times
+    faster without jsonschema's IRI grammar (see autograder/stand_ins/rfc3987_syntax.py).
+    """
+    from ray._private import parameter, services
+
+    deadline = time.monotonic() + seconds
+    get_node = services.get_node
+    params_init = parameter.RayParams.__init__
+
+    def patient_get_node(*args: Any, **kwargs: Any) -> Any:
+        while True:
+            try:
+                return get_node(*args, **kwargs)
+            except RuntimeError:  # not registered yet
+                if time.monotonic() > deadline or _raylet_died():
+                    raise
+                time.sleep(0.5)
+
+    def lean_params(self: Any, *args: Any, **kwargs: Any) -> None:
+        params_init(self, *args, **{**kwargs, "no_monitor": True, "include_log_monitor": False})
+
+    path = os.pathsep.join([str(STAND_INS), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with (
+        mock.patch.dict(os.environ, {"RAY_gcs_server_port_wait_time_s": str(int(seconds)), "PYTHONPATH": path}),
+        mock.patch.object(services, "get_node", patient_get_node),
+        mock.patch.object(parameter.RayParams, "__init__", lean_params),
+    ):
+        yield
+
+
+@dataclass
+class NodeReport:
+    """What one node of the cluster says at the start of a run."""
+
+    node: str  # Ray's node id
+    host: str
+    code: str  # its course code's digest
+    gradebook: str | None  # why it cannot reach the gradebook, or None
+    sandbox: str | None  # why it cannot sandbox a kernel, or None
+
+
+def _node_report(db_url: str) -> dict[str, Any]:
+    """Run on a node: its code digest, whether it reaches the gradebook and can sandbox kernels."""
+    import ray
+
+    from autograder import gradebook, sandbox
+
+    return asdict(
+        NodeReport(
+            node=ray.get_runtime_context().get_node_id(),
+            host=socket.gethostname(),
+            code=code_digest(),
+            gradebook=gradebook.reachable(db_url),
+            sandbox=sandbox.missing(),
+        )
+    )
+
+
+def survey(db_url: str, timeout_s: float = SURVEY_S) -> list[NodeReport]:
+    """Ask every live node of the cluster, from a task on it, for its :class:`NodeReport`."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(_node_report)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    refs = {
+        remote.options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False), max_retries=0
+        ).remote(db_url): n
+        for n in nodes
+    }
+    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    if late:
+        names = ", ".join(refs[r].get("NodeManagerHostname", refs[r]["NodeID"][:12]) for r in late)
+        raise ClusterError(f"the Ray node(s) {names} did not run a check task within {timeout_s:.0f} s")
+    reports = []
+    for ref in ready:
+        try:
+            reports.append(NodeReport(**ray.get(ref)))
+        except Exception as exc:
+            host = refs[ref].get("NodeManagerHostname", refs[ref]["NodeID"][:12])
+            raise ClusterError(
+                f"a check task on the Ray node {host} failed ({_failure_reason(exc)}): does it run this course's "
+                "Python environment?"
+            ) from None
+    return reports
 
 
 def check_gpu(m, cluster: Cluster) -> None:
     """A ``gpu = "required"`` assignment on a cluster without GPUs fails now instead of waiting forever."""
     if m.gpu == "required" and cluster.gpus < m.gpu_fraction:
-        raise ClusterError(
+        raise NoGpu(
             f'assignment {m.name} needs a GPU (gpu = "required" in its manifest) but the Ray cluster at '
             f"{cluster.address} has {cluster.gpus:g}. Grade on a cluster with GPUs (--address or RAY_ADDRESS), "
             f'or set gpu = "optional" in assignments/{m.name}.toml to let CPUs grade it'

@@ -65,9 +65,44 @@ PASSED_ENV = (
 )
 
 
+OFF_ENV = "GENLAB_SANDBOX"  # "0": grade without the sandbox, knowingly
+CPU_GRACE_S = 5  # SIGXCPU at the CPU limit, SIGKILL this long after: a death by CPU time is told apart
+
+
+def missing() -> str | None:
+    """Why this machine cannot confine a submission's kernel, or None when it can.
+
+    The sandbox needs root (a uid and a cgroup per submission), bubblewrap with util-linux's
+    setpriv and prlimit, and a cgroup hierarchy with the memory and pids controllers that root
+    may write (the limits hold for a submission as a whole, forks included).
+    """
+    if os.geteuid() != 0:
+        return f"the grader runs as uid {os.geteuid()}, not root"
+    tools = [tool for tool in ("bwrap", "setpriv", "prlimit") if not shutil.which(tool)]
+    if tools:
+        return f"{', '.join(tools)} not found (Debian packages bubblewrap and util-linux)"
+    layout = _cgroup_layout()
+    if not layout:
+        return f"no cgroup hierarchy with the memory and pids controllers under {CGROUP_ROOT}"
+    writable = {folder.parent if not folder.exists() else folder for folder in layout[1].values()}
+    if not all(os.access(folder, os.W_OK) for folder in writable):
+        return f"the cgroups under {CGROUP_ROOT} are read-only here (mount them writable, or delegate one)"
+    return None
+
+
 def available() -> bool:
-    """True when bubblewrap and util-linux's setpriv and prlimit are installed and we are root."""
-    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("bwrap", "setpriv", "prlimit"))
+    """True when this machine can sandbox kernels (see :func:`missing`)."""
+    return missing() is None
+
+
+def refusal(reason: str) -> str:
+    """The message that stops grading on a machine without a usable sandbox."""
+    return (
+        f"refusing to grade without the sandbox: {reason}. Student code would run with the grader's rights. "
+        "Run the grader as root on a machine with bubblewrap (`apt-get install bubblewrap`) and writable "
+        "cgroups (memory and pids controllers), or, knowing what it means, set GENLAB_SANDBOX=0 (the grade "
+        "table and grades.csv then say 'unsandboxed')"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +173,8 @@ class Cgroup:
     def procs_files(self) -> list[str]:
         return [str(f / "cgroup.procs") for f in self.folders]
 
-    def _pids(self) -> set[int]:
+    def pids(self) -> set[int]:
+        """The processes in this cgroup now."""
         pids: set[int] = set()
         for procs in self.procs_files:
             try:
@@ -149,7 +185,7 @@ class Cgroup:
 
     def _kill_all(self) -> None:
         for _ in range(50):
-            pids = self._pids()
+            pids = self.pids()
             if not pids:
                 return
             for pid in pids:
@@ -170,6 +206,16 @@ class Cgroup:
                 if any(line.split()[:1] == ["oom_kill"] and line.split()[1] != "0" for line in lines):
                     return True
         return False
+
+    def peak_mb(self) -> float | None:
+        """The most memory this submission's processes used together, in MB (None where unknown)."""
+        for folder in self.folders:
+            for name in ("memory.peak", "memory.max_usage_in_bytes"):  # v2, v1
+                try:
+                    return int((folder / name).read_text().split()[0]) / 2**20
+                except (OSError, ValueError, IndexError):
+                    continue
+        return None
 
     def close(self) -> None:
         self._kill_all()
@@ -354,7 +400,7 @@ def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only:
         args += ["--setenv", key, value]
     args += ["--chdir", str(jail.scratch), "--cap-add", "CAP_SETUID,CAP_SETGID"]
     limits = [
-        f"--cpu={lim.cpu_s}",
+        f"--cpu={lim.cpu_s}:{lim.cpu_s + CPU_GRACE_S}",
         f"--nproc={lim.processes}",
         f"--fsize={lim.file_mb * 2**20}",
         f"--nofile={lim.open_files}",

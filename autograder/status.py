@@ -17,8 +17,16 @@ scores. A claim whose process is gone (:func:`claim_alive`: the pid on its own h
 heartbeat elsewhere) is lost: :func:`requeue` puts it back with a compare-and-set on its token,
 so that of several processes noticing the loss only one requeues it.
 
+One record per submission and run. Under a grading task, nbgrader grades against a private
+gradebook in the task's folder: its scores reach nobody until :func:`record_graded` stores them
+(the autograded notebook, the per-cell scores, the log) in the row, under the claim. Only the
+driver then applies a stored result to nbgrader's own gradebook and marks it ``applied``
+(:func:`mark_applied`), so a process whose claim was lost cannot write a score anywhere, and a
+result stored by a worker that died before the driver took it is applied by the next run.
+
 ``nbgrader autograde`` run by hand (no ``GENLAB_CLAIM`` in its environment) records the same
-states without the exclusive claim, so an instructor may always regrade by hand.
+states without the exclusive claim, so an instructor may always regrade by hand; nbgrader wrote
+the gradebook itself then, so its result counts as applied.
 """
 
 from __future__ import annotations
@@ -41,6 +49,11 @@ PHASES = ("queued_s", "prepare_s", "execute_s", "verify_s", "write_s")
 CLAIM_ENV = "GENLAB_CLAIM"  # the token of a claim a grading task holds for its nbgrader process
 DIGEST_ENV = "GENLAB_DIGEST"  # the digest of the submission as the driver saw it
 TASK_START_ENV = "GENLAB_TASK_START"  # wall-clock time at which the grading task started (phase "prepare")
+RECORD_ENV = "GENLAB_RECORD"  # the database of this table when nbgrader grades against a private gradebook
+# Why a submission is ungraded, where the kind matters to what happens next:
+GIVEN_CODE = "given-code"  # its kernel died in code the course gave: graded again once at once, with the same limits
+GRADER = "grader"  # the grading machinery failed after execution (a check raised, nbgrader crashed)
+MACHINE = "machine"  # the kernel did not start, no sandbox, another worker's code
 HEARTBEAT_S = 10.0
 STALE_S = 60.0  # a claim on another host whose heartbeat is older than this is lost
 LOG_CHARS = 20_000
@@ -56,6 +69,8 @@ table = sa.Table(
     sa.Column("reason", sa.Text, default=""),
     sa.Column("executions", sa.Integer, default=0),  # autograde runs that executed the notebook
     sa.Column("updated", sa.DateTime(timezone=True)),
+    sa.Column("seen", sa.DateTime(timezone=True)),  # when a driver first took these files in: the newest is current
+    sa.Column("fault", sa.String(32), default=""),  # for an ungraded one: GIVEN_CODE, GRADER, MACHINE or ""
     *(sa.Column(phase, sa.Float, default=0.0) for phase in PHASES),
     # the claim of the process grading it (state running)
     sa.Column("token", sa.String(64)),
@@ -67,7 +82,15 @@ table = sa.Table(
     # the result (state graded)
     sa.Column("notebook", sa.LargeBinary),  # the autograded notebook, zlib-compressed
     sa.Column("scores", sa.Text),  # JSON {grade_id: [score, max_score, cell_type]}
+    sa.Column("submitted", sa.String(40)),  # the submission's timestamp as nbgrader read it (ISO 8601, UTC)
     sa.Column("log", sa.Text),  # the tail of the grading process's log
+    # False: stored by a worker, not yet in nbgrader's gradebook; True: applied; NULL: written by
+    # nbgrader itself (a grader before the single record)
+    sa.Column("applied", sa.Boolean),
+    sa.Column("sandboxed", sa.Boolean),  # whether its kernel ran in the sandbox
+    sa.Column("code", sa.String(64)),  # the digest of the course code it was graded with
+    sa.Column("peak_mb", sa.Float),  # the kernel's peak memory (its cgroup's; else its largest process)
+    sa.Column("cpu_s", sa.Float),  # the CPU seconds its kernel used
 )
 
 _engines: dict[str, sa.Engine] = {}
@@ -180,12 +203,26 @@ def ensure(db_url: str, assignment: str, student: str, sha: str) -> dict[str, An
         with eng.begin() as conn:
             conn.execute(
                 table.insert().values(
-                    **key, state="queued", reason="", executions=0, updated=_now(), **{p: 0.0 for p in PHASES}
+                    **key,
+                    state="queued",
+                    reason="",
+                    executions=0,
+                    updated=_now(),
+                    seen=_now(),
+                    **{p: 0.0 for p in PHASES},
                 )
             )
     except sa.exc.IntegrityError:  # another driver inserted it first
         pass
-    return get(db_url, assignment, student, sha)
+    return existing(db_url, assignment, student, sha)
+
+
+def existing(db_url: str, assignment: str, student: str, sha: str) -> dict[str, Any]:
+    """The row of a submission that has one (rows are never deleted)."""
+    row = get(db_url, assignment, student, sha)
+    if row is None:
+        raise LookupError(f"no row for {student}'s submission {sha[:12]} of {assignment} in {table.name}")
+    return row
 
 
 def get(db_url: str, assignment: str, student: str, sha: str) -> dict[str, Any] | None:
@@ -207,10 +244,23 @@ def requeue(db_url: str, row: dict[str, Any], reason: str = "") -> bool:
             table.update()
             .where(cond)
             .values(
-                state="queued", reason=reason, token=None, pid=None, proc_start=None, heartbeat=None, updated=_now()
+                state="queued",
+                reason=reason,
+                fault="",
+                token=None,
+                pid=None,
+                proc_start=None,
+                heartbeat=None,
+                updated=_now(),
             )
         )
     return done.rowcount == 1
+
+
+def saw(db_url: str, assignment: str, student: str, sha: str) -> None:
+    """Note that a driver found these files in the student's folder now: they are the current submission."""
+    with engine(db_url).begin() as conn:
+        conn.execute(table.update().where(_where(**_key(assignment, student, sha))).values(seen=_now()))
 
 
 def set_phase(db_url: str, assignment: str, student: str, sha: str, **phases: float) -> None:
@@ -222,6 +272,13 @@ def set_phase(db_url: str, assignment: str, student: str, sha: str, **phases: fl
 def set_log(db_url: str, assignment: str, student: str, sha: str, log: str) -> None:
     with engine(db_url).begin() as conn:
         conn.execute(table.update().where(_where(**_key(assignment, student, sha))).values(log=log[-LOG_CHARS:]))
+
+
+def mark_applied(db_url: str, assignment: str, student: str, sha: str) -> bool:
+    """Note that a graded row's result is in nbgrader's gradebook and the course's folders."""
+    cond = sa.and_(_where(**_key(assignment, student, sha)), table.c.state == "graded")
+    with engine(db_url).begin() as conn:
+        return conn.execute(table.update().where(cond).values(applied=True)).rowcount == 1
 
 
 def notebook_bytes(row: dict[str, Any]) -> bytes | None:
@@ -268,7 +325,7 @@ def claim(db_url: str, assignment: str, student: str, sha: str, token: str) -> d
             f"(claimed by {row.get('host')} pid {row.get('pid')}): not executed again"
         )
     _start_heartbeat(db_url, _key(assignment, student, sha), token)
-    return get(db_url, assignment, student, sha)
+    return existing(db_url, assignment, student, sha)
 
 
 def _start_heartbeat(db_url: str, key: dict[str, str], token: str) -> None:
@@ -301,10 +358,11 @@ def set_state(
     executed: bool = False,
     token: str | None = None,
     expect: str | None = None,
+    fault: str = "",
     **values: Any,
 ) -> bool:
     """Record a submission's state and other columns; with ``token``, only while that claim holds it,
-    with ``expect``, only while the row is in that state.
+    with ``expect``, only while the row is in that state. ``fault`` says whose failure left it ungraded.
 
     Phase times given here replace the recorded ones. Returns whether a row was written.
     """
@@ -318,7 +376,7 @@ def set_state(
         cond = sa.and_(cond, table.c.token == token)
     if expect is not None:
         cond = sa.and_(cond, table.c.state == expect)
-    update: dict[str, Any] = dict(state=state, reason=reason, updated=now, **values)
+    update: dict[str, Any] = dict(state=state, reason=reason, fault=fault, updated=now, **values)
     if executed:
         update["executions"] = table.c.executions + 1
     if state == "running" and token is None:  # a run by hand: who runs it, so a driver waits for it
@@ -335,22 +393,31 @@ def lap(resources: dict, phase: str) -> None:
 
 
 def context(resources: dict) -> tuple[str, str, str, str, str | None]:
-    """(db_url, assignment, student, digest, claim token) of the submission an nbgrader step works on."""
+    """(database of this table, assignment, student, digest, claim token) of the submission an nbgrader
+    step works on: ``$GENLAB_RECORD`` under a grading task (whose nbgrader has a private gradebook),
+    else nbgrader's own gradebook."""
     nbg = resources.get("nbgrader", {})
     sha = os.environ.get(DIGEST_ENV)
     if not sha:
         autograded = Path(resources["metadata"]["path"])  # <course>/autograded/<student>/<assignment>
         sha = digest(autograded.parents[1].parent / "submitted" / nbg["student"] / nbg["assignment"])
-    return nbg["db_url"], nbg["assignment"], nbg["student"], sha, os.environ.get(CLAIM_ENV) or None
+    db_url = os.environ.get(RECORD_ENV) or nbg["db_url"]
+    return db_url, nbg["assignment"], nbg["student"], sha, os.environ.get(CLAIM_ENV) or None
 
 
-def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: bool = False) -> None:
+def usage(resources: dict) -> dict[str, Any]:
+    """What the execution step measured (sandboxed, peak_mb, cpu_s), as columns of the row."""
+    return dict(resources.get("genlab_usage", {}))
+
+
+def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: bool = False, fault: str = "") -> None:
     """Record the state of the submission an nbgrader step is working on (found from its resources).
 
     ``running`` with ``executed`` begins the execution: under a grading task (``$GENLAB_CLAIM``) it
     is the exclusive claim, and :class:`ClaimRefused` stops the step when another process holds
     the submission or it is graded already. Other records never stop grading: a failure to
-    write one is logged.
+    write one is logged. A step that leaves a submission ``ungraded`` without saying whose fault it
+    is reports a failure of the grading machinery (:data:`GRADER`).
     """
     if state == "running":
         lap(resources, "execute")
@@ -358,8 +425,20 @@ def mark(step: Any, resources: dict, state: str, reason: str = "", *, executed: 
     if state == "running" and token is not None:
         claim(db_url, assignment, student, sha, token)  # raises ClaimRefused
         return
+    fault = fault or (GRADER if state == "ungraded" else "")
     try:
-        set_state(db_url, assignment, student, sha, state, reason, executed=executed, token=token)
+        set_state(
+            db_url,
+            assignment,
+            student,
+            sha,
+            state,
+            reason,
+            executed=executed,
+            token=token,
+            fault=fault,
+            **usage(resources),
+        )
     except Exception as exc:  # grading goes on; only the record is missing
         step.log.error("could not record %s as %s: %s", student, state, exc)
 
@@ -400,8 +479,14 @@ def record_graded(
     notebook: str,
     scores: dict[str, list],
     phases: dict[str, float],
+    applied: bool = False,
+    **values: Any,
 ) -> None:
-    """Store the result of a grading run and mark it graded (under the claim ``token``, if any)."""
+    """Store the result of a grading run and mark it graded (under the claim ``token``, if any).
+
+    ``applied``: nbgrader wrote these scores into the course's gradebook itself (a run by hand);
+    otherwise the driver applies them. ``values``: other columns (sandboxed, code, peak_mb, cpu_s).
+    """
     written = set_state(
         db_url,
         assignment,
@@ -411,7 +496,8 @@ def record_graded(
         token=token,
         notebook=zlib.compress(notebook.encode(), 6),
         scores=json.dumps(scores),
-        **phases,
+        applied=applied,
+        **{**phases, **values},
     )
     if not written:
         raise ClaimRefused(
@@ -428,10 +514,19 @@ def rows(db_url: str, assignment: str | None = None) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def latest(db_url: str, assignment: str, student: str) -> dict[str, Any] | None:
-    """The most recently updated state of a student's submission."""
-    found = [r for r in rows(db_url, assignment) if r["student"] == student]
-    return max(found, key=lambda r: _aware(r["updated"])) if found else None
+def current(db_url: str, assignment: str) -> dict[str, dict[str, Any]]:
+    """The row of each student's current submission of ``assignment``: the files a driver took in last.
+
+    A row without ``seen`` (from a grader before that column) counts by its last update.
+    """
+    epoch = datetime.min.replace(tzinfo=UTC)
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows(db_url, assignment):
+        when = _aware(row.get("seen") or row.get("updated")) or epoch
+        best = found.get(row["student"])
+        if best is None or when > (_aware(best.get("seen") or best.get("updated")) or epoch):
+            found[row["student"]] = row
+    return found
 
 
 def wait_while_running(
@@ -455,26 +550,34 @@ def since(moment: datetime | None) -> float:
 
 
 __all__ = [
-    "ClaimRefused",
+    "GIVEN_CODE",
+    "GRADER",
+    "MACHINE",
     "PHASES",
+    "RECORD_ENV",
     "STATES",
+    "ClaimRefused",
     "claim",
     "claim_alive",
     "digest",
     "engine",
     "ensure",
+    "existing",
+    "current",
     "get",
     "lap",
-    "latest",
     "mark",
+    "mark_applied",
     "notebook_bytes",
     "phase_times",
     "record_graded",
     "requeue",
     "rows",
+    "saw",
     "set_log",
     "set_phase",
     "set_state",
     "since",
+    "usage",
     "wait_while_running",
 ]

@@ -8,6 +8,7 @@ cell limit, a memory hog, a kernel that exits, warnings; repeated to ``--submiss
 throw-away courses and prints
 
     ray_grading_speedup: <sequential autograde / Ray with --jobs workers>x   (target >= 1.8x with 2 workers)
+    single_record_per_submission: <s>                                         (the driver applying a stored result)
     ray_overhead_per_submission: <s>                                          (target <= 1 s)
     sandbox_vs_in_kernel: <today's path / the previous in-kernel path>x       (issue 7)
     verification_per_submission: <s>                                          (target <= 1 s)
@@ -169,6 +170,12 @@ def main() -> None:
         f"{_listed(r[0] for r in runs['ray'])}), {ray_total:.1f}s for the whole run (intake, feedback, "
         f"export) + {cluster_start:.1f}s to start the local cluster once: end to end "
         f"{seq / (ray_total + cluster_start):.2f}x; every submission graded once: {once}"
+    )
+    applied = [r.apply_s for run in runs["ray"] for r in run[2] if r.apply_s]
+    print(f"single_record_per_submission: {mean(applied):.3f}s")
+    print(
+        f"    the driver's share of the single record: the private gradebook's template (shared out) and applying "
+        f"each stored result to nbgrader's gradebook and autograded/; mean of {len(applied)} (max {max(applied):.3f}s)"
     )
     if args.overhead:
         bare_s, one = mean(runs["bare"]), mean(runs["one"])

@@ -116,16 +116,28 @@ def source_notebook(intro: str = "Three small exercises.") -> nbformat.NotebookN
     return nb
 
 
-def make_course(
-    root: Path, *, gpu: str = "none", gpu_fraction: float | None = None, config: Path | None = None
+def make_course_files(
+    root: Path, *, gpu: str = "none", gpu_fraction: float | None = None, config: Path | None = None, given: str = ""
 ) -> Path:
-    """A released course with the small assignment (its own manifest) in ``root``."""
+    """The small assignment's course files in ``root`` (config, manifest, source), not yet released.
+
+    ``given``: the source of a given (locked) code cell after the answers, as a chapter's training cell.
+    """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(config or ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "assignments").mkdir(exist_ok=True)
     (root / "assignments" / f"{NAME}.toml").write_text(manifest_text(gpu, gpu_fraction))
     (root / "source" / NAME).mkdir(parents=True, exist_ok=True)
-    nbformat.write(source_notebook(), root / "source" / NAME / f"{NAME}.ipynb")
+    nb = source_notebook()
+    if given:
+        nb.cells.append(new_code_cell(given, metadata=_meta("given", solution=False, grade=False, locked=True)))
+    nbformat.write(nb, root / "source" / NAME / f"{NAME}.ipynb")
+    return root
+
+
+def make_course(root: Path, **options) -> Path:
+    """A released course with the small assignment (its own manifest) in ``root`` (see :func:`make_course_files`)."""
+    make_course_files(root, **options)
     release.release([NAME], root=root)
     return root
 

@@ -13,12 +13,13 @@ from autograder import pgserver
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A running server with an empty database ``genlab``; ``.url`` is its SQLAlchemy URL."""
+    """A running fast server (no fsync, no password on 127.0.0.1) with an empty database ``genlab``; ``.url`` is
+    its SQLAlchemy URL."""
     why = pgserver.missing()
     if why:
         pytest.skip(why)
     folder = Path(tempfile.mkdtemp(prefix="genlab-pg-"))  # not under pytest's 0700 folders: the server's user reads it
-    server = pgserver.start(folder)
+    server = pgserver.start(folder, fast=True)
     try:
         yield server
     finally:

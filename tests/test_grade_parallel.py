@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import grade, manifest, runner, sandbox, status
+from autograder import grade, manifest, notebooks, runner, sandbox, status
 from autograder.course import gradebook_url
 from tests import gradingcourse as gc
 from tests.postgres import postgres  # noqa: F401 (a fixture)
@@ -429,7 +430,7 @@ def _cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
         env=_env(**env),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
 
 
@@ -502,3 +503,276 @@ def test_a_required_gpu_on_a_cluster_without_one_fails_at_once(untouched):
     assert 'needs a GPU (gpu = "required"' in proc.stdout and "has 0" in proc.stdout
     assert time.monotonic() - start < 240  # at once: no task waits for a GPU that does not exist
     assert [p.name for p in folder.iterdir()] == ["Copy.ipynb"]
+
+
+# ------------------------------------------------------------------- faults of the course, the single record (slow)
+
+
+def _tiny_course(tmp_path: Path, students: list[str], **options) -> Path:
+    """A released course whose submissions are the release filled in (so they hold every given cell)."""
+    root = gc.make_course(tmp_path / "course", **options)
+    release_nb = nbformat.read(root / "release" / NAME / f"{NAME}.ipynb", as_version=4)
+    source_nb = nbformat.read(root / "source" / NAME / f"{NAME}.ipynb", as_version=4)
+    for student in students:
+        folder = root / "submitted" / student / NAME
+        folder.mkdir(parents=True)
+        nbformat.write(notebooks.fill(release_nb, source_nb), folder / f"{NAME}.ipynb")
+    return root
+
+
+GIVEN_ABORT = (
+    "import os\nif os.environ.get('NBGRADER_EXECUTION'):\n    os.abort()  # as oneDNN did in adversarial's training"
+)
+
+
+@pytest.mark.slow
+def test_a_kernel_dying_in_given_code_is_ungraded_retried_once_and_counted(tmp_path):
+    root = _tiny_course(tmp_path, ["ada"], given=GIVEN_ABORT)
+    proc = _cli(root, NAME, RAY_TMPDIR=tempfile.mkdtemp(prefix="gr-"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = status.rows(gradebook_url(root), NAME)[0]
+    assert (row["state"], row["fault"], row["executions"]) == ("ungraded", status.GIVEN_CODE, 2)  # once more, then left
+    assert "given cell `given`" in row["reason"] and "SIGABRT" in row["reason"]
+    assert "1 ungraded (1 kernel died in given code)" in proc.stdout and "ungraded ada: the kernel died" in proc.stdout
+    with open(root / "grades.csv") as fh:
+        (line,) = list(csv.DictReader(fh))
+    assert (line["status"], line["score"]) == ("ungraded", "") and "SIGABRT" in line["reason"]
+
+
+@pytest.mark.slow
+def test_a_result_stored_by_a_worker_that_died_before_the_driver_took_it_is_applied_by_the_next_run(cluster, tmp_path):
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from autograder import gradebook
+
+    root = _tiny_course(tmp_path, ["ada"])
+    m = manifest.load(NAME, root)
+    db = gradebook_url(root)
+    gradebook.check(db, m, root)
+    folder = root / "submitted" / "ada" / NAME
+    sha = status.digest(folder)
+    status.ensure(db, NAME, "ada", sha)
+    job = runner.Job(
+        assignment=NAME,
+        student="ada",
+        digest=sha,
+        notebook=m.notebook,
+        db_url=db,
+        budget_s=runner.budget(m),
+        code=runner.code_digest(),
+        files=runner.submission_files(folder, m, "ada"),
+    )
+    stored = runner.grade_submission(job, runner.course_files(root, m, gradebook.template(db, NAME)))
+    assert stored["state"] == "graded"  # ... and the driver that submitted it is gone
+    with Gradebook(db) as gb, pytest.raises(MissingEntry):
+        gb.find_submission(NAME, "ada")  # the worker wrote no score into the course's gradebook
+    assert status.existing(db, NAME, "ada", sha)["applied"] is False
+
+    (result,) = grade.grade(NAME, jobs=2, root=root)
+    assert result.error is None and result.auto_score == 10 and result.executions == 1  # applied, not run again
+    assert status.existing(db, NAME, "ada", sha)["applied"] is True
+    assert (root / "autograded" / "ada" / NAME / f"{NAME}.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_a_claim_whose_heartbeat_stopped_is_graded_again_and_its_holder_cannot_write(cluster, tmp_path):
+    root = _tiny_course(tmp_path, ["ada"])
+    db = gradebook_url(root)
+    from autograder import gradebook
+
+    gradebook.check(db, manifest.load(NAME, root), root)
+    sha = status.digest(root / "submitted" / "ada" / NAME)
+    status.ensure(db, NAME, "ada", sha)
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    with status.engine(db).begin() as conn:  # a worker on another machine claimed it, then went silent
+        conn.execute(
+            status.table.update().values(
+                state="running", token="stale", host="elsewhere/0/0", pid=4242, heartbeat=long_ago, executions=1
+            )
+        )
+    (result,) = grade.grade(NAME, jobs=2, root=root)
+    assert result.error is None and result.auto_score == 10 and result.executions == 2
+    with pytest.raises(status.ClaimRefused):  # the silent worker wakes up: its result goes nowhere
+        status.record_graded(db, NAME, "ada", sha, "stale", notebook="{}", scores={}, phases={})
+    assert status.existing(db, NAME, "ada", sha)["scores"] != "{}"
+
+
+# ----------------------------------------------------------------------------- a real two-node cluster (slow)
+
+NODE_SCRIPT = """
+set -e
+# This node's processes see another file system: no course folder, no repository (the course's
+# Python environment is bound back where it was, as a worker machine would have installed it).
+mkdir -p "$SIDE"
+mount --bind "$VENV" "$SIDE"
+mount -t tmpfs tmpfs "$REPO"
+mkdir -p "$VENV"
+mount --bind "$SIDE" "$VENV"
+mount -t tmpfs tmpfs "$COURSES"
+test ! -e "$COURSE"
+exec "$VENV/bin/ray" start --address="$HEAD" --num-cpus=1 --block --disable-usage-stats
+"""
+CLUSTER_DRIVER = (
+    "import sys; from pathlib import Path; from autograder import grade; "
+    "rs = grade.grade(sys.argv[1], jobs=2, root=Path(sys.argv[2]), address=sys.argv[3]); print(grade.table(rs)); "
+    "sys.exit(1 if any(r.error for r in rs) or rs.problems else 0)"
+)
+
+
+def _start_head(port: int, env: dict[str, str]) -> None:
+    """A Ray head node with one CPU; tried three times (a loaded machine can miss Ray's own start-up waits)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    for _ in range(3):
+        head = subprocess.run(
+            [ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+            env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if head.returncode == 0:
+            return
+        _kill(_processes_of(env["RAY_TMPDIR"]))
+    pytest.fail(f"the Ray head did not start: {head.stderr[-2000:]}")
+
+
+def _alive_nodes(port: int, env: dict[str, str]) -> int:
+    code = (
+        f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR'); "
+        "print(len([n for n in ray.nodes() if n['Alive']]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a mount namespace"
+)
+def test_a_cluster_whose_worker_has_no_course_folder_grades_like_the_local_run(postgres, tmp_path):  # noqa: F811
+    students = ["correct-1", "wrong-one_hot", "half", "blank"]
+    root = gc.make_course(tmp_path / "course")
+    gc.submit(root, students)
+    head_tmp, node_tmp = tempfile.mkdtemp(prefix="rh-"), tempfile.mkdtemp(prefix="rn-")
+    port = _free_port()
+    env = _env(GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=head_tmp)
+    node = None
+    try:
+        _start_head(port, env)
+        repo = Path(__file__).resolve().parent.parent
+        node_env = {
+            **env,
+            "RAY_TMPDIR": node_tmp,
+            "HEAD": f"127.0.0.1:{port}",
+            "SIDE": str(Path(node_tmp) / "venv"),
+            "VENV": str(Path(sys.executable).parent.parent),
+            "REPO": str(repo),
+            "COURSES": str(tmp_path.parents[1]),  # pytest's folder of this run's temporary folders
+            "COURSE": str(root),
+        }
+        node = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", NODE_SCRIPT],
+            env=node_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while _alive_nodes(port, env) < 2:
+            assert node.poll() is None, node.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+            time.sleep(2)
+
+        driver = subprocess.Popen(
+            [sys.executable, "-c", CLUSTER_DRIVER, NAME, str(root), f"127.0.0.1:{port}"],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        killed: list[int] = []
+        deadline = time.monotonic() + 900
+        while driver.poll() is None:  # kill the second node's worker while it grades a submission
+            assert time.monotonic() < deadline, "the run on the cluster did not finish"
+            if not killed:
+                busy = [p for p in _processes_of(node_tmp) if b"ray::grade_submission" in _proc_file(p, "cmdline")]
+                _kill(busy)
+                killed += busy
+            time.sleep(0.5)
+        out = driver.stdout.read().decode()
+        assert driver.returncode == 0, out[-4000:]
+        assert killed, "no submission was graded on the node without the course folder"
+        rows = {r["student"]: r for r in status.rows(postgres.url, NAME)}
+        assert {s: (r["state"], r["executions"]) for s, r in rows.items()} == {s: ("graded", 1) for s in students}
+        totals = {s: sum(cells.values()) for s, cells in gc.scores(postgres.url, students).items()}
+        assert totals == {s: EXPECTED[s] for s in students}  # what the local run gives (the batch test)
+    finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+        _kill(_processes_of(node_tmp) + _processes_of(head_tmp))
+        postgres.reset()
+
+
+@pytest.mark.slow
+def test_two_drivers_at_once_grade_each_submission_once(postgres, tmp_path):  # noqa: F811
+    students = ["correct-1", "wrong-interpolate", "half", "kernel-exits"]
+    root = gc.make_course(tmp_path / "course")
+    gc.submit(root, students)
+    one_job = DRIVER.replace("jobs=2", "jobs=1")
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-c", one_job, NAME, str(root)],
+            env=_env(GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=tempfile.mkdtemp(prefix=f"g{i}-")),
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [d.communicate(timeout=1500)[0].decode() for d in drivers]
+        assert [d.returncode for d in drivers] == [0, 0], outs
+        rows = status.rows(postgres.url, NAME)
+        assert {r["student"]: (r["state"], r["executions"]) for r in rows} == {s: ("graded", 1) for s in students}
+        totals = {s: sum(cells.values()) for s, cells in gc.scores(postgres.url, students).items()}
+        assert totals == {s: EXPECTED[s] for s in students}
+        with open(root / "grades.csv") as fh:
+            assert {row["student_id"]: row["status"] for row in csv.DictReader(fh)} == dict.fromkeys(students, "graded")
+    finally:
+        for d in drivers:
+            if d.poll() is None:
+                d.kill()
+        postgres.reset()
+
+
+@pytest.mark.slow
+def test_the_gradebook_password_reaches_no_log_page_or_table(tmp_path):
+    from autograder import pgserver
+
+    if pgserver.missing():
+        pytest.skip(pgserver.missing())
+    folder = Path(__file__).resolve().parent.parent / "test-output" / f"pg-{os.getpid()}"  # durable: not in /tmp
+    server = pgserver.start(folder)
+    try:
+        password = server.password_file.read_text().strip()
+        root = _tiny_course(tmp_path, ["ada"])
+        proc = _cli(
+            root,
+            NAME,
+            GENLAB_GRADEBOOK=server.url,
+            GENLAB_GRADEBOOK_PASSWORD_FILE=str(server.password_file),
+            GENLAB_SANDBOX="0",
+            RAY_TMPDIR=tempfile.mkdtemp(prefix="gp-"),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "unsandboxed" in proc.stdout  # GENLAB_SANDBOX=0 is said, in the table ...
+        with open(root / "grades.csv") as fh:
+            assert [row["sandbox"] for row in csv.DictReader(fh)] == ["unsandboxed"]  # ... and in grades.csv
+        texts = [proc.stdout, proc.stderr, *(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())]
+        import sqlalchemy as sa
+
+        with sa.create_engine(sa.engine.make_url(server.url).set(password=password)).connect() as conn:
+            texts += [str(row) for row in conn.execute(sa.text("SELECT * FROM genlab_grading"))]
+        assert not [t[:200] for t in texts if password in t]
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

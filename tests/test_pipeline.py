@@ -124,6 +124,11 @@ def test_mistakes_lose_exactly_their_tests(graded):
     assert cell_scores(root, m, grade.mistake_student(0)) == expected
 
 
+def test_the_samples_check_of_the_grader_agrees(graded):
+    m, root, results, _ = graded
+    assert grade.check_samples(m, list(results.values()), root) == []  # what --samples and make demo check
+
+
 def test_bad_submissions_are_graded_with_notes(graded):
     m, root, results, bad = graded
     full = autograded_cells(m)

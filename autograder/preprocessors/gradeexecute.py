@@ -4,18 +4,25 @@ It replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. For
 
 1. picks a fresh probe seed and makes a jail (autograder/sandbox.py): a scratch folder where the
    kernel runs, with the files the assignment ships and an empty ``.probes`` folder;
-2. starts the kernel with an environment from an allow-list and the student edition of genlab
-   on its path (inside bubblewrap where available; as root without it only when
-   ``GENLAB_SANDBOX=0`` says so), retrying a kernel that does not start;
+2. starts the kernel with an environment from an allow-list, the grading profile pinned
+   (``GENLAB_PROFILE`` of the grader's shell never reaches it) and the student edition of genlab
+   on its path, inside bubblewrap; without a usable sandbox (autograder/sandbox.py) it refuses
+   to run student code unless ``GENLAB_SANDBOX=0`` says so; a kernel that does not start is
+   retried;
 3. runs the cells with the manifest's limits: a cell past its timeout is interrupted and fails
-   alone; a kernel that dies (an exit, a segfault, the memory limit) or stops answering ends the
-   run, and the cells after it are marked as not run; outputs are capped in bytes;
+   alone; a kernel that dies (an exit, a crash, the memory or CPU limit) or stops answering in
+   the student's own code (an answer cell, a test of it, a cell the student added) ends the run,
+   and the cells after it are marked as not run, with the limit or signal that ended it; a kernel
+   that dies in code the course gave (a given or training cell) is the course's fault, not a
+   grade: the submission is left ungraded with the cause, and its task grades it once more;
+   outputs are capped in bytes;
 4. reads what the probes wrote (regular files only, size-capped, never following a link) into
    ``resources["genlab_probe"]`` for :class:`~autograder.preprocessors.verifyprobes.VerifyProbes`,
    and removes the jail.
 
 A kernel that never starts is a grading failure, not a grade: the submission is recorded as
-ungraded (autograder.status) and the step raises, so nbgrader reports the failure.
+ungraded (autograder.status) and the step raises, so nbgrader reports the failure. What the
+kernel used (its peak memory, its CPU seconds) and whether it ran sandboxed go with the record.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import stat
 import sys
 import threading
@@ -38,14 +46,23 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
-from autograder import manifest, probing, release, sandbox, status
+from autograder import manifest, notebooks, probing, release, sandbox, status
+from autograder.sandbox import Jail, Limits
 
 PROBES = ".probes"
-SANDBOX_ENV = "GENLAB_SANDBOX"
+SANDBOX_ENV = sandbox.OFF_ENV
 
 
 class GradingFailure(RuntimeError):
     """The grader could not grade this submission (not the submission's fault)."""
+
+    fault = status.MACHINE
+
+
+class GivenCodeDied(GradingFailure):
+    """The kernel died, or ran past its limit, in a cell the course gave: the course's fault, not a grade."""
+
+    fault = status.GIVEN_CODE
 
 
 def _content_bytes(value: Any) -> int:
@@ -86,25 +103,27 @@ class GradeExecute(Execute):
     # a busy machine; a kernel that stops reports at once, so it costs nothing then.
     iopub_timeout = Integer(10).tag(config=True)
 
+    profile = Unicode(
+        "smoke",
+        help="GENLAB_PROFILE of every grading kernel (with NBGRADER_EXECUTION set, chapters pick their grading "
+        "values): the grader's own shell never decides what a submission is graded with",
+    ).tag(config=True)
+
     def _sandboxed(self) -> bool:
+        """Whether kernels run in the sandbox; refuse to grade when it is missing and nobody said to go without."""
         if self.sandbox == "off" or os.environ.get(SANDBOX_ENV) == "0":
             return False
-        if sandbox.available():
-            return True
-        if os.geteuid() == 0:
-            raise GradingFailure(
-                "refusing to run student code as root without the sandbox: install bubblewrap "
-                "(Debian package `bubblewrap`) or, knowing what it means, set GENLAB_SANDBOX=0"
-            )
-        self.log.warning("bubblewrap is not available: kernels run unsandboxed as %s", os.getuid())
-        return False
+        why = sandbox.missing()
+        if why:
+            raise GradingFailure(sandbox.refusal(why))
+        return True
 
-    def _limits(self, m: manifest.Manifest | None) -> sandbox.Limits:
+    def _limits(self, m: manifest.Manifest | None) -> Limits:
         if m is None:
             return sandbox.Limits()
         return sandbox.Limits(memory_mb=m.memory_limit_mb, cpu_s=2 * m.time_limit_s, disk_mb=m.disk_limit_mb)
 
-    def _kernel_env(self, jail: sandbox.Jail, seed: int, site: Path) -> dict[str, str]:
+    def _kernel_env(self, jail: Jail, seed: int, site: Path) -> dict[str, str]:
         env = {
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": "/tmp" if jail.sandboxed else str(jail.scratch),
@@ -118,12 +137,13 @@ class GradeExecute(Execute):
             probing.PROBE_SEED_ENV: str(seed),
         }
         env.update({k: os.environ[k] for k in sandbox.PASSED_ENV if k in os.environ})
+        env["GENLAB_PROFILE"] = self.profile
         data = _data_root()
         if data is not None:
             env["GENLAB_DATA"] = str(data)
         return env
 
-    def _prepare(self, jail: sandbox.Jail, resources: dict) -> None:
+    def _prepare(self, jail: Jail, resources: dict) -> None:
         """Copy in the assignment's own files; a student's extra files are not used (the notebook is graded)."""
         given = Path(resources["metadata"]["path"])  # <course>/autograded/<student>/<assignment>
         source = given.parents[1].parent / "source" / given.name
@@ -145,32 +165,39 @@ class GradeExecute(Execute):
             m = None
         cell_timeout = m.cell_timeout_s if m is not None else self.timeout
         seed = secrets.randbits(48)
-        sandboxed = self._sandboxed()
-        site = release.kernel_site()
+        self._given = given_sources(course, assignment, m.notebook if m is not None else None)
         warm = threading.Thread(target=_warm_up_verifier, daemon=True)
         warm.start()
         notes: list[str] = []
         status.mark(self, resources, "running", executed=True)
-        with sandbox.Jail(self._limits(m), sandboxed=sandboxed) as jail:
-            self._prepare(jail, resources)
-            env = self._kernel_env(jail, seed, site)
-            read_only = [site] + ([Path(env["GENLAB_DATA"])] if "GENLAB_DATA" in env else [])
-            path = resources["metadata"]["path"]
-            resources["metadata"]["path"] = str(jail.scratch)
+        try:
+            sandboxed = self._sandboxed()
+            site = release.kernel_site()
+            self._usage: dict[str, float | None] = {"peak_mb": None, "cpu_s": None}
             try:
-                self._run(nb, resources, jail, env, read_only, m, cell_timeout, notes)
-            except GradingFailure as exc:
-                resources["metadata"]["path"] = path
-                status.mark(self, resources, "ungraded", str(exc))
-                raise
+                with sandbox.Jail(self._limits(m), sandboxed=sandboxed) as jail:
+                    self._prepare(jail, resources)
+                    env = self._kernel_env(jail, seed, site)
+                    read_only = [site] + ([Path(env["GENLAB_DATA"])] if "GENLAB_DATA" in env else [])
+                    path = resources["metadata"]["path"]
+                    resources["metadata"]["path"] = str(jail.scratch)
+                    try:
+                        self._run(nb, resources, jail, env, read_only, m, cell_timeout, notes)
+                    finally:
+                        resources["metadata"]["path"] = path
+                        if jail.cgroup is not None:
+                            self._usage["peak_mb"] = jail.cgroup.peak_mb()
+                    payloads = read_probes(jail.scratch / PROBES)
             finally:
-                resources["metadata"]["path"] = path
-            payloads = read_probes(jail.scratch / PROBES)
+                resources["genlab_usage"] = {"sandboxed": sandboxed, **self._usage}
+        except GradingFailure as exc:
+            status.mark(self, resources, "ungraded", str(exc), fault=exc.fault)
+            raise
         warm.join()
         resources["genlab_probe"] = {"seed": seed, "payloads": payloads, "notes": notes}
         return nb, resources
 
-    def _start(self, jail: sandbox.Jail, env: dict[str, str], read_only: list[Path], stack: ExitStack) -> None:
+    def _start(self, jail: Jail, env: dict[str, str], read_only: list[Path], stack: ExitStack) -> None:
         self.kernel_manager_class = sandbox.SandboxKernelManager if jail.sandboxed else AsyncKernelManager
         self.km = self.create_kernel_manager()
         if jail.sandboxed:
@@ -225,20 +252,26 @@ class GradeExecute(Execute):
                 return
             self.timeout = max(1, int(min(cell_timeout, left)))
             oom_before = jail.cgroup is not None and jail.cgroup.out_of_memory()
+            self._cell_timed_out = False
             try:
                 self.preprocess_cell(cell, resources, index)
+                self._measure(jail)
             except (DeadKernelError, CellTimeoutError) as exc:
-                oom = jail.cgroup is not None and jail.cgroup.out_of_memory()
-                if oom:
-                    why = f"the kernel was stopped for using more than {jail.limits.memory_mb} MB of memory"
-                elif isinstance(exc, CellTimeoutError):
-                    why = f"the kernel did not stop when interrupted after {self.timeout} s"
-                else:
-                    why = "the kernel died while running this cell (an exit, a crash or a resource limit)"
-                cell.outputs.append(_error("KernelDied", why))
-                self._stop(nb, index + 1, f"not run: {why} in an earlier cell")
+                why = self._death_cause(jail, exc)
+                if self._is_given(cell):
+                    raise GivenCodeDied(
+                        f"the kernel died in the course's given cell {_cell_name(cell, index)}: {why}. Not the "
+                        "student's code: graded again once, then left ungraded for the course to fix"
+                    ) from None
+                cell.outputs.append(_error("KernelDied", f"the kernel died while running this cell: {why}"))
+                self._stop(nb, index + 1, f"not run: the kernel died in an earlier cell: {why}")
                 notes.append(why)
                 return
+            if self._cell_timed_out and self._is_given(cell):
+                raise GivenCodeDied(
+                    f"the course's given cell {_cell_name(cell, index)} ran past its time limit of {self.timeout} s "
+                    "and was interrupted: graded again once, then left ungraded for the course to fix"
+                )
             if not oom_before and jail.cgroup is not None and jail.cgroup.out_of_memory():
                 # The kernel lived on (a child process was killed, or the cell was interrupted later):
                 # say why, without changing the cell's score (an error only where there is one already).
@@ -248,6 +281,61 @@ class GradeExecute(Execute):
                     _error("MemoryLimit", why) if failed else new_output("stream", name="stdout", text=f"note: {why}\n")
                 )
                 notes.append(why)
+
+    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None):
+        self._cell_timed_out = True  # a given cell cut short leaves the cells after it without what they need
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def _measure(self, jail: Jail) -> None:
+        """Note the CPU seconds the kernel has used so far (and its peak memory where no cgroup keeps it)."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        pids = jail.cgroup.pids() if jail.cgroup is not None and jail.cgroup.folders else set()
+        if process is not None:
+            pids.add(process.pid)
+        cpu, rss = processes_usage(pids)
+        self._usage["cpu_s"] = max(cpu, self._usage["cpu_s"] or 0.0)
+        if jail.cgroup is None or not jail.cgroup.folders:
+            self._usage["peak_mb"] = max(rss, self._usage["peak_mb"] or 0.0)
+
+    def _is_given(self, cell: NotebookNode) -> bool:
+        """Whether ``cell`` is code the course gave, not the student's (see :func:`given_sources`)."""
+        meta = notebooks.meta(cell)
+        if meta.get("solution") or meta.get("grade"):
+            return False  # an answer, or a test that runs the student's answer
+        return bool(meta.get("locked")) or cell.source.strip() in self._given
+
+    def _death_cause(self, jail: Jail, exc: Exception) -> str:
+        """Which limit or signal ended the kernel, in words for the feedback and the grade table."""
+        if jail.cgroup is not None and jail.cgroup.out_of_memory():
+            peak = jail.cgroup.peak_mb()
+            return f"the memory limit of {jail.limits.memory_mb} MB was hit" + (
+                f" (peak {peak:.0f} MB)" if peak is not None else ""
+            )
+        if isinstance(exc, CellTimeoutError):
+            return f"it did not stop when interrupted after the cell's time limit of {self.timeout} s"
+        code = self._kernel_exit_status()
+        if code is None:
+            return "it stopped answering (an exit, a crash or a resource limit)"
+        signo = -code if code < 0 else code - 128 if jail.sandboxed and code > 128 else 0
+        if signo == signal.SIGXCPU:
+            return f"the CPU time limit of {jail.limits.cpu_s} s was used up (SIGXCPU)"
+        if signo:
+            try:
+                name = signal.Signals(signo).name
+            except ValueError:
+                name = f"signal {signo}"
+            return f"it was killed by {name}" + (f" ({_SIGNAL_WORDS[name]})" if name in _SIGNAL_WORDS else "")
+        return f"it exited with status {code}"
+
+    def _kernel_exit_status(self) -> int | None:
+        """The exit status of the kernel's process (bubblewrap's, in the sandbox), once it has ended."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        for _ in range(20):  # a process that just died may not be reaped yet
+            code = process.poll() if process is not None else None
+            if code is not None:
+                return code
+            time.sleep(0.1)
+        return None
 
     @staticmethod
     def _stop(nb: NotebookNode, start: int, why: str) -> None:
@@ -274,6 +362,55 @@ class GradeExecute(Execute):
             return None
         self._output_bytes += size
         return super().output(outs, msg, display_id, cell_index)
+
+
+_SIGNAL_WORDS = {
+    "SIGSEGV": "a crash",
+    "SIGABRT": "an abort, such as a failed check inside a library",
+    "SIGBUS": "a crash",
+    "SIGFPE": "an arithmetic fault",
+    "SIGILL": "an instruction this processor does not have",
+    "SIGKILL": "killed from outside: a limit or another process",
+}
+
+
+def _cell_name(cell: NotebookNode, index: int) -> str:
+    gid = notebooks.meta(cell).get("grade_id")
+    return f"`{gid}` (cell {index})" if gid else f"{index} (`{cell.source.strip().splitlines()[0][:60]}`)"
+
+
+def given_sources(course: Path, assignment: str | None, notebook: str | None) -> set[str]:
+    """The sources of the code cells that the release gives students, from ``<course>/release/``.
+
+    A cell of the submission whose source is one of these (stripped) is the course's code, and
+    so is a locked cell; answer cells, test cells and anything else the student wrote are theirs.
+    """
+    if not assignment or not notebook:
+        return set()
+    try:
+        released = notebooks.read(course / "release" / assignment / notebook)
+    except (OSError, ValueError):
+        return set()
+    return {
+        c.source.strip()
+        for c in released.cells
+        if c.cell_type == "code" and c.source.strip() and not notebooks.meta(c).get("solution")
+    }
+
+
+def processes_usage(pids: set[int]) -> tuple[float, float]:
+    """(CPU seconds, with those of their ended children; largest resident size in MB) of the processes ``pids``."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    cpu, rss = 0.0, 0.0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # it has ended
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        cpu += sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        rss = max(rss, int(fields[21]) * page / 2**20)
+    return round(cpu, 2), rss
 
 
 def _data_root() -> Path | None:

@@ -25,7 +25,7 @@ from autograder import linkguard
 from autograder.course import gradebook_url
 from autograder.export import GradesExport
 from autograder.feedback import FeedbackExporter, GetGradeStates, SanitizeErrors
-from autograder.preprocessors import GradeExecute, OverwriteCells, VerifyProbes
+from autograder.preprocessors import GradeExecute, OverwriteCells, RepairCells, VerifyProbes
 from autograder.preprocessors.recordgraded import RecordGraded  # last: "graded" only once the scores are saved
 
 here = Path(__file__).resolve().parent
@@ -60,8 +60,11 @@ c.ExportApp.plugin_class = GradesExport
 c.GenerateFeedback.preprocessors = [GetGradeStates, SanitizeErrors, CSSHTMLHeaderPreprocessor]
 c.GenerateFeedback.exporter_class = FeedbackExporter
 
-# Locked cells come back from the gradebook; warn only about real changes, not removed hidden tests.
+# A tampered notebook is repaired from the gradebook first (grading metadata, forged or duplicated
+# graded cells, kernelspec), with a note in the feedback, so nbgrader's steps after it cannot fail on
+# it; locked cells come back from the gradebook, with a warning only about real changes.
 c.Autograde.sanitize_preprocessors = [
+    RepairCells,
     ClearOutput,
     DeduplicateIds,
     OverwriteKernelspec,

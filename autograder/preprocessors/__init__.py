@@ -2,6 +2,7 @@
 
 from autograder.preprocessors.gradeexecute import GradeExecute, GradingFailure
 from autograder.preprocessors.overwritecells import OverwriteCells
+from autograder.preprocessors.repaircells import RepairCells
 from autograder.preprocessors.verifyprobes import VerificationError, VerifyProbes
 
-__all__ = ["GradeExecute", "GradingFailure", "OverwriteCells", "VerificationError", "VerifyProbes"]
+__all__ = ["GradeExecute", "GradingFailure", "OverwriteCells", "RepairCells", "VerificationError", "VerifyProbes"]

@@ -10,7 +10,8 @@ It replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. For
 3. runs the cells with the manifest's limits: a cell past its timeout is interrupted and fails
    alone; a kernel that dies (an exit, a segfault, the memory limit) or stops answering ends the
    run, and the cells after it are marked as not run; outputs are capped in bytes;
-4. reads what the probes wrote (regular files only, size-capped, never following a link) into
+4. reads what the probes of its test cells wrote (regular files only, each and all of them
+   size-capped, never following a link; other files in the folder are not read) into
    ``resources["genlab_probe"]`` for :class:`~autograder.preprocessors.verifyprobes.VerifyProbes`,
    and removes the jail.
 
@@ -27,6 +28,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Collection
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
-from autograder import manifest, probing, release, sandbox, status
+from autograder import manifest, notebooks, probing, release, sandbox, status
+from autograder.preprocessors.verifyprobes import PROBE_CALL
 
 PROBES = ".probes"
 SANDBOX_ENV = "GENLAB_SANDBOX"
@@ -165,7 +168,7 @@ class GradeExecute(Execute):
                 raise
             finally:
                 resources["metadata"]["path"] = path
-            payloads = read_probes(jail.scratch / PROBES)
+            payloads = read_probes(jail.scratch / PROBES, names=recorded_exercises(nb))
         warm.join()
         resources["genlab_probe"] = {"seed": seed, "payloads": payloads, "notes": notes}
         return nb, resources
@@ -283,10 +286,26 @@ def _data_root() -> Path | None:
     return root.resolve() if root.is_dir() else None
 
 
-def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str, bytes]:
+def recorded_exercises(nb: NotebookNode) -> set[str]:
+    """The exercises whose records the notebook's test cells verify (``probe_<x>``/``check_<x>`` calls)."""
+    return {
+        name.split("_", 1)[1]
+        for cell in nb.cells
+        if cell.cell_type == "code" and notebooks.meta(cell).get("grade") and not notebooks.meta(cell).get("solution")
+        for name in PROBE_CALL.findall(cell.source)
+    }
+
+
+def read_probes(
+    folder: Path,
+    limit: int = probing.MAX_RECORD_BYTES,
+    names: Collection[str] | None = None,
+    total: int = probing.MAX_PROBE_BYTES,
+) -> dict[str, bytes]:
     """The probes' files as bytes: regular files only, never through a link, each at most ``limit``.
 
-    The folder belongs to the submission's uid, which may have filled it with anything; by now no
+    Only the records of ``names`` are read (when given), and at most ``total`` bytes in all: the
+    folder belongs to the submission's uid, which may have filled it with anything. By now no
     process of that uid runs, so nothing changes while it is read.
     """
     found: dict[str, bytes] = {}
@@ -294,9 +313,11 @@ def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return found
+    left = total
     try:
-        for name in os.listdir(dir_fd)[:200]:
-            if not name.endswith(".pt") or name.startswith("."):
+        wanted = sorted(f"{n}.pt" for n in names) if names is not None else sorted(os.listdir(dir_fd))[:200]
+        for name in wanted:
+            if not name.endswith(".pt") or name.startswith(".") or "/" in name:
                 continue
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -304,9 +325,10 @@ def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str
                 continue
             try:
                 info = os.fstat(fd)
-                if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size <= limit:
+                if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size <= min(limit, left):
                     with os.fdopen(os.dup(fd), "rb") as fh:
                         found[name[:-3]] = fh.read(limit + 1)[:limit]
+                    left -= len(found[name[:-3]])
             finally:
                 os.close(fd)
     finally:

@@ -26,7 +26,7 @@ from autograder.course import gradebook_url
 from autograder.export import GradesExport
 from autograder.feedback import FeedbackExporter, GetGradeStates, SanitizeErrors
 from autograder.inert import InertOutputs
-from autograder.preprocessors import GradeExecute, OverwriteCells, RepairCells, VerifyProbes
+from autograder.preprocessors import CapOutputs, GradeExecute, OverwriteCells, RepairCells, VerifyProbes
 from autograder.preprocessors.recordgraded import RecordGraded  # last: "graded" only once the scores are saved
 
 here = Path(__file__).resolve().parent
@@ -81,13 +81,16 @@ c.Autograde.sanitize_preprocessors = [
 ]
 
 # Execution and verdicts: the kernel runs in a jail (autograder/sandbox.py) and only probes; the
-# verdict of every hidden test is decided here, outside it (autograder/preprocessors/).
+# verdict of every hidden test is decided here, outside it, in a confined process
+# (autograder/preprocessors/); then the notebook is cut to the manifest's output cap, whatever
+# route its bytes took, before anything is saved or shown.
 c.Autograde.autograde_preprocessors = [
     GradeExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
     VerifyProbes,
+    CapOutputs,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,

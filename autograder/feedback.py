@@ -15,6 +15,7 @@ instead of running off the page, and nothing of the submission that can run (aut
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import re
 from functools import cache
@@ -27,7 +28,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import GetGrades
 from traitlets import Bool
 
-from autograder import inert, notebooks
+from autograder import inert, notebooks, outputcap
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -196,6 +197,21 @@ class FeedbackExporter(HTMLExporter):
         self.extra_template_basedirs = [str(TEMPLATES), *self.extra_template_basedirs]
         self.template_name = "genlab_feedback"
         self.template_paths = self._template_paths()  # computed once by default: again, for this template
+
+    page_limit_mb = 8  # where the assignment has no manifest with output_limit_mb
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        """The page, within the manifest's output cap: outputs are cut further while it is not (sources never)."""
+        html, out = super().from_notebook_node(nb, resources, **kw)
+        limit = outputcap.output_limit(out, self.page_limit_mb * 2**20)
+        for _ in range(4):
+            over = len(html.encode("utf-8")) - limit
+            if over <= 0:
+                break
+            nb = copy.deepcopy(nb)
+            outputcap.cap_notebook(nb, max(0, outputcap.notebook_bytes(nb) - 2 * over))
+            html, out = super().from_notebook_node(nb, resources, **kw)
+        return html, out
 
     def _init_resources(self, resources):
         resources = super()._init_resources(resources)

@@ -36,7 +36,7 @@ from autograder import manifest, notebooks, repair
 
 NOTES_TITLE = "**Grading notes** (added by the course's grader)"
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # a submitted file above this is not read (honest ones are a few MB with outputs)
-MAX_TEXT_BYTES = 2 * 2**20  # the cells' text without outputs (the course's notebooks hold ~0.2 MB)
+MAX_TEXT_BYTES = 2**20  # the notebook without outputs (the course's hold 0.1 MB); its feedback page is ~5x that
 MAX_DEPTH = 64  # nesting of the JSON without outputs (a notebook's is under 10)
 MAX_TIMESTAMP_BYTES = 200
 TIMESTAMP = "timestamp.txt"
@@ -98,17 +98,21 @@ def read_submission(path: Path) -> tuple[NotebookNode, list[str]]:
     version = data.get("nbformat")
     if version not in (3, 4):
         raise Unreadable(f"it says nbformat {str(version)[:20]}, a version Jupyter does not write (4 is current)")
-    if _depth({k: v for k, v in data.items() if k != "cells"}) > MAX_DEPTH or any(
-        _depth({k: v for k, v in c.items() if k != "outputs"}) > MAX_DEPTH for c in data["cells"] if isinstance(c, dict)
-    ):
+    bare = {**data, "cells": [_without_outputs(c) for c in data["cells"]]}
+    if _depth(bare) > MAX_DEPTH:
         raise Unreadable("its JSON is nested too deeply")
-    text = sum(len(str(c.get("source", ""))) for c in data["cells"] if isinstance(c, dict))
+    try:
+        text = len(json.dumps(bare, ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise Unreadable("it holds characters that are not valid text (lone surrogates)") from None
     if text > MAX_TEXT_BYTES:
         raise Unreadable(
-            f"its cells hold {text / 2**20:.1f} MB of text; a submission may hold {MAX_TEXT_BYTES // 2**20} MB"
+            f"its cells hold {text / 2**20:.1f} MB of text and metadata; a submission may hold "
+            f"{MAX_TEXT_BYTES / 2**20:g} MB besides its outputs"
         )
     notes = repair.renew_cell_ids(c for c in data["cells"] if isinstance(c, dict))
     try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # outputs that could not be written back
         nb = nbformat.reads(json.dumps(data), as_version=4)
         nbformat.validate(nb)
     except (nbformat.ValidationError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
@@ -121,6 +125,10 @@ def read_submission(path: Path) -> tuple[NotebookNode, list[str]]:
             raise Unreadable(f"it is not a valid notebook ({_first_line(again)})") from None
         notes.append("The outputs saved in your notebook were not valid; they were removed before grading.")
     return nb, notes
+
+
+def _without_outputs(cell: object) -> object:
+    return {k: v for k, v in cell.items() if k != "outputs"} if isinstance(cell, dict) else cell
 
 
 def _clear_outputs(data: dict) -> bool:

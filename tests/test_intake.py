@@ -79,6 +79,7 @@ MALFORMED = {
     "binary": b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe",
     "truncated": '{"cells": [',
     "a-cell-without-type": notebook_json(cells=[{"source": "x", "metadata": {}}]),
+    "lone-surrogate-in-a-cell": notebook_json(cells=[{"cell_type": "markdown", "source": "\udcff", "metadata": {}}]),
 }
 
 
@@ -181,11 +182,20 @@ def test_repeated_or_invalid_cell_ids_are_renewed(course):
     assert len(set(ids)) == len(ids) and any("cell id" in n for n in notes)
 
 
-def test_invalid_saved_outputs_are_removed_not_fatal(course):
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"output_type": "display_data", "data": {"text/plain": 5}, "metadata": []},
+        {"output_type": "stream", "name": "stdout", "text": "a lone surrogate: \udcff"},
+        {"output_type": "display_data", "data": {"application/json": json.loads("[" * 900 + "]" * 900)}},
+    ],
+    ids=["invalid", "not-utf8", "deep"],
+)
+def test_invalid_saved_outputs_are_removed_not_fatal(course, output):
     _, _, _, nb = course
     data = json.loads(nbformat.writes(nb))
     code = next(c for c in data["cells"] if c["cell_type"] == "code")
-    code["outputs"] = [{"output_type": "display_data", "data": {"text/plain": 5}, "metadata": []}]
+    code["outputs"] = [{"metadata": {}, **output}]
     notes, graded = take_in(course, json.dumps(data))
     assert any("outputs saved in your notebook were not valid" in n for n in notes)
     assert answer(graded, "one_hot").source == MY_ANSWER

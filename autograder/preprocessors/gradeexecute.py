@@ -35,12 +35,12 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbformat import NotebookNode
+from nbformat import NotebookNode, ValidationError
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
-from autograder import manifest, notebooks, probing, release, sandbox, status
+from autograder import manifest, notebooks, outputcap, probing, release, sandbox, status
 from autograder.preprocessors.verifyprobes import PROBE_CALL
 
 PROBES = ".probes"
@@ -81,7 +81,9 @@ class GradeExecute(Execute):
         help="'auto': bubblewrap where available (refusing to run as root without it unless "
         "GENLAB_SANDBOX=0); 'off': run kernels unsandboxed",
     ).tag(config=True)
-    max_output_bytes = Integer(4 * 2**20, help="Cap on the bytes of all outputs of one notebook").tag(config=True)
+    max_output_bytes = Integer(
+        8 * 2**20, help="Cap on the bytes of all outputs of one notebook, where no manifest sets output_limit_mb"
+    ).tag(config=True)
     start_attempts = Integer(3, help="Kernel starts tried before the submission is reported ungraded").tag(config=True)
     store_widget_state = Bool(False)  # widget state of a grading run is useless and unbounded
     # After a timed-out cell is interrupted, the kernel has this long to report that it stopped before
@@ -191,6 +193,7 @@ class GradeExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self._output_bytes, self._cut = 0, False
+        self._output_cap = m.output_limit_mb * 2**20 if m is not None else None
         last: Exception | None = None
         for attempt in range(self.start_attempts):
             stack = ExitStack()
@@ -242,6 +245,9 @@ class GradeExecute(Execute):
                 self._stop(nb, index + 1, f"not run: {why} in an earlier cell")
                 notes.append(why)
                 return
+            except Exception as exc:  # a message nobody can read: the notebook is graded on
+                self._unreadable(cell, exc, notes)
+                continue
             if not oom_before and jail.cgroup is not None and jail.cgroup.out_of_memory():
                 # The kernel lived on (a child process was killed, or the cell was interrupted later):
                 # say why, without changing the cell's score (an error only where there is one already).
@@ -259,24 +265,80 @@ class GradeExecute(Execute):
             if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
                 cell.outputs = [_error("NotRun", why)]
 
+    # ---------------------------------------------------------------- outputs: capped and storable
+    _output_cap: int | None = None  # the manifest's output_limit_mb in bytes, for this notebook
+
+    def _room(self, grow: int) -> bool:
+        """Whether ``grow`` more bytes of output fit under this notebook's cap (counting them if they do)."""
+        if self._output_bytes + grow > (self._output_cap or self.max_output_bytes):
+            return False
+        self._output_bytes += grow
+        return True
+
+    def _cut_note(self) -> str:
+        cap = (self._output_cap or self.max_output_bytes) / 2**20
+        return f"output cut: this notebook's outputs passed the {cap:g} MB it may keep; the rest is not kept"
+
     def output(self, outs, msg, display_id, cell_index):
-        size = _content_bytes(msg.get("content", {}))
-        if self._output_bytes + size > self.max_output_bytes:
+        content = msg.get("content", {})
+        if not self._room(_content_bytes(content) + outputcap.OVERHEAD):
             if not self._cut:
                 self._cut = True
-                outs.append(
-                    new_output(
-                        "stream",
-                        name="stdout",
-                        text=(
-                            f"\n[output cut: this notebook's outputs passed {self.max_output_bytes // 2**20} MB; "
-                            "the rest is not kept]\n"
-                        ),
-                    )
-                )
+                outs.append(outputcap.note(self._cut_note()))
             return None
-        self._output_bytes += size
-        return super().output(outs, msg, display_id, cell_index)
+        why = outputcap.unstorable(content)
+        if why is None:
+            before = len(outs)
+            try:
+                out = super().output(outs, msg, display_id, cell_index)
+            except ValidationError:  # nbclient drops some invalid outputs without a word, and raises on others
+                out = None
+            if out is not None or len(outs) != before or msg.get("msg_type") not in _OUTPUT_TYPES:
+                return out
+            why = f"it is not a valid {msg.get('msg_type')} output"
+        if msg.get("msg_type") == "error":  # a failure stays a failure
+            outs.append(_error("UnreadableError", f"the kernel reported an error the grader cannot store ({why})"))
+        else:
+            outs.append(outputcap.note(f"an output the grader cannot store was dropped: {why}"))
+        return None
+
+    def _update_display_id(self, display_id, msg):
+        """A display updated in place: counted for every output it replaces, and stored only where it can be."""
+        places = [
+            self.nb.cells[cell_index].outputs[i]
+            for cell_index, indices in self._display_id_map.get(display_id, {}).items()
+            for i in indices
+            if i < len(self.nb.cells[cell_index].outputs)
+        ]
+        content = msg.get("content", {})
+        new = _content_bytes(content.get("data", {})) + _content_bytes(content.get("metadata", {}))
+        old = sum(_content_bytes(o.get("data", {})) + _content_bytes(o.get("metadata", {})) for o in places)
+        why = outputcap.unstorable(content)
+        if why is None and not self._room(new * len(places) - old):
+            why = self._cut_note()
+        if why is None:
+            try:
+                return super()._update_display_id(display_id, msg)
+            except ValidationError:
+                why = "it is not a valid display"
+        text = f"[display not updated: {why}]"
+        super()._update_display_id(
+            display_id, {**msg, "content": {**content, "data": {"text/plain": text}, "metadata": {}}}
+        )
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Widget messages are ignored: their state is neither graded nor shown, and it has no cap."""
+
+    # ---------------------------------------------------------------- messages that cannot be read
+    def _unreadable(self, cell: NotebookNode, exc: Exception, notes: list[str]) -> None:
+        """A kernel message the grader could not read (a bad signature, broken or too deep JSON): the cell fails."""
+        why = f"the kernel sent a message the grader could not read ({type(exc).__name__}: {str(exc)[:200]})"
+        cell.outputs.append(_error("UnreadableMessage", f"{why}; this cell counts as failed"))
+        notes.append(why)
+        self.log.warning("cell %s: %s", cell.get("id"), why)
+
+
+_OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error")
 
 
 def _data_root() -> Path | None:

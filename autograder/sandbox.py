@@ -455,6 +455,7 @@ class SandboxKernelManager(AsyncKernelManager):
 
     async def _async_pre_start_kernel(self, **kw: Any):
         assert self.jail is not None, "SandboxKernelManager needs a jail (see autograder.preprocessors)"
+        assert self.kernel_spec is not None, "a kernel manager knows its kernel spec once it starts one"
         self.kernel_spec.interrupt_mode = "message"  # SIGINT would reach bubblewrap, not the kernel
         self.transport = "ipc"
         self.ip = str(self.jail.run / "kernel")

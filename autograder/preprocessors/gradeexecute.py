@@ -9,7 +9,11 @@ It replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. For
    ``GENLAB_SANDBOX=0`` says so), retrying a kernel that does not start;
 3. runs the cells with the manifest's limits: a cell past its timeout is interrupted and fails
    alone; a kernel that dies (an exit, a segfault, the memory limit) or stops answering ends the
-   run, and the cells after it are marked as not run; outputs are capped in bytes;
+   run, and the cells after it are marked as not run; a message the grader cannot read (a bad
+   signature, broken or too deep JSON) fails its cell and the run goes on; outputs are capped in
+   bytes at the manifest's ``output_limit_mb`` (a display updated in place counts for every
+   output it replaces), widget messages are ignored, and an output nbgrader could not store (too
+   deep, not UTF-8, an invalid payload) becomes a one-line note;
 4. reads what the probes of its test cells wrote (regular files only, each and all of them
    size-capped, never following a link; other files in the folder are not read) into
    ``resources["genlab_probe"]`` for :class:`~autograder.preprocessors.verifyprobes.VerifyProbes`,

@@ -208,7 +208,7 @@ class Confined:
             status = self._reap(0)
             if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
                 raise LimitExceeded(f"more than {self.limits.cpu_s} s of CPU time") from None
-            raise LimitExceeded(f"the process stopped ({_describe(status)})") from None
+            raise LimitExceeded(f"the verifying process stopped: {_describe(status)}") from None
         if "limit" in answer:
             self._stop()
             raise LimitExceeded(answer["limit"])

@@ -128,7 +128,7 @@ class VerifyProbes(NbGraderPreprocessor):
         except LimitExceeded as exc:
             names = ", ".join(f"{name}(...)" for _, name in calls)
             problem = (
-                f"{names}: checking its records took {exc}, more than the grader allows; record what the exercise "
+                f"{names}: checking its records went past the grader's limits ({exc}); record what the exercise "
                 "asks for, as plain tensors and numbers"
             )
         finally:

@@ -21,11 +21,12 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from autograder import linkguard
+from autograder import inert, linkguard
 from autograder.course import gradebook_url
 from autograder.export import GradesExport
 from autograder.feedback import FeedbackExporter, GetGradeStates, SanitizeErrors
-from autograder.preprocessors import GradeExecute, OverwriteCells, VerifyProbes
+from autograder.inert import InertOutputs
+from autograder.preprocessors import CapOutputs, GradeExecute, OverwriteCells, RepairCells, VerifyProbes
 from autograder.preprocessors.recordgraded import RecordGraded  # last: "graded" only once the scores are saved
 
 here = Path(__file__).resolve().parent
@@ -55,13 +56,23 @@ linkguard.install()
 c.ExportApp.plugin_class = GradesExport
 
 # Hidden tests hold only check calls; their tracebacks would show the checks' code. Each graded
-# cell says whether its score is decided or waits for a grader (GetGradeStates extends nbgrader's
-# GetGrades); the page typesets its math offline and wraps long messages (autograder/feedback.py).
-c.GenerateFeedback.preprocessors = [GetGradeStates, SanitizeErrors, CSSHTMLHeaderPreprocessor]
+# cell says whether its score is decided or waits for a grader, and names its exercise
+# (GetGradeStates extends nbgrader's GetGrades); the page typesets its math offline and wraps long
+# messages (autograder/feedback.py).
+c.GenerateFeedback.preprocessors = [GetGradeStates, SanitizeErrors, InertOutputs, CSSHTMLHeaderPreprocessor]
 c.GenerateFeedback.exporter_class = FeedbackExporter
 
-# Locked cells come back from the gradebook; warn only about real changes, not removed hidden tests.
+# No page made from a submission runs its content: feedback and formgrader's view of a submission
+# (an HTMLExporter configured from this file) show outputs and Markdown sanitised (autograder/inert.py).
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {"markdown2html": inert.markdown2html, "clean_html": inert.clean_html}
+c.HTMLExporter.preprocessors = [InertOutputs]
+
+# A tampered notebook is repaired from the gradebook first (grading metadata, forged or duplicated
+# graded cells, kernelspec), with a note in the feedback, so nbgrader's steps after it cannot fail on
+# it; locked cells come back from the gradebook, with a warning only about real changes.
 c.Autograde.sanitize_preprocessors = [
+    RepairCells,
     ClearOutput,
     DeduplicateIds,
     OverwriteKernelspec,
@@ -70,13 +81,16 @@ c.Autograde.sanitize_preprocessors = [
 ]
 
 # Execution and verdicts: the kernel runs in a jail (autograder/sandbox.py) and only probes; the
-# verdict of every hidden test is decided here, outside it (autograder/preprocessors/).
+# verdict of every hidden test is decided here, outside it, in a confined process
+# (autograder/preprocessors/); then the notebook is cut to the manifest's output cap, whatever
+# route its bytes took, before anything is saved or shown.
 c.Autograde.autograde_preprocessors = [
     GradeExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
     VerifyProbes,
+    CapOutputs,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,

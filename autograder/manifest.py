@@ -37,6 +37,7 @@ class Manifest:
     memory_limit_mb: int = 6144
     disk_limit_mb: int = 1024
     cell_timeout_s: int = 300
+    output_limit_mb: int = 8  # the graded notebook, its stored copy and its feedback page: each at most this
     mistakes: tuple[Mistake, ...] = field(default_factory=tuple)
 
     def mistake_rounds(self) -> list[tuple[Mistake, ...]]:
@@ -109,7 +110,7 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
     names = [m.name for m in mistakes]
     if len(names) != len(set(names)):
         raise ValueError(f"{path}: two mistakes share a name; give each its own")
-    for key in ("time_limit_s", "memory_limit_mb", "disk_limit_mb", "cell_timeout_s"):
+    for key in ("time_limit_s", "memory_limit_mb", "disk_limit_mb", "cell_timeout_s", "output_limit_mb"):
         if key in data and (not isinstance(data[key], int) or data[key] <= 0):
             raise ValueError(f"{path}: {key} must be a positive integer, got {data[key]!r}")
     return Manifest(
@@ -124,6 +125,7 @@ def load(name_or_path: str | Path, root: Path | None = None) -> Manifest:
         memory_limit_mb=data.get("memory_limit_mb", 6144),
         disk_limit_mb=data.get("disk_limit_mb", 1024),
         cell_timeout_s=data.get("cell_timeout_s", 300),
+        output_limit_mb=data.get("output_limit_mb", 8),
         mistakes=mistakes,
     )
 

@@ -21,7 +21,9 @@ def read(path: Path) -> NotebookNode:
 
 
 def meta(cell: NotebookNode) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
+    """A cell's nbgrader metadata; {} where it has none or where it is not a mapping (a tampered cell)."""
+    found = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
 def regions(text: str, begin: str, end: str) -> Iterator[tuple[int, int]]:

@@ -25,8 +25,11 @@ import hashlib
 import io
 import math
 import os
+import pickle
+import pickletools
 import secrets
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ PROBE_SEED_ENV = "GENLAB_PROBE_SEED"
 # One exercise's records; checks that need more (many samples) keep summaries out of the kernel
 # and record raw values that fit.
 MAX_RECORD_BYTES = 32 * 2**20
+MAX_PROBE_BYTES = 64 * 2**20  # all records of one submission that the grader reads (honest ones: under 12 MB)
 MAX_TEXT = 2000
 # One tolerance for every check: float32 arithmetic anywhere on the way is a correct answer.
 RTOL, ATOL = 1e-4, 1e-5
@@ -467,9 +471,154 @@ def encode(payload: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+# ----------------------------------------------------------------------------- reading payloads in the grader
+#
+# A payload file comes from the submission's kernel: anything may be in it. The grader reads it in
+# three fences (and, on top of them, VerifyProbes decodes and verifies in a confined process):
+# the archive (torch.save's zip, stored entries only, no bigger inside than outside), the pickle
+# (only the opcodes and globals that records need: no bytearray, no sparse tensor, no huge int)
+# and the loaded value (the shapes a probe records: small, plain, dense tensors).
+
+# What torch.save writes for records: dense tensors in typed storages, and plain containers.
+RECORD_GLOBALS = frozenset(
+    {("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict")}
+    | {
+        ("torch", f"{kind}Storage")
+        for kind in (
+            "Double",
+            "Float",
+            "Half",
+            "BFloat16",
+            "Long",
+            "Int",
+            "Short",
+            "Char",
+            "Byte",
+            "Bool",
+            "ComplexFloat",
+            "ComplexDouble",
+        )  # fmt: skip
+    }
+)
+RECORD_OPCODES = frozenset(
+    "PROTO FRAME GLOBAL BINPERSID REDUCE MARK TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_TUPLE EMPTY_LIST EMPTY_DICT "
+    "APPEND APPENDS SETITEM SETITEMS BININT BININT1 BININT2 LONG1 BINFLOAT BINUNICODE SHORT_BINUNICODE "
+    "NEWTRUE NEWFALSE NONE BINPUT LONG_BINPUT BINGET LONG_BINGET MEMOIZE STOP".split()
+)
+MAX_RECORD_ELEMENTS = 2**23  # tensor elements in one payload once dense (honest ones: under 10^6)
+MAX_SPREAD = 16  # a tensor may show at most this many elements per element of its storage (then densified)
+MAX_RECORD_NODES = 200_000  # values reached walking a payload, a shared one counted each time it is reached
+MAX_RECORD_DEPTH = 12
+MAX_INT_BITS = 1024
+MAX_ENTRIES = 4096  # files in a payload's archive
+
+
+class BadRecord(pickle.UnpicklingError):
+    """A payload file that is not what a probe writes; the message says what is wrong with it."""
+
+
+def _check_archive(data: bytes) -> bytes:
+    """The pickle inside a payload archive, once the archive is known to hold no more than it shows."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise BadRecord(f"not a file torch.save writes ({exc})") from None
+    if len(entries) > MAX_ENTRIES:
+        raise BadRecord(f"its archive holds {len(entries)} files")
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise BadRecord("its archive is compressed (torch.save stores records uncompressed)")
+    if sum(e.file_size for e in entries) > len(data):
+        raise BadRecord("its archive claims more data than the file holds")
+    pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
+    if len(pickles) != 1:
+        raise BadRecord("its archive holds no single data.pkl")
+    return archive.read(pickles[0])
+
+
+def _check_pickle(data: bytes) -> None:
+    """Refuse a pickle that uses an opcode or a global that records never need (before anything runs)."""
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                if (module, name) not in RECORD_GLOBALS:
+                    raise BadRecord(f"GLOBAL {module}.{name} is not allowed in a record")
+            elif op.name not in RECORD_OPCODES:
+                raise BadRecord(f"the pickle opcode {op.name} is not allowed in a record")
+            elif op.name == "LONG1" and isinstance(arg, int) and arg.bit_length() > MAX_INT_BITS:
+                raise BadRecord(f"an integer of {arg.bit_length()} bits")
+    except BadRecord:
+        raise
+    except (ValueError, pickle.UnpicklingError) as exc:
+        raise BadRecord(f"its pickle is damaged ({exc})") from None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` (a loaded payload) with every tensor dense and within the caps, or raise BadRecord.
+
+    Walks without recursion; a value reached twice (the pickle's memo) counts twice, so a few
+    bytes of shared references cannot make a verification walk billions of values.
+    """
+    nodes = elements = 0
+    stack: list[tuple[Any, int, Any, Any]] = [(value, 0, None, None)]
+    root: list[Any] = [value]
+    while stack:
+        item, depth, parent, key = stack.pop()
+        nodes += 1
+        if nodes > MAX_RECORD_NODES or depth > MAX_RECORD_DEPTH:
+            raise BadRecord("it nests too deeply or holds too many values")
+        if isinstance(item, torch.Tensor):
+            dense = _dense(item, MAX_RECORD_ELEMENTS - elements)
+            elements += dense.numel()
+            if dense is not item:
+                (root if parent is None else parent)[0 if parent is None else key] = dense
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) and len(k) <= MAX_TEXT for k in item):
+                raise BadRecord("a dict with keys that are not short strings")
+            stack += [(v, depth + 1, item, k) for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            if isinstance(item, tuple):
+                item = list(item)
+                (root if parent is None else parent)[0 if parent is None else key] = item
+            stack += [(v, depth + 1, item, i) for i, v in enumerate(item)]
+        elif isinstance(item, str):
+            if len(item) > 4 * MAX_TEXT:
+                raise BadRecord(f"a string of {len(item)} characters")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > MAX_INT_BITS:
+                raise BadRecord(f"an integer of {item.bit_length()} bits")
+        elif not (item is None or isinstance(item, (bool, float))):
+            raise BadRecord(f"a value of type {type(item).__name__}")
+    return root[0]
+
+
+def _dense(t: torch.Tensor, room: int) -> torch.Tensor:
+    """``t`` as a plain dense CPU tensor (densified when it is a view), or raise BadRecord past the caps."""
+    if t.layout != torch.strided or t.is_quantized or t.device.type != "cpu":
+        raise BadRecord(f"a tensor with layout {t.layout} on {t.device}")
+    if t.numel() > room:
+        raise BadRecord(f"tensors of more than {MAX_RECORD_ELEMENTS} elements in all")
+    stored = t.untyped_storage().nbytes() // max(1, t.element_size())
+    if t.numel() > MAX_SPREAD * max(1, stored):
+        raise BadRecord(f"a tensor of shape {tuple(t.shape)[:8]} over a storage of {stored} elements")
+    t = t.detach()
+    t.requires_grad_(False)
+    return t if t.is_contiguous() and t.numel() == stored else t.contiguous().clone()
+
+
 def decode(data: bytes) -> Any:
-    """Read a payload with torch's restricted unpickler: tensors and plain containers only."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    """Read a payload: the archive, the pickle and the value within the caps, or raise BadRecord.
+
+    The pickle is then read by torch's restricted unpickler (``weights_only=True``) as well.
+    """
+    if len(data) > MAX_RECORD_BYTES:
+        raise BadRecord(f"it is larger than {MAX_RECORD_BYTES // 2**20} MB")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        _check_pickle(data)  # a bare pickle: refused for what it holds, if anything, or else for its format
+        raise BadRecord("not a file torch.save writes")
+    _check_pickle(_check_archive(data))
+    return _plain(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
 
 
 def write_payload(folder: Path, exercise: str, payload: dict[str, Any]) -> None:

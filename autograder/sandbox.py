@@ -19,12 +19,15 @@ bubblewrap, not the kernel).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import glob
 import os
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
+
+from autograder import seccomp
 
 UID_BASE = 2_000_000  # uids of sandboxed submissions: UID_BASE + slot, unused by any account
 SLOTS = 4096
@@ -276,10 +281,52 @@ class Jail:
             self.slot, self._lock = _claim_slot()
             self.cgroup = Cgroup(f"slot-{self.slot}", self.limits)
             self.mounted = _mount_tmpfs(self.scratch, self.limits.disk_mb)
-            for folder in (self.scratch, self.sockets):
-                os.chown(folder, self.uid, self.uid)
-                os.chmod(folder, 0o700)
+            os.chown(self.scratch, self.uid, self.uid)
+            os.chmod(self.scratch, 0o700)
+            self._prepare_sockets()
         return self
+
+    # ------------------------------------------------------------------ the kernel's connection folder
+    # It lives outside the scratch folder, on the host, and the grader connects to what is in it as
+    # root: so it belongs to root and only the kernel's group may read it. The kernel binds its
+    # sockets in run/ while it starts (before any cell runs); then run/ is locked (lock_sockets), so
+    # that no socket can be replaced and nothing written there, where no disk limit applies.
+    @property
+    def run(self) -> Path:
+        """The folder of the kernel's IPC sockets."""
+        return self.sockets / "run"
+
+    def _prepare_sockets(self) -> None:
+        os.chown(self.sockets, 0, self.uid)
+        os.chmod(self.sockets, 0o750)
+        self.run.mkdir(mode=0o700)
+        os.chown(self.run, self.uid, self.uid)
+        (self.sockets / "seccomp.bpf").write_bytes(seccomp.refuse_user_namespaces() if seccomp.supported() else b"")
+
+    def share(self, path: Path) -> None:
+        """Let the kernel read a file the grader wrote in the connection folder, and nothing more."""
+        if self.sandboxed:
+            os.chown(path, 0, self.uid, follow_symlinks=False)
+            os.chmod(path, 0o640, follow_symlinks=False)
+
+    def lock_sockets(self, expected: list[Path]) -> None:
+        """Take run/ from the kernel once it bound ``expected``; raise if anything else is there.
+
+        Raises RuntimeError (a failed start, retried): no student code has run yet, so anything
+        unexpected is the machine's fault.
+        """
+        if not self.sandboxed:
+            return
+        os.chown(self.run, 0, self.uid)
+        os.chmod(self.run, 0o750)
+        with os.scandir(self.run) as entries:
+            found = {Path(e.path): e.stat(follow_symlinks=False) for e in entries}
+        for path, info in found.items():
+            if path not in expected or not stat.S_ISSOCK(info.st_mode) or info.st_uid != self.uid:
+                raise RuntimeError(f"unexpected entry in the kernel's socket folder: {path.name}")
+        missing = [p.name for p in expected if p not in found]
+        if missing:
+            raise RuntimeError(f"the kernel did not create its sockets {missing}")
 
     def give(self, path: Path) -> None:
         """Hand a file or folder we created in the scratch folder to the submission's uid."""
@@ -350,7 +397,7 @@ def _passwd(jail: Jail) -> Path:
     """An /etc/passwd that names the sandbox's user (getpass and friends look it up)."""
     path = jail.sockets / "passwd"
     path.write_text(f"root:x:0:0:root:/root:/bin/false\nstudent:x:{jail.uid}:{jail.uid}:student:/tmp:/bin/false\n")
-    os.chmod(path, 0o644)
+    jail.share(path)
     return path
 
 
@@ -375,12 +422,7 @@ def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only:
         "/proc",
         "--dev",
         "/dev",
-        "--size",
-        str(lim.disk_mb * 2**20),
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/tmp",
+        *_tmp_args(jail),
     ]
     binds = _Binds(args)
     for system in SYSTEM_PATHS:
@@ -399,6 +441,9 @@ def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only:
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", str(jail.scratch), "--cap-add", "CAP_SETUID,CAP_SETGID"]
+    filter_path = jail.sockets / "seccomp.bpf"
+    if filter_path.is_file() and filter_path.stat().st_size:
+        args += ["--seccomp", str(SECCOMP_FD)]
     limits = [
         f"--cpu={lim.cpu_s}:{lim.cpu_s + CPU_GRACE_S}",
         f"--nproc={lim.processes}",
@@ -423,11 +468,28 @@ def bwrap_command(cmd: list[str], *, jail: Jail, env: dict[str, str], read_only:
         "--",
         *cmd,
     ]
-    if jail.cgroup and jail.cgroup.folders:
-        # Join the cgroup first (as root, before bubblewrap starts): every process of the kernel inherits it.
-        join = 'for f in $GENLAB_CGROUP_PROCS; do echo $$ > "$f" || exit 111; done; exec "$@"'
-        wrapped = ["/bin/sh", "-c", join, "sh", *wrapped]
-    return wrapped
+    # Join the cgroup first (as root, before bubblewrap starts): every process of the kernel inherits it.
+    # bubblewrap reads the seccomp filter from a file descriptor, opened here.
+    join = (
+        'for f in $GENLAB_CGROUP_PROCS; do echo $$ > "$f" || exit 111; done; '
+        if jail.cgroup and jail.cgroup.folders
+        else ""
+    )
+    start = f'exec "$@" {SECCOMP_FD}<{shlex.quote(str(filter_path))}' if "--seccomp" in args else 'exec "$@"'
+    return ["/bin/sh", "-c", join + start, "sh", *wrapped]
+
+
+SECCOMP_FD = 3
+
+
+def _tmp_args(jail: Jail) -> list[str]:
+    """bwrap arguments for the kernel's /tmp: a folder of the scratch tmpfs (one disk limit for both), or a tmpfs."""
+    if jail.mounted:
+        tmp = jail.scratch / ".tmp"
+        tmp.mkdir(mode=0o700, exist_ok=True)
+        jail.give(tmp)
+        return ["--bind", str(tmp), "/tmp"]
+    return ["--size", str(jail.limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -439,23 +501,38 @@ class SandboxKernelManager(AsyncKernelManager):
 
     async def _async_pre_start_kernel(self, **kw: Any):
         assert self.jail is not None, "SandboxKernelManager needs a jail (see autograder.preprocessors)"
+        assert self.kernel_spec is not None, "a kernel manager knows its kernel spec once it starts one"
         self.kernel_spec.interrupt_mode = "message"  # SIGINT would reach bubblewrap, not the kernel
         self.transport = "ipc"
-        self.ip = str(self.jail.sockets / "kernel")
+        self.ip = str(self.jail.run / "kernel")
         self.connection_file = str(self.jail.sockets / "connection.json")
         kw["env"] = {
             **self.kernel_env,
             "GENLAB_CGROUP_PROCS": " ".join(self.jail.cgroup.procs_files if self.jail.cgroup else []),
         }
         cmd, kw = await super()._async_pre_start_kernel(**kw)
-        os.chmod(self.connection_file, 0o644)
-        for path in self.jail.sockets.iterdir():
-            self.jail.give(path)
+        self.jail.share(Path(self.connection_file))
         # A blocked signal mask is inherited through fork and exec: a grader started from a Ray task
         # (whose threads block SIGINT) would start kernels that never see the interrupt of a timed-out
         # cell, so one endless cell would cost the whole submission.
         kw["preexec_fn"] = unblock_signals
         return bwrap_command(cmd, jail=self.jail, env=self.kernel_env, read_only=self.read_only), kw
+
+    async def _async_post_start_kernel(self, **kw: Any) -> None:
+        await super()._async_post_start_kernel(**kw)
+        await self._lock_sockets()
+
+    async def _lock_sockets(self, timeout_s: float = 120) -> None:
+        """Wait until the kernel bound its sockets, then take their folder from it (Jail.lock_sockets)."""
+        assert self.jail is not None
+        ports = [self.shell_port, self.iopub_port, self.stdin_port, self.control_port, self.hb_port]
+        expected = [Path(f"{self.ip}-{port}") for port in ports]
+        deadline = time.monotonic() + timeout_s
+        while not all(p.exists() for p in expected):
+            if time.monotonic() > deadline or not await self.is_alive():
+                raise RuntimeError("the kernel did not bind its sockets")
+            await asyncio.sleep(0.05)
+        self.jail.lock_sockets(expected)
 
 
 def unblock_signals() -> None:

@@ -154,8 +154,19 @@ PROBE = r"""
 """
 
 
-def serve(directory: Path):
-    """A local HTTP server for ``directory`` that adds :data:`PROBE` to every HTML page; yields its URL."""
+def admit_probe(page: str) -> str:
+    """``page`` with :data:`PROBE`'s hash added to its Content-Security-Policy, if it has one (a feedback page)."""
+    from autograder.inert import script_hash
+
+    probe = PROBE.strip().removeprefix("<script>").removesuffix("</script>")
+    return page.replace("script-src ", f"script-src {html.escape(script_hash(probe))} ", 1)
+
+
+def serve(directory: Path, requests: list[str] | None = None):
+    """A local HTTP server for ``directory`` that adds :data:`PROBE` to every HTML page; yields its URL.
+
+    Every path asked for is appended to ``requests`` when given (what a page fetched).
+    """
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
@@ -165,10 +176,12 @@ def serve(directory: Path):
             pass
 
         def send_head(self):
+            if requests is not None:
+                requests.append(self.path)
             path = Path(self.translate_path(self.path))
             if path.suffix != ".html" or not path.is_file():
                 return super().send_head()
-            page = path.read_text(encoding="utf-8")
+            page = admit_probe(path.read_text(encoding="utf-8"))
             cut = page.rfind("</body>")
             page = (page[:cut] + PROBE + page[cut:]) if cut >= 0 else page + PROBE
             body = page.encode("utf-8")
@@ -187,7 +200,8 @@ def serve(directory: Path):
         httpd.shutdown()
 
 
-def chromium(*args: str, timeout: int = 180) -> str:
+def chromium(*args: str, timeout: int = 180, console: bool = False) -> str:
+    """Run headless Chromium; its standard output, followed by the page's console messages if ``console``."""
     # A profile folder of its own: a second Chromium on a folder in use hands its work to the first and quits.
     with tempfile.TemporaryDirectory(prefix="genlab-chromium-") as profile:
         base = [
@@ -204,7 +218,12 @@ def chromium(*args: str, timeout: int = 180) -> str:
             f"--user-data-dir={profile}",
             "--virtual-time-budget=30000",
         ]
-        return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, check=True).stdout
+        if console:
+            base += ["--enable-logging=stderr", "--v=0"]
+        proc = subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, check=True)
+        if not console:
+            return proc.stdout
+        return proc.stdout + "\n".join(line for line in proc.stderr.splitlines() if ":CONSOLE" in line)
 
 
 @dataclass

@@ -3,15 +3,20 @@
 A small assignment (three exercises whose checks come from ae_to_cvae) with tight limits is
 released into a temporary course. Canaries are planted in the course, in the grader's home and
 /tmp, in another student's notebook and in the grader's environment. Each hostile submission is
-the blank or the correct notebook with one attack added; the batch must finish, no attack may
-gain a point over its honest score, no honest submission may lose one, no canary may reach an
-output, a feedback page or the grade table, and the course must be left as it was.
+the blank or the correct notebook with one attack added (:data:`ATTACKS`), a tampered notebook
+(:data:`TAMPERED`) or a file that is no notebook at all (:data:`MALFORMED`); the batch must
+finish, no attack may gain a point over its honest score and each gets what its answer cells
+earn, no honest submission may lose one, no canary may reach an output, a feedback page or the
+grade table, every page and notebook made from a submission stays under the output cap and runs
+no script of its own, and the course must be left as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -21,7 +26,7 @@ import pytest
 from nbformat.v4 import new_code_cell
 from nbgrader.api import Gradebook
 
-from autograder import grade, notebooks, release, sandbox
+from autograder import grade, notebooks, release, sandbox, status
 from autograder.course import gradebook_url
 from tests import gradingcourse
 from tests.conftest import ROOT
@@ -43,7 +48,9 @@ time_limit_s = 150
 memory_limit_mb = 1536
 disk_limit_mb = 64
 cell_timeout_s = 15
+output_limit_mb = 2
 """
+OUTPUT_CAP = 2 * 2**20
 
 ANSWERS = gradingcourse.ANSWERS
 
@@ -279,6 +286,197 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
         "correct",
         "in:interpolate",
     ),
+    # ---- issue 22: pages, messages, outputs, records, the connection folder
+    "html-injection": (
+        """
+        from IPython.display import HTML, Javascript, Markdown, display
+        run = "fetch('/pwned');document.title='PWNED'"
+        display(HTML("<script>" + run + "</script><img src=x onerror=\\"" + run + "\\">"))
+        display(HTML("<iframe src=/pwned></iframe><a href='javascript:" + run + "'>x</a><meta http-equiv=refresh content=0>"))
+        display(Javascript(run))
+        display(Markdown("<script>" + run + "</script>"))
+        """,
+        "correct",
+        "last",
+    ),
+    "bad-signature": (
+        """
+        ip = get_ipython()
+        session = ip.kernel.session
+        key = session.key
+        session.key = b"not the kernel's key"
+        session.send(ip.kernel.iopub_socket, "stream", {"name": "stdout", "text": "forged"}, parent=ip.kernel.get_parent())
+        session.key = key
+        time.sleep(0.5)
+        """,
+        "correct",
+        "last",
+    ),
+    "deep-json-message": (
+        """
+        from jupyter_client.session import DELIM
+        ip = get_ipython()
+        s = ip.kernel.session
+        msg = s.msg("display_data", content={}, parent=ip.kernel.get_parent())
+        parts = [s.pack(msg["header"]), s.pack(msg["parent_header"]), s.pack(msg["metadata"]), b"[" * 10**5 + b"]" * 10**5]
+        ip.kernel.iopub_socket.send_multipart([b"display_data", DELIM, s.sign(parts), *parts])
+        time.sleep(0.5)
+        """,
+        "correct",
+        "last",
+    ),
+    "unstorable-outputs": (
+        """
+        from IPython.display import display
+        deep = []
+        for _ in range(300):
+            deep = [deep]
+        display({"application/json": deep, "text/plain": "deep"}, raw=True)
+        display({"text/plain": 5}, raw=True)
+        display({"image/png": {"not": "base64"}}, raw=True)
+        print("after the unstorable outputs")
+        """,
+        "correct",
+        "last",
+    ),
+    "display-update-flood": (
+        """
+        from IPython.display import display, update_display
+        for _ in range(200):
+            display("x", display_id="flood")
+        for _ in range(20):
+            update_display("y" * 100_000, display_id="flood")
+        """,
+        "correct",
+        "last",
+    ),
+    "crash-flood-records": (
+        """
+        import pathlib
+        import autograder.checks.ae_to_cvae as checks
+        from autograder import probing
+        folder = pathlib.Path(os.environ.get("GENLAB_PROBE_DIR", "."))
+        for exercise in ["interpolate", "one_hot", "gaussian_kl"] + [f"flood{k}" for k in range(150)]:
+            payload = {"exercise": exercise, "records": {}, "crash": "a long crash message " * 390}
+            (folder / (exercise + ".pt")).write_bytes(probing.encode(payload))
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            setattr(checks, "probe_" + name, lambda f: None)
+        """,
+        "blank",
+        "first",
+    ),
+    "record-bombs": (
+        """
+        import collections, io, pathlib, pickle, zipfile
+        import autograder.checks.ae_to_cvae as checks
+        from autograder import probing
+        folder = pathlib.Path(os.environ.get("GENLAB_PROBE_DIR", "."))
+        sparse = torch.sparse_coo_tensor(torch.zeros(2, 1, dtype=torch.long), torch.ones(1), (10**5, 10**5))
+        (folder / "interpolate.pt").write_bytes(probing.encode({"records": {f"k{i}": sparse for i in range(200)}, "crash": None}))
+        (folder / "one_hot.pt").write_bytes(probing.encode({"records": {"z": torch.zeros(1).expand(2**31)}, "crash": None}))
+        class Bomb:
+            def __reduce__(self):
+                return bytearray, (4 * 2**30,)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            zf.writestr("archive/data.pkl", pickle.dumps({"records": Bomb(), "crash": None}, protocol=2))
+            zf.writestr("archive/version", "3")
+        (folder / "gaussian_kl.pt").write_bytes(buffer.getvalue())
+        for name in ("interpolate", "one_hot", "gaussian_kl"):
+            setattr(checks, "probe_" + name, lambda f: None)
+        """,
+        "blank",
+        "first",
+    ),
+    "connection-folder": (
+        """
+        import json, socket
+        from ipykernel import get_connection_file
+        info = json.load(open(get_connection_file()))
+        run = os.path.dirname(info["ip"])
+        for attempt in (
+            lambda: open(os.path.join(run, "fill.bin"), "wb").write(b"x" * 2**20),
+            lambda: open(os.path.join(os.path.dirname(run), "fill.bin"), "wb").write(b"x" * 2**20),
+            lambda: [os.unlink(os.path.join(run, n)) for n in os.listdir(run)],
+            lambda: socket.socket(socket.AF_UNIX).bind(info["ip"] + "-" + str(info["shell_port"])),
+        ):
+            try:
+                attempt()
+                print("connection folder: allowed")
+            except OSError as exc:
+                print("connection folder: refused", type(exc).__name__)
+        """,
+        "correct",
+        "last",
+    ),
+    "user-namespace": (
+        """
+        import subprocess
+        r = subprocess.run(["unshare", "-Ur", "id"], capture_output=True, text=True)
+        print("unshare:", r.returncode, r.stdout, r.stderr)
+        """,
+        "correct",
+        "last",
+    ),
+}
+
+
+def _cell_of(nb: nbformat.NotebookNode, gid: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if notebooks.meta(c).get("grade_id") == gid)
+
+
+def _forge_test_cell(nb):
+    meta = {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 100, "grade_id": "free_points"}}
+    nb.cells.append(new_code_cell("pass", metadata=meta))
+
+
+def _flip_test_flags(nb):
+    test = _cell_of(nb, "test_interpolate")
+    test.metadata["nbgrader"].update(locked=False, solution=True, grade=False)
+    test.source = "pass  # no test here"
+
+
+def _mark_answer_graded(nb):
+    _cell_of(nb, "one_hot").metadata["nbgrader"].update(grade=True, points=50)
+
+
+def _duplicate_tests(nb):
+    for gid in ("test_one_hot", "test_gaussian_kl"):
+        copy = nbformat.from_dict(_cell_of(nb, gid))
+        copy.source, copy.id = "pass  # a copy", f"copy-{gid}"
+        nb.cells.insert(2, copy)
+
+
+def _string_metadata(nb):
+    _cell_of(nb, "interpolate").metadata["nbgrader"] = "not a mapping"
+
+
+def _list_grade_id(nb):
+    _cell_of(nb, "test_gaussian_kl").metadata["nbgrader"]["grade_id"] = ["a", "list"]
+
+
+def _kernelspec(nb):
+    nb.metadata.kernelspec = {"name": "evil", "display_name": "Evil", "language": "python"}
+
+
+# Tampered notebooks: (built on, the change, its score: what the answer cells earn).
+TAMPERED = {
+    "tampered-forged-test-cell": ("blank", _forge_test_cell, 0),
+    "tampered-flipped-flags": ("correct", _flip_test_flags, 10),
+    "tampered-answer-marked-graded": ("correct", _mark_answer_graded, 10),
+    "tampered-duplicated-tests": ("correct", _duplicate_tests, 10),
+    "tampered-metadata-string": ("correct", _string_metadata, 10),
+    "tampered-grade-id-list": ("correct", _list_grade_id, 10),
+    "tampered-kernelspec": ("correct", _kernelspec, 10),
+    "tampered-timestamp": ("correct", lambda nb: None, 10),  # its timestamp.txt cannot be read
+}
+# Files that are no notebook: set aside, the release graded in their place (0 points), the batch goes on.
+MALFORMED = {
+    "malformed-folder": None,
+    "malformed-nbformat-99": json.dumps({"nbformat": 99, "nbformat_minor": 0, "metadata": {}, "cells": []}),
+    "malformed-null": "null",
+    "malformed-deep-json": "[" * 100_000 + "]" * 100_000,
+    "malformed-not-json": "{'cells': ",
 }
 
 
@@ -343,11 +541,24 @@ def batch(tmp_path_factory):
         for key, value in places.items():
             code = code.replace(key, value)
         subs[kind] = build(code, base, where, release_nb, source_nb)
+    for kind, (base, change, _) in TAMPERED.items():
+        nb = fill(release_nb, source_nb) if base == "correct" else nbformat.from_dict(release_nb)
+        change(nb)
+        subs[kind] = nb
     subs["honest-correct-2"] = fill(release_nb, source_nb)
     for student, nb in subs.items():
         folder = root / "submitted" / student / NAME
         folder.mkdir(parents=True)
-        nbformat.write(nb, folder / f"{NAME}.ipynb")
+        # written as JSON: nbformat.write would validate, and repair, what the student broke
+        (folder / f"{NAME}.ipynb").write_text(json.dumps(nb))
+    (root / "submitted" / "tampered-timestamp" / NAME / "timestamp.txt").write_text("the night before the deadline")
+    for kind, text in MALFORMED.items():
+        folder = root / "submitted" / kind / NAME
+        folder.mkdir(parents=True)
+        if text is None:
+            (folder / f"{NAME}.ipynb").mkdir()
+        else:
+            (folder / f"{NAME}.ipynb").write_text(text)
     # links planted in a submission folder itself
     links = root / "submitted" / "linked-files" / NAME
     links.mkdir(parents=True)
@@ -378,7 +589,7 @@ def scores(root: Path) -> dict[str, float]:
 
 def test_the_batch_finishes_with_a_result_for_everyone(batch):
     root, results, *_ = batch
-    assert set(results) == set(ATTACKS) | {
+    assert set(results) == set(ATTACKS) | set(TAMPERED) | set(MALFORMED) | {
         "honest-correct-1",
         "honest-correct-2",
         "honest-blank",
@@ -415,6 +626,13 @@ def test_no_attack_gains_a_point(batch):
         "segfault",
         "kill-everything",
         "stderr-warnings",
+        "html-injection",
+        "bad-signature",
+        "deep-json-message",
+        "unstorable-outputs",
+        "display-update-flood",
+        "connection-folder",
+        "user-namespace",
     ):
         assert got[kind] == 10, f"{kind}: {got[kind]} (the attack came after the tests)"
 
@@ -495,3 +713,84 @@ def test_a_kernel_that_never_starts_leaves_the_submission_ungraded_not_zero(batc
     rows = {line.split(",")[3]: line.split(",") for line in (root / "grades.csv").read_text().splitlines()[1:]}
     assert rows["unlucky"][9] == "" and rows["unlucky"][11] == "ungraded" and "did not start" in rows["unlucky"][12]
     assert rows["honest-correct-2"][11] == "graded"
+
+
+# ----------------------------------------------------------------------------- issue 22
+
+
+def feedback_page(root: Path, student: str) -> str:
+    return (root / "feedback" / student / NAME / f"{NAME}.html").read_text()
+
+
+def graded_notebook(root: Path, student: str) -> str:
+    return (root / "autograded" / student / NAME / f"{NAME}.ipynb").read_text()
+
+
+def test_tampered_and_malformed_notebooks_are_graded_on_their_answers_with_notes(batch):
+    root = batch[0]
+    got = scores(root)
+    for kind, (_, _, earned) in TAMPERED.items():
+        assert got[kind] == earned, f"{kind}: {got[kind]} (its answers earn {earned})"
+    for kind in MALFORMED:
+        assert got[kind] == 0, f"{kind}: the release is graded in its place"
+        assert "could not be read as a notebook" in feedback_page(root, kind)
+    assert "had been changed; it was restored" in feedback_page(root, "tampered-flipped-flags")
+    assert "free_points" in feedback_page(root, "tampered-forged-test-cell")
+    assert "counts as submitted on time" in feedback_page(root, "tampered-timestamp")
+    assert "it was run with the course" in feedback_page(root, "tampered-kernelspec")
+    with Gradebook(gradebook_url(root)) as gb:  # a forged or re-flagged cell adds no points to the assignment
+        assert gb.find_assignment(NAME).max_score == 10
+
+
+def test_every_byte_written_from_a_submission_is_capped(batch):
+    root, results, *_ = batch
+    for student, result in results.items():
+        for path in (
+            root / "autograded" / student / NAME / f"{NAME}.ipynb",
+            root / "feedback" / student / NAME / f"{NAME}.html",
+        ):
+            assert path.stat().st_size <= OUTPUT_CAP, f"{path}: {path.stat().st_size} bytes"
+        row = status.get(gradebook_url(root), NAME, student, result.digest)
+        stored = status.notebook_bytes(row) or b""
+        assert len(stored) <= OUTPUT_CAP, f"{student}: the status row stores {len(stored)} bytes"
+    assert "display not updated" in graded_notebook(root, "display-update-flood")
+    for student in ("huge-text-output", "huge-html-output", "many-images"):
+        assert "output cut" in graded_notebook(root, student), student
+    flood = graded_notebook(root, "crash-flood-records")
+    assert "a long crash message" in flood and "[... cut]" in flood
+
+
+def test_a_message_or_an_output_nobody_can_read_fails_only_its_cell(batch):
+    root = batch[0]
+    for student, why in (("bad-signature", "Invalid Signature"), ("deep-json-message", "RecursionError")):
+        graded = graded_notebook(root, student)
+        assert "UnreadableMessage" in graded and why in graded, student
+    graded = graded_notebook(root, "unstorable-outputs")
+    assert "nested more than 32 deep" in graded and "not a valid display_data output" in graded
+    assert "after the unstorable outputs" in graded
+
+
+def test_record_bombs_fail_their_own_tests_with_a_message(batch):
+    root = batch[0]
+    graded = graded_notebook(root, "record-bombs")
+    assert graded.count("its record could not be read") == 3, "each bomb fails its test, and nothing else"
+
+
+def test_no_page_made_from_a_submission_carries_a_script_of_its_own(batch):
+    root, results, *_ = batch
+    for student in results:
+        page = feedback_page(root, student)
+        assert page.count("<script") == 1, f"{student}: {page.count('<script')} scripts in its feedback"
+        assert "Content-Security-Policy" in page
+    page = feedback_page(root, "html-injection")
+    assert not re.search(r"<[^<>]*\son\w+=", page), "an event handler reached the page"
+    assert not re.search(r"<(iframe|meta http-equiv=.refresh)", page, re.I)
+    assert not re.search(r"""<a[^>]*href=["']?javascript:""", page, re.I)
+
+
+def test_the_kernel_reaches_nothing_of_the_host(batch):
+    root = batch[0]
+    graded = graded_notebook(root, "connection-folder")
+    assert "connection folder: allowed" not in graded and graded.count("connection folder: refused") == 4
+    graded = graded_notebook(root, "user-namespace")
+    assert "unshare: 1" in graded and "uid=0" not in graded

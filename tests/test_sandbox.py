@@ -184,3 +184,113 @@ def _interrupt_a_timed_out_cell() -> None:
         client.execute()
     assert nb.cells[0].outputs[-1].ename == "KeyboardInterrupt"
     assert nb.cells[1].outputs[0].text == "after\n"
+
+
+# ----------------------------------------------------------------------------- the kernel's connection folder
+
+
+def _run_in_sandboxed_kernel(cells: list[str], limits: sandbox.Limits | None = None) -> nbformat.NotebookNode:
+    """Execute ``cells`` in a sandboxed kernel (as GradeExecute starts it); the executed notebook."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    site = release.kernel_site()
+    with sandbox.Jail(limits or sandbox.Limits(), sandboxed=True) as jail:
+        client = NotebookClient(
+            nb,
+            kernel_manager_class=sandbox.SandboxKernelManager,
+            timeout=60,
+            allow_errors=True,
+            resources={"metadata": {"path": str(jail.scratch)}},
+        )
+        client.km = client.create_kernel_manager()
+        client.km.jail = jail
+        client.km.kernel_env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": str(site),
+        }
+        client.km.read_only = [site]
+        client.execute()
+    return nb
+
+
+CONNECTION_ATTACKS = """
+import json, os, socket, subprocess
+from ipykernel import get_connection_file
+out = {}
+info_path = get_connection_file()
+folder = os.path.dirname(info_path)
+info = json.load(open(info_path))
+run = os.path.dirname(info["ip"])
+def attempt(name, action):
+    try:
+        action()
+        out[name] = "done"
+    except OSError as exc:
+        out[name] = type(exc).__name__
+attempt("write connection file", lambda: open(info_path, "a").write("x"))
+attempt("create beside it", lambda: open(os.path.join(folder, "x"), "w"))
+attempt("create in run/", lambda: open(os.path.join(run, "x"), "w"))
+attempt("chmod run/", lambda: os.chmod(run, 0o777))
+attempt("rename run/", lambda: os.rename(run, run + "2"))
+for name in sorted(os.listdir(run)):
+    attempt("unlink " + name, lambda: os.unlink(os.path.join(run, name)))
+def rebind():
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(info["ip"] + "-" + str(info["shell_port"]))
+attempt("bind over the shell socket", rebind)
+r = subprocess.run(["unshare", "-Ur", "true"], capture_output=True)
+out["unshare -Ur"] = r.returncode
+written = 0
+for target in ("/tmp/fill.bin", "fill.bin"):
+    try:
+        with open(target, "wb") as fh:
+            for _ in range(64):
+                fh.write(b"x" * 2**20)
+                written += 1
+    except OSError:
+        pass
+out["MB written"] = written
+print(json.dumps(out))
+"""
+
+
+@needs_sandbox
+def test_the_kernel_can_neither_replace_its_sockets_nor_write_past_its_disk_limit():
+    nb = _run_in_sandboxed_kernel([CONNECTION_ATTACKS, "print('still answering')"], sandbox.Limits(disk_mb=48))
+    out = json.loads(nb.cells[0].outputs[-1].text)
+    assert {k: v for k, v in out.items() if k not in ("unshare -Ur", "MB written")} == {
+        k: "PermissionError" for k in out if k not in ("unshare -Ur", "MB written", "bind over the shell socket")
+    } | {"bind over the shell socket": "OSError"}, out
+    assert out["unshare -Ur"] != 0, "a user namespace was created inside the sandbox"
+    assert out["MB written"] <= 48, f"{out['MB written']} MB written against a 48 MB disk limit (/tmp and the scratch)"
+    assert nb.cells[1].outputs[0].text == "still answering\n"
+
+
+@needs_sandbox
+def test_the_grader_refuses_a_socket_folder_it_did_not_expect():
+    with sandbox.Jail(sandbox.Limits(), sandboxed=True) as jail:
+        (jail.run / "kernel-1").write_text("not a socket")
+        with pytest.raises(RuntimeError, match="unexpected entry"):
+            jail.lock_sockets([jail.run / "kernel-1"])
+        assert os.stat(jail.run).st_uid == 0, "the folder is the grader's even so"
+
+
+@needs_sandbox
+def test_user_namespaces_are_refused_but_processes_and_threads_work():
+    code, out, _ = run_jailed("""
+        import ctypes, json, os, subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        out = {"unshare": libc.unshare(0x10000000), "errno": ctypes.get_errno()}
+        thread = threading.Thread(target=lambda: out.setdefault("thread", True))
+        thread.start(); thread.join()
+        out["subprocess"] = subprocess.run(["echo", "ok"], capture_output=True, text=True).stdout.strip()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        out["fork"] = os.waitpid(pid, 0)[1] >> 8
+        print(json.dumps(out))
+    """)
+    assert code == 0, out
+    assert out == {"unshare": -1, "errno": 1, "thread": True, "subprocess": "ok", "fork": 7}

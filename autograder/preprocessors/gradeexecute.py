@@ -14,9 +14,13 @@ It replaces nbgrader's ``Execute`` in ``Autograde.autograde_preprocessors``. For
    the student's own code (an answer cell, a test of it, a cell the student added) ends the run,
    and the cells after it are marked as not run, with the limit or signal that ended it; a kernel
    that dies in code the course gave (a given or training cell) is the course's fault, not a
-   grade: the submission is left ungraded with the cause, and its task grades it once more;
-   outputs are capped in bytes;
-4. reads what the probes wrote (regular files only, size-capped, never following a link) into
+   grade: the submission is left ungraded with the cause, and its task grades it once more; a
+   message the grader cannot read (a bad signature, broken or too deep JSON) fails its cell and
+   the run goes on; outputs are capped in bytes at the manifest's ``output_limit_mb`` (a display
+   updated in place counts for every output it replaces), widget messages are ignored, and an
+   output nbgrader could not store (too deep, not UTF-8, an invalid payload) becomes a one-line note;
+4. reads what the probes of its test cells wrote (regular files only, each and all of them
+   size-capped, never following a link; other files in the folder are not read) into
    ``resources["genlab_probe"]`` for :class:`~autograder.preprocessors.verifyprobes.VerifyProbes`,
    and removes the jail.
 
@@ -35,18 +39,20 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Collection
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbformat import NotebookNode
+from nbformat import NotebookNode, ValidationError
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
-from autograder import manifest, notebooks, probing, release, sandbox, status
+from autograder import manifest, notebooks, outputcap, probing, release, sandbox, status
+from autograder.preprocessors.verifyprobes import PROBE_CALL
 from autograder.sandbox import Jail, Limits
 
 PROBES = ".probes"
@@ -95,7 +101,9 @@ class GradeExecute(Execute):
         help="'auto': bubblewrap where available (refusing to run as root without it unless "
         "GENLAB_SANDBOX=0); 'off': run kernels unsandboxed",
     ).tag(config=True)
-    max_output_bytes = Integer(4 * 2**20, help="Cap on the bytes of all outputs of one notebook").tag(config=True)
+    max_output_bytes = Integer(
+        8 * 2**20, help="Cap on the bytes of all outputs of one notebook, where no manifest sets output_limit_mb"
+    ).tag(config=True)
     start_attempts = Integer(3, help="Kernel starts tried before the submission is reported ungraded").tag(config=True)
     store_widget_state = Bool(False)  # widget state of a grading run is useless and unbounded
     # After a timed-out cell is interrupted, the kernel has this long to report that it stopped before
@@ -187,7 +195,7 @@ class GradeExecute(Execute):
                         resources["metadata"]["path"] = path
                         if jail.cgroup is not None:
                             self._usage["peak_mb"] = jail.cgroup.peak_mb()
-                    payloads = read_probes(jail.scratch / PROBES)
+                    payloads = read_probes(jail.scratch / PROBES, names=recorded_exercises(nb))
             finally:
                 resources["genlab_usage"] = {"sandboxed": sandboxed, **self._usage}
         except GradingFailure as exc:
@@ -215,6 +223,7 @@ class GradeExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self._output_bytes, self._cut = 0, False
+        self._output_cap = m.output_limit_mb * 2**20 if m is not None else None
         last: Exception | None = None
         for attempt in range(self.start_attempts):
             stack = ExitStack()
@@ -267,6 +276,9 @@ class GradeExecute(Execute):
                 self._stop(nb, index + 1, f"not run: the kernel died in an earlier cell: {why}")
                 notes.append(why)
                 return
+            except Exception as exc:  # a message nobody can read: the notebook is graded on
+                self._unreadable(cell, exc, notes)
+                continue
             if self._cell_timed_out and self._is_given(cell):
                 raise GivenCodeDied(
                     f"the course's given cell {_cell_name(cell, index)} ran past its time limit of {self.timeout} s "
@@ -344,24 +356,80 @@ class GradeExecute(Execute):
             if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
                 cell.outputs = [_error("NotRun", why)]
 
+    # ---------------------------------------------------------------- outputs: capped and storable
+    _output_cap: int | None = None  # the manifest's output_limit_mb in bytes, for this notebook
+
+    def _room(self, grow: int) -> bool:
+        """Whether ``grow`` more bytes of output fit under this notebook's cap (counting them if they do)."""
+        if self._output_bytes + grow > (self._output_cap or self.max_output_bytes):
+            return False
+        self._output_bytes += grow
+        return True
+
+    def _cut_note(self) -> str:
+        cap = (self._output_cap or self.max_output_bytes) / 2**20
+        return f"output cut: this notebook's outputs passed the {cap:g} MB it may keep; the rest is not kept"
+
     def output(self, outs, msg, display_id, cell_index):
-        size = _content_bytes(msg.get("content", {}))
-        if self._output_bytes + size > self.max_output_bytes:
+        content = msg.get("content", {})
+        if not self._room(_content_bytes(content) + outputcap.OVERHEAD):
             if not self._cut:
                 self._cut = True
-                outs.append(
-                    new_output(
-                        "stream",
-                        name="stdout",
-                        text=(
-                            f"\n[output cut: this notebook's outputs passed {self.max_output_bytes // 2**20} MB; "
-                            "the rest is not kept]\n"
-                        ),
-                    )
-                )
+                outs.append(outputcap.note(self._cut_note()))
             return None
-        self._output_bytes += size
-        return super().output(outs, msg, display_id, cell_index)
+        why = outputcap.unstorable(content)
+        if why is None:
+            before = len(outs)
+            try:
+                out = super().output(outs, msg, display_id, cell_index)
+            except ValidationError:  # nbclient drops some invalid outputs without a word, and raises on others
+                out = None
+            if out is not None or len(outs) != before or msg.get("msg_type") not in _OUTPUT_TYPES:
+                return out
+            why = f"it is not a valid {msg.get('msg_type')} output"
+        if msg.get("msg_type") == "error":  # a failure stays a failure
+            outs.append(_error("UnreadableError", f"the kernel reported an error the grader cannot store ({why})"))
+        else:
+            outs.append(outputcap.note(f"an output the grader cannot store was dropped: {why}"))
+        return None
+
+    def _update_display_id(self, display_id, msg):
+        """A display updated in place: counted for every output it replaces, and stored only where it can be."""
+        places = [
+            self.nb.cells[cell_index].outputs[i]
+            for cell_index, indices in self._display_id_map.get(display_id, {}).items()
+            for i in indices
+            if i < len(self.nb.cells[cell_index].outputs)
+        ]
+        content = msg.get("content", {})
+        new = _content_bytes(content.get("data", {})) + _content_bytes(content.get("metadata", {}))
+        old = sum(_content_bytes(o.get("data", {})) + _content_bytes(o.get("metadata", {})) for o in places)
+        why = outputcap.unstorable(content)
+        if why is None and not self._room(new * len(places) - old):
+            why = self._cut_note()
+        if why is None:
+            try:
+                return super()._update_display_id(display_id, msg)
+            except ValidationError:
+                why = "it is not a valid display"
+        text = f"[display not updated: {why}]"
+        super()._update_display_id(
+            display_id, {**msg, "content": {**content, "data": {"text/plain": text}, "metadata": {}}}
+        )
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Widget messages are ignored: their state is neither graded nor shown, and it has no cap."""
+
+    # ---------------------------------------------------------------- messages that cannot be read
+    def _unreadable(self, cell: NotebookNode, exc: Exception, notes: list[str]) -> None:
+        """A kernel message the grader could not read (a bad signature, broken or too deep JSON): the cell fails."""
+        why = f"the kernel sent a message the grader could not read ({type(exc).__name__}: {str(exc)[:200]})"
+        cell.outputs.append(_error("UnreadableMessage", f"{why}; this cell counts as failed"))
+        notes.append(why)
+        self.log.warning("cell %s: %s", cell.get("id"), why)
+
+
+_OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error")
 
 
 _SIGNAL_WORDS = {
@@ -420,10 +488,26 @@ def _data_root() -> Path | None:
     return root.resolve() if root.is_dir() else None
 
 
-def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str, bytes]:
+def recorded_exercises(nb: NotebookNode) -> set[str]:
+    """The exercises whose records the notebook's test cells verify (``probe_<x>``/``check_<x>`` calls)."""
+    return {
+        name.split("_", 1)[1]
+        for cell in nb.cells
+        if cell.cell_type == "code" and notebooks.meta(cell).get("grade") and not notebooks.meta(cell).get("solution")
+        for name in PROBE_CALL.findall(cell.source)
+    }
+
+
+def read_probes(
+    folder: Path,
+    limit: int = probing.MAX_RECORD_BYTES,
+    names: Collection[str] | None = None,
+    total: int = probing.MAX_PROBE_BYTES,
+) -> dict[str, bytes]:
     """The probes' files as bytes: regular files only, never through a link, each at most ``limit``.
 
-    The folder belongs to the submission's uid, which may have filled it with anything; by now no
+    Only the records of ``names`` are read (when given), and at most ``total`` bytes in all: the
+    folder belongs to the submission's uid, which may have filled it with anything. By now no
     process of that uid runs, so nothing changes while it is read.
     """
     found: dict[str, bytes] = {}
@@ -431,9 +515,11 @@ def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return found
+    left = total
     try:
-        for name in os.listdir(dir_fd)[:200]:
-            if not name.endswith(".pt") or name.startswith("."):
+        wanted = sorted(f"{n}.pt" for n in names) if names is not None else sorted(os.listdir(dir_fd))[:200]
+        for name in wanted:
+            if not name.endswith(".pt") or name.startswith(".") or "/" in name:
                 continue
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -441,9 +527,10 @@ def read_probes(folder: Path, limit: int = probing.MAX_RECORD_BYTES) -> dict[str
                 continue
             try:
                 info = os.fstat(fd)
-                if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size <= limit:
+                if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size <= min(limit, left):
                     with os.fdopen(os.dup(fd), "rb") as fh:
                         found[name[:-3]] = fh.read(limit + 1)[:limit]
+                    left -= len(found[name[:-3]])
             finally:
                 os.close(fd)
     finally:

@@ -11,6 +11,13 @@ the outputs of the autograded test cells, and runs between ``LimitOutput`` and `
 * each probe the cell calls is verified (autograder/probing.py) with the seed the execution step
   chose, and the first problem becomes the cell's error output, so feedback reads like any
   failed test.
+
+The records come from the submission's kernel, so they are decoded and verified in a process of
+their own (autograder/confined.py) with limits of its own: ``memory_mb`` beyond the grader's
+memory, ``cpu_s`` of CPU per test cell. A record that takes more fails its test with a message;
+the grader, and every other submission on the machine, never notice. A fault of the course (a
+check's reference side raising) still reaches nbgrader, as VerificationError: the submission is
+then ungraded, never given a zero.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool
+from traitlets import Bool, Integer
 
 from autograder import probing, status
+from autograder.confined import Confined, LimitExceeded, Limits, out_of_memory
 
 CHECKS_IMPORT = re.compile(r"^\s*from\s+autograder\.checks\.(\w+)\s+import\b", re.M)
 PROBE_CALL = re.compile(r"^\s*((?:probe|check)_\w+)\s*\(", re.M)
@@ -60,7 +68,11 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
             )
         try:
             payload = probing.decode(data)
+        except probing.BadRecord as exc:
+            return f"{name}(...): its record could not be read ({exc}); do not write to .probes"
         except Exception as exc:  # a file the submission damaged or forged in a foreign format
+            if out_of_memory(exc):
+                raise  # the confined worker's limit: reported as such
             return f"{name}(...): its record could not be read ({type(exc).__name__}); do not write to .probes"
         try:
             problem = check.verify(payload, seed)
@@ -75,6 +87,11 @@ class VerifyProbes(NbGraderPreprocessor):
     """Verify the probes of each autograded test cell and write the verdict into its outputs."""
 
     enabled = Bool(True).tag(config=True)
+    memory_mb = Integer(1024, help="Memory the verifying process may use beyond the grader's, in MB").tag(config=True)
+    cpu_s = Integer(20, help="CPU seconds to decode and verify the records of one test cell").tag(config=True)
+    max_message = Integer(2000, help="Characters of a verdict kept in a test cell's output").tag(config=True)
+
+    _worker: Confined | None = None  # the confined verifier of the notebook being verified
 
     def preprocess(self, nb: NotebookNode, resources: dict):
         status.lap(resources, "verify")
@@ -82,14 +99,44 @@ class VerifyProbes(NbGraderPreprocessor):
         if info is None:
             raise VerificationError("VerifyProbes needs GradeExecute as the execution step (see nbgrader_config.py)")
         try:
-            for cell in nb.cells:
-                if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
-                    self._judge_cell(cell, info)
+            with self._confined(info) as self._worker:
+                for cell in nb.cells:
+                    if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
+                        self._judge_cell(cell, info)
         except VerificationError as exc:
             status.mark(self, resources, "ungraded", f"verification failed: {exc}")
             raise
+        finally:
+            self._worker = None
         status.lap(resources, "write")  # RecordGraded marks it graded once the scores are saved
         return nb, resources
+
+    def _confined(self, info: dict) -> Confined:
+        """A worker that runs :func:`judge` on this notebook's records, within this step's limits."""
+        payloads, seed = info["payloads"], info["seed"]
+        return Confined(
+            lambda calls: judge([(module, name) for module, name in calls], payloads, seed),
+            Limits(memory_mb=self.memory_mb, cpu_s=self.cpu_s, wall_s=3 * self.cpu_s + 10),
+            exceptions=(VerificationError, probing.GraderError),
+        )
+
+    def _verify(self, calls: list[tuple[str, str]], info: dict) -> str | None:
+        """:func:`judge` in the confined worker; a record over a limit is that test's failure, with the reason."""
+        worker = self._worker or self._confined(info)
+        try:
+            problem = worker.call(calls)
+        except LimitExceeded as exc:
+            names = ", ".join(f"{name}(...)" for _, name in calls)
+            problem = (
+                f"{names}: checking its records went past the grader's limits ({exc}); record what the exercise "
+                "asks for, as plain tensors and numbers"
+            )
+        finally:
+            if worker is not self._worker:
+                worker.close()
+        if problem and len(problem) > self.max_message:
+            problem = problem[: self.max_message] + " [... cut]"
+        return problem
 
     def _judge_cell(self, cell: NotebookNode, info: dict) -> None:
         outputs = []
@@ -102,7 +149,7 @@ class VerifyProbes(NbGraderPreprocessor):
         calls = probe_calls(cell.source)
         failed_already = any(o.output_type == "error" for o in outputs)
         if calls and not failed_already:
-            problem = judge(calls, info["payloads"], info["seed"])
+            problem = self._verify(calls, info)
             if problem:
                 outputs.append(
                     new_output(

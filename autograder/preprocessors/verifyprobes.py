@@ -10,7 +10,10 @@ the outputs of the autograded test cells, and runs between ``LimitOutput`` and `
   grade, so hiding one gains nothing);
 * each probe the cell calls is verified (autograder/probing.py) with the seed the execution step
   chose, and the first problem becomes the cell's error output, so feedback reads like any
-  failed test.
+  failed test. The hidden block runs before the visible asserts, so a cell whose visible assert
+  failed still shows the hidden test's diagnosis after it;
+* a check that breaks (``probing.GraderError``) fails the step: the submission is ungraded, never
+  the student's zero.
 """
 
 from __future__ import annotations
@@ -60,12 +63,15 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
             )
         try:
             payload = probing.decode(data)
-        except Exception as exc:  # a file the submission damaged or forged in a foreign format
-            return f"{name}(...): its record could not be read ({type(exc).__name__}); do not write to .probes"
-        try:
-            problem = check.verify(payload, seed)
-        except probing.GraderError as exc:
-            raise VerificationError(str(exc)) from exc
+        except Exception as exc:  # forged by the submission, or a value the probe should have converted
+            foreign = probing.foreign_record(data)
+            if foreign is None:
+                raise probing.GraderError(
+                    f"{name}: the grader could not read the record its probe wrote ({type(exc).__name__}: "
+                    f"{str(exc)[:200]})"
+                ) from exc
+            return f"{name}(...): its record was not written by the hidden test: {foreign}. Do not write to .probes"
+        problem = check.verify(payload, seed)  # a probing.GraderError (the check broke) goes up as it is
         if problem:
             return problem
     return None
@@ -85,7 +91,7 @@ class VerifyProbes(NbGraderPreprocessor):
             for cell in nb.cells:
                 if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
                     self._judge_cell(cell, info)
-        except VerificationError as exc:
+        except (VerificationError, probing.GraderError) as exc:
             status.mark(self, resources, "ungraded", f"verification failed: {exc}")
             raise
         status.lap(resources, "write")  # RecordGraded marks it graded once the scores are saved
@@ -100,8 +106,7 @@ class VerifyProbes(NbGraderPreprocessor):
                 out = new_output("display_data", data=out.get("data", {}), metadata=out.get("metadata", {}))
             outputs.append(out)
         calls = probe_calls(cell.source)
-        failed_already = any(o.output_type == "error" for o in outputs)
-        if calls and not failed_already:
+        if calls:  # also under a failed visible assert: the probe ran first, and its diagnosis is the precise one
             problem = judge(calls, info["payloads"], info["seed"])
             if problem:
                 outputs.append(

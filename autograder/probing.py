@@ -289,9 +289,11 @@ class _DeviceWatch(TorchFunctionMode):
                 self._marked.pop(id(tensor), None)
 
     def _elsewhere(self, device: Any) -> bool:
-        """Whether an explicit ``device`` argument leaves the inputs' device ("cpu" spelt out does)."""
-        if isinstance(device, str) and device.split(":")[0] == "cpu":
-            return True
+        """Whether an explicit ``device`` argument leaves the inputs' device.
+
+        On a CPU grader "cpu" spelt out cannot be told from ``x.device.type``, so it counts as the
+        inputs' device: only ``.cpu()`` and NumPy mark a tensor there.
+        """
         return torch.device(device).type != self.home.type
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -330,7 +332,7 @@ class _DeviceWatch(TorchFunctionMode):
         elif name == "broadcast_tensors" and isinstance(out, (tuple, list)):
             for tensor, view in zip(tensors, out):
                 self._set(view, self.marked(tensor))
-        elif name == "__set__" and len(args) == 2 and isinstance(args[0], torch.Tensor):  # x.data = y
+        elif name == "__set__" and getattr(getattr(func, "__self__", None), "__name__", "") == "data":  # x.data = y
             self._set(args[0], isinstance(args[1], torch.Tensor) and self.marked(args[1]))
         elif name in _FOLLOW_SELF and tensors:
             if isinstance(out, torch.Tensor) and isinstance(args[0], torch.Tensor):
@@ -568,6 +570,12 @@ def _changes(shots: list[_Snapshot]) -> list[str]:
     return found
 
 
+def _rng_state() -> tuple[torch.Tensor, ...]:
+    """The global generators' states: the CPU's, and every GPU's where there is one."""
+    gpus = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else ()
+    return (torch.random.get_rng_state(), *gpus)
+
+
 def _again_problem(first: Any, second: Any) -> str | None:
     """Why a second call's result differs from the first call's (both already portable), or None."""
     if isinstance(first, list) and isinstance(second, list) and len(first) == len(second):
@@ -706,13 +714,22 @@ class Trial:
         self.covered.update(conditions)
 
     # ---------------------------------------------------------------- calls
-    def call(self, fn: Callable, *args: Any, what: str, exempt: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        fn: Callable,
+        *args: Any,
+        what: str,
+        exempt: dict[str, str] | None = None,
+        draws: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         """Call the implementation, held to the contract; ``what`` names the call in messages.
 
         The call's record holds what it changed in its arguments, the signature of its result
         (kind, dtype, device, link to the graph) and, for a deterministic function, whether a
         second call returned the same; the grader compares it with the reference's record.
-        ``exempt`` maps a property of ``CONTRACT`` to the reason why this call may break it.
+        ``exempt`` maps a property of ``CONTRACT`` to the reason why this call may break it;
+        ``draws=False`` where the text says the call draws no random numbers (its noise is given).
         """
         exempt = dict(exempt or {})
         if set(exempt) - set(CONTRACT) or not all(str(reason).strip() for reason in exempt.values()):
@@ -721,6 +738,7 @@ class Trial:
         index = self.calls
         self.calls += 1
         shots = _snapshot(fn, args, kwargs)
+        state = None if draws else _rng_state()
         if self.reference:
             result = fn(*args, **kwargs)
             returned: dict[str, Any] = {"signature": signature(result, self.device)}
@@ -735,6 +753,11 @@ class Trial:
                     again = self._guarded(fn, args, kwargs, f"{what}, called a second time with the same arguments")
                 returned["again"] = _again_problem(first, _portable(again))
         changed = _changes(shots)
+        if state is not None and not all(torch.equal(a, b) for a, b in zip(state, _rng_state())):
+            changed.append(
+                "it drew from the global random number generator although its noise is given: use what you are "
+                "given and draw nothing"
+            )
         names = tuple(exempt)
         # A changed argument explains wrong values: judged in order, before them. The result's kind,
         # dtype and device, and a second call's result, are judged after every value.
@@ -937,16 +960,18 @@ class Check:
 def kind_problem(got: Any, want: Any) -> str | None:
     """A record that is not of the reference's kind, in words (the test never sees it); None otherwise.
 
-    A reference tensor with dimensions needs a tensor; a number takes any number (a Python
-    number, a 0-dim or one-element tensor); text, lists and dicts need their own kind. None
-    and booleans leave the judgement to the test.
+    A reference tensor with dimensions needs a dense tensor, complex or boolean only where the
+    reference is; a number takes any number (a Python number, a 0-dim or one-element tensor);
+    text, lists and dicts need their own kind. None and booleans leave the judgement to the test.
     """
     if isinstance(want, torch.Tensor) and want.dim() > 0:
-        return (
-            None
-            if isinstance(got, torch.Tensor)
-            else f"expected a torch.Tensor of shape {tuple(want.shape)}, got {describe(got)}"
-        )
+        if not isinstance(got, torch.Tensor):
+            return f"expected a torch.Tensor of shape {tuple(want.shape)}, got {describe(got)}"
+        if got.layout != torch.strided:
+            return f"expected a dense tensor, got one of layout {got.layout}"
+        if (got.is_complex() and not want.is_complex()) or (got.dtype == torch.bool) != (want.dtype == torch.bool):
+            return f"expected {want.dtype} values, got {got.dtype}"
+        return None
     if as_number(want) is not None and not isinstance(want, bool):
         return None if as_number(got) is not None else f"expected a number, got {describe(got)}"
     for kind, words in ((str, "text"), (list, "a list"), (dict, "a dict")):

@@ -461,3 +461,22 @@ def test_an_unreadable_record_is_the_graders_fault_unless_written_by_something_e
     torch.save({"records": Forged()}, buffer)
     problem = judge([("ae_to_cvae", "probe_interpolate")], {"interpolate": buffer.getvalue()}, 7)
     assert "not written by the hidden test" in problem and "which no probe writes" in problem
+
+
+def test_a_call_whose_noise_is_given_must_not_draw_its_own():
+    def shift(z, eps):
+        return z + eps
+
+    def draws_anyway(z, eps):
+        noise = torch.randn_like(z)  # drawn "just in case", then unused
+        return z + (eps if eps is not None else noise)
+
+    @probing.check(shift)
+    def probe_shift(t, fn):
+        z, eps = t.randn(3), t.randn(3)
+        t.same("z", t.call(fn, z, eps, what="shift(z, eps)", draws=False), what="the shifted code")
+
+    assert _verdict(probe_shift, shift) is None
+    assert "drew from the global random number generator although its noise is given" in _verdict(
+        probe_shift, draws_anyway
+    )

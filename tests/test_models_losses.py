@@ -446,6 +446,11 @@ def _reparameterize_reseeding(mu, logstd, eps=None):
     return mu + logstd.exp() * eps
 
 
+def _reparameterize_drawing_anyway(mu, logstd, eps=None):
+    noise = torch.randn_like(mu)  # drawn whether or not eps is given
+    return mu + logstd.exp() * (noise if eps is None else eps)
+
+
 def _warns(loss):
     warnings.warn("a warning on stderr is no error", UserWarning, stacklevel=2)
     return float(loss)
@@ -534,6 +539,7 @@ WRONG = {
             "device",
         ),
         "reseeds": (_reparameterize_reseeding, "new noise on every call"),
+        "draws-even-with-eps": (_reparameterize_drawing_anyway, "drew from the global random number generator"),
     },
     "probe_gaussian_kl": {
         "seed-constant": (_kl_seed_constant, "log.sigma_p/sigma_q"),

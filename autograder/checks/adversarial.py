@@ -344,7 +344,9 @@ def probe_pgd(t: Trial, pgd) -> None:
         loss_fn = _margin_loss if k == 2 else F.cross_entropy
         x, y = _images(t, 6), t.randint(0, 5, 6)
         what = f"pgd(model, loss_fn, x, y, eps={eps:.4g}, alpha={alpha:.4g}, steps={steps}, random_start=False)"
-        adv = t.call(pgd, model, loss_fn, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, what=what)
+        adv = t.call(
+            pgd, model, loss_fn, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, what=what, draws=False
+        )
         _record_state(t, key, model, what)
         t.note(f"{key}/x", x)
         t.check(
@@ -436,9 +438,16 @@ def _pattern(t: Trial, n: int) -> torch.Tensor:
     return (2.0 * t.randint(0, 2, n, *IMAGE) - 1.0).to(torch.float64)
 
 
+def _pairs_of_flags(got: Any) -> bool:
+    """A log of (training, grad enabled) pairs, as the stand-ins record them."""
+    return isinstance(got, list) and all(
+        isinstance(entry, list) and len(entry) == 2 and all(isinstance(f, bool) for f in entry) for entry in got
+    )
+
+
 def _calls_test(expected_calls: int) -> Callable[[Any, Any, dict], str | None]:
     def test(got: Any, _want: Any, _records: dict) -> str | None:
-        if not isinstance(got, list):
+        if not _pairs_of_flags(got):
             return "the attack's calls could not be read"
         if len(got) != expected_calls:
             return (
@@ -479,7 +488,7 @@ class _Logged(nn.Module):
 
 
 def _evaluation_test(got: Any, _want: Any, _records: dict) -> str | None:
-    if not isinstance(got, list) or not got:
+    if not _pairs_of_flags(got) or not got:
         return "the model never classified the (adversarial) images"
     for training, grad in got:
         if training:

@@ -520,7 +520,9 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
             mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
         case = f"mu of shape {shape}, L = {L}, {_offset_words(offset)}, {dtype}"
         with t.without_distributions():
-            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}")
+            got = t.call(
+                impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}", draws=False
+            )
         t.check(
             case,
             got,
@@ -536,7 +538,7 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
         eps = t.randn(20, 4, 3, dtype=dtype)
         case = f"the exact posterior as q (then every weight equals p(x)), {dtype}"
         with t.without_distributions():
-            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}")
+            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}", draws=False)
         t.check(
             f"exact/{dtype}",
             got,
@@ -816,7 +818,7 @@ def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
             t.covers(condition)
             case = f"mc_gaussian_kl(mu_q, logstd_q, eps{words}, mu_q of shape {shape}, L = {L}, {dtype}"
             with t.without_distributions():
-                got = t.call(mc_gaussian_kl, mu_q, logstd_q, eps, *prior, what=case)
+                got = t.call(mc_gaussian_kl, mu_q, logstd_q, eps, *prior, what=case, draws=False)
             mp, lp = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in (prior or (0.0, 0.0)))
             mq, lq, e = _cpu(mu_q, logstd_q, eps)
             log_ratio = partial(_log_ratio, mq=mq, lq=lq, mp=mp, lp=lp)
@@ -895,7 +897,15 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
             else:
                 t.covers("plain-inputs")
             with t.without_distributions():
-                got = t.call(reparam_gradient, f, mu, sigma, eps, what=f"reparam_gradient(f, mu, sigma, eps), {case}")
+                got = t.call(
+                    reparam_gradient,
+                    f,
+                    mu,
+                    sigma,
+                    eps,
+                    what=f"reparam_gradient(f, mu, sigma, eps), {case}",
+                    draws=False,
+                )
             parts = list(got) if isinstance(got, (tuple, list)) and len(got) == 2 else [got, None]
             for i, name in enumerate(("mu", "sigma")):
                 variants = [

@@ -17,6 +17,11 @@ still have to equal what the reference computes on inputs drawn from a seed nobo
 advance. Without ``$GENLAB_PROBE_DIR`` (a notebook run by nbval or by hand), a probe verifies
 at once in the same process and raises :class:`Failed`, which is how the source notebooks test
 their own solutions.
+
+Every call of student code goes through ``Trial.call``, which holds it to the course's contract
+(arguments left as they came, results of the reference's kind, dtype, device and graph link, the
+same result when called again, no draws where the noise is given): see "the contract of every
+call" below and CONTRIBUTING.md.
 """
 
 from __future__ import annotations

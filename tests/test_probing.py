@@ -420,6 +420,7 @@ def test_numpy_values_are_recorded_as_plain_numbers_and_tensors():
     assert back["nested"] == [1.0, {"a": 2}]
 
 
+@pytest.mark.slow
 def test_records_of_the_wrong_kind_are_the_students_failure_never_a_grader_error():
     """Every check of every chapter, its reference payload with one record replaced by junk at a time."""
     import importlib

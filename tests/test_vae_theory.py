@@ -541,11 +541,8 @@ def elbo_reconstruction_minus_kl_estimate(log_px_given_z, mu, logstd, eps):
     return reconstruction - kl_estimate
 
 
-def elbo_loop_over_samples(log_px_given_z, mu, logstd, eps):
-    total = 0.0
-    for e in eps:
-        total = total + weights_via_z(log_px_given_z, mu, logstd, e.unsqueeze(0))[0]
-    return total / eps.shape[0]
+def elbo_sum_over_samples(log_px_given_z, mu, logstd, eps):
+    return weights_via_z(log_px_given_z, mu, logstd, eps).sum(dim=0) / eps.shape[0]
 
 
 def elbo_log_mean_weight(log_px_given_z, mu, logstd, eps):
@@ -853,7 +850,7 @@ CORRECT = {
         "reference": theory.mc_elbo,
         "via-z": elbo_via_z,
         "reconstruction-minus-kl": elbo_reconstruction_minus_kl_estimate,
-        "loop-over-samples": elbo_loop_over_samples,
+        "sum-over-samples": elbo_sum_over_samples,
     },
     "probe_mc_gaussian_kl": {
         "reference": theory.mc_gaussian_kl,

@@ -8,7 +8,8 @@ reference run per seed serves every answer (``Check.judge``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from autograder import manifest, notebooks, probing
@@ -19,6 +20,40 @@ SEEDS = range(200)
 def verdict(check: probing.Check, answer: Any, seed: int) -> str | None:
     """What the check says of ``answer`` with this seed: None (it passes) or the first problem."""
     return check.verify(check.run(answer, seed), seed)
+
+
+class _Judged(BaseException):
+    """A record that fails its expectation: the probe of a wrong answer need not run further."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+@contextmanager
+def _judged_as_recorded(expected: dict[str, probing.Expectation]) -> Iterator[None]:
+    """Judge every record of a student's run as it is made, in the order ``Check.judge`` does.
+
+    Records are judged in the order they are made (those of results last), and a test reads only
+    records made before its own, so the first failure met here is the one the whole run would give;
+    raising it at once spares the rest of a wrong answer's probe.
+    """
+    register = probing.Trial._register
+
+    def judging(trial: probing.Trial, key: str, value: Any, expectation: probing.Expectation) -> None:
+        register(trial, key, value, expectation)
+        exp = expected.get(key)
+        if trial.reference or exp is None or exp.late:
+            return
+        got = trial.records[key]
+        problem = probing.kind_problem(got, exp.value) or exp.test(got, exp.value, trial.records)
+        if problem:
+            raise _Judged(f"{exp.what}: {problem}" + (f". {exp.hint}" if exp.hint else ""))
+
+    probing.Trial._register = judging  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        probing.Trial._register = register  # type: ignore[method-assign]
 
 
 def unstable_verdicts(
@@ -36,7 +71,12 @@ def unstable_verdicts(
             if problem is not None:
                 found.append(f"seed {seed}: the correct {name} failed: {problem}")
         for name, (answer, pattern) in wrong.items():
-            problem = check.judge(check.run(answer, seed), expected)
+            try:
+                with _judged_as_recorded(expected):
+                    payload = check.run(answer, seed)
+                problem = check.judge(payload, expected)
+            except _Judged as judged:
+                problem = judged.problem
             if problem is None or not re.search(pattern, problem):
                 found.append(f"seed {seed}: the wrong {name} got {problem!r}, not /{pattern}/")
     return found

@@ -513,10 +513,11 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
         ((6, 3), 20, "apart", torch.float32),
         ((5, 2), 16, "apart", torch.float64),
     ]
-    for shape, L, offset, dtype in cases:
+    for k, (shape, L, offset, dtype) in enumerate(cases):
         log_lik = _log_lik(t, shape[-1], dtype, offset=_offset(t, offset, shape[:-1], dtype))
         mu, logstd, eps = _gaussian_inputs(t, shape, L, dtype)
-        if grad_hint:
+        differentiated = bool(grad_hint) and k in (0, 1, 4)  # float32 and float64 among them
+        if differentiated:
             mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
         case = f"mu of shape {shape}, L = {L}, {_offset_words(offset)}, {dtype}"
         with t.without_distributions():
@@ -530,8 +531,8 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
             hint=hint,
             test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow),
         )
-        if grad_hint:
-            _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint)
+        if differentiated:
+            _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint or "")
     t.covers("exact-posterior")
     for dtype in DTYPES:
         log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)

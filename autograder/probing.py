@@ -271,43 +271,57 @@ class _DeviceWatch(TorchFunctionMode):
     ``.cpu()`` or NumPy hands back) is *marked*: it sits on the default device, the CPU, while the
     inputs are on ``home`` (a GPU where the grader has one, else the CPU standing in for one). What
     a GPU refuses is refused here too: a marked tensor with dimensions meeting an input in one
-    operation, ``.numpy()`` of an input. ``.to(device)``, ``.to(other)`` and ``.cuda()`` clear the
-    mark, so "create on the right device" and "create, then move" both pass; a result that is still
-    marked is on the wrong device.
+    operation, ``.numpy()`` of a tensor not known to be in host memory. ``.to(device)``,
+    ``.to(other)`` and ``.cuda()`` clear the mark, so "create on the right device" and "create,
+    then move" both pass; a result that is still marked is on the wrong device.
     """
 
     def __init__(self, home: torch.device) -> None:
         super().__init__()
         self.home = home
         self._marked: dict[int, weakref.ref] = {}
+        # Tensors placed on the CPU by an explicit device (which a CPU grader cannot mark): NumPy may read them.
+        self._hosted: dict[int, weakref.ref] = {}
         self._constructors = _constructors()
 
-    def marked(self, tensor: torch.Tensor) -> bool:
-        ref = self._marked.get(id(tensor))
+    @staticmethod
+    def _holds(registry: dict[int, weakref.ref], tensor: torch.Tensor) -> bool:
+        ref = registry.get(id(tensor))
         return ref is not None and ref() is tensor
 
-    def _set(self, value: Any, marked: bool) -> None:
+    def marked(self, tensor: torch.Tensor) -> bool:
+        return self._holds(self._marked, tensor)
+
+    def hosted(self, tensor: torch.Tensor) -> bool:
+        return self.marked(tensor) or self._holds(self._hosted, tensor)
+
+    @staticmethod
+    def _put(registry: dict[int, weakref.ref], value: Any, present: bool) -> None:
         for tensor in _tensors_in(value):
-            if marked:
-                self._marked[id(tensor)] = weakref.ref(tensor)
+            if present:
+                registry[id(tensor)] = weakref.ref(tensor)
             else:
-                self._marked.pop(id(tensor), None)
+                registry.pop(id(tensor), None)
+
+    def _set(self, value: Any, marked: bool, hosted: bool = False) -> None:
+        self._put(self._marked, value, marked)
+        self._put(self._hosted, value, hosted)
 
     def _elsewhere(self, device: Any) -> bool:
         """Whether an explicit ``device`` argument leaves the inputs' device.
 
         On a CPU grader "cpu" spelt out cannot be told from ``x.device.type``, so it counts as the
-        inputs' device: only ``.cpu()`` and NumPy mark a tensor there.
+        inputs' device (NumPy may read it): only ``.cpu()`` and NumPy mark a tensor there.
         """
         return torch.device(device).type != self.home.type
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if not self._marked and name not in _WATCHED and func not in self._constructors:
+        if not self._marked and not self._hosted and name not in _WATCHED and func not in self._constructors:
             return func(*args, **kwargs)  # nothing marked yet: no operation can mix devices
         tensors = list(_tensors_in((args, kwargs)))
-        if name in ("numpy", "__array__") and tensors and not self.marked(tensors[0]):
+        if name in ("numpy", "__array__") and tensors and not self.hosted(tensors[0]):
             raise TypeError(
                 "can't convert a tensor on the inputs' device (a GPU when the grader has one) to NumPy: "
                 "stay with torch operations, or call .cpu() first and move the result back with .to(x.device)"
@@ -325,37 +339,44 @@ class _DeviceWatch(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func in self._constructors:
             device = kwargs.get("device")
-            self._set(out, self._elsewhere(device) if device is not None else (all(marks) if tensors else True))
+            if device is None:
+                self._set(out, all(marks) if tensors else True)
+            else:
+                self._set(out, self._elsewhere(device), hosted=torch.device(device).type == "cpu")
         elif name == "cpu":
             self._set(out, True)
         elif name == "cuda":
             self._set(out, False)
         elif name == "to":
-            self._set(out, self._after_to(args, kwargs))
+            self._set(out, *self._after_to(args, kwargs))
         elif name == "type_as" and len(args) == 2 and isinstance(args[1], torch.Tensor):
-            self._set(out, self.marked(args[1]))
+            self._set(out, self.marked(args[1]), self.hosted(args[1]))
         elif name == "broadcast_tensors" and isinstance(out, (tuple, list)):
             for tensor, view in zip(tensors, out):
-                self._set(view, self.marked(tensor))
+                self._set(view, self.marked(tensor), self.hosted(tensor))
         elif name == "__set__" and getattr(getattr(func, "__self__", None), "__name__", "") == "data":  # x.data = y
-            self._set(args[0], isinstance(args[1], torch.Tensor) and self.marked(args[1]))
+            value = args[1] if isinstance(args[1], torch.Tensor) else None
+            self._set(args[0], value is not None and self.marked(value), value is not None and self.hosted(value))
         elif name in _FOLLOW_SELF and tensors:
             if isinstance(out, torch.Tensor) and isinstance(args[0], torch.Tensor):
-                self._set(out, self.marked(args[0]))
+                self._set(out, self.marked(args[0]), self.hosted(args[0]))
         elif name not in _IN_PLACE_ON_SELF and tensors and out is not None:
-            self._set(out, all(marks))
+            self._set(out, all(marks), all(self.hosted(t) for t in tensors))
         return out
 
-    def _after_to(self, args: tuple, kwargs: dict) -> bool:
-        """Whether ``tensor.to(...)`` leaves its result marked: a move to the inputs' device clears it."""
+    def _after_to(self, args: tuple, kwargs: dict) -> tuple[bool, bool]:
+        """Whether ``tensor.to(...)`` leaves its result marked (a move to the inputs' device clears the
+        mark), and whether it is in host memory."""
         source, rest = args[0], args[1:]
         other = rest[0] if rest and isinstance(rest[0], torch.Tensor) else kwargs.get("other")
         if isinstance(other, torch.Tensor):
-            return self.marked(other)
+            return self.marked(other), self.hosted(other)
         device = kwargs.get("device")
         if device is None and rest and isinstance(rest[0], (str, torch.device)):
             device = rest[0]
-        return self.marked(source) if device is None else self._elsewhere(device)
+        if device is None:
+            return self.marked(source), self.hosted(source)
+        return self._elsewhere(device), torch.device(device).type == "cpu"
 
 
 def _where(value: torch.Tensor, home: torch.device, watch: _DeviceWatch | None) -> str:

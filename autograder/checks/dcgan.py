@@ -632,7 +632,7 @@ RECONSTRUCT = {
     "squared-distance": "the squared distance summed over pixels and images (or averaged over images)",
     "detached": "the codes returned detached",
     "defaults": "steps=500 and lr=1e-2 by default",
-    "batch-sizes": "batches of several sizes",
+    "batch-sizes": "a batch of 3 to 6 images, its size drawn afresh for every run",
 }
 
 
@@ -646,7 +646,7 @@ def probe_reconstruct(t: Trial, reconstruct) -> None:
     """Codes from zero by Adam on the squared L2 distance, generator in eval mode and unchanged."""
     t.covers(*RECONSTRUCT)
     with _true_float32():
-        for n in (6, 3):
+        for n in (t.integer(3, 7),):  # one batch, of another size for every seed
             G, _ = _networks(t, code_size=8)
             with torch.no_grad():  # running statistics that differ from any batch's
                 for _ in range(3):
@@ -665,6 +665,10 @@ def probe_reconstruct(t: Trial, reconstruct) -> None:
                 lr=STEP_LR,
                 what=f"reconstruct(generator, x, steps={STEPS}, lr={STEP_LR}) on {n} images (create the "
                 "codes on x's device: torch.zeros(..., device=x.device))",
+                exempt={
+                    "repeat": "each call optimises fresh zero codes with a fresh Adam: a second call repeats the "
+                    "probe's costliest part and nothing in the text keeps state between calls",
+                },
             )
             t.check(f"{n}/codes", codes, what=f"the codes returned by reconstruct ({case})", test=_codes_test(start))
             t.same(

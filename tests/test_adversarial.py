@@ -30,6 +30,7 @@ from genlab.experiments.adversarial import (
     worst_of_restarts,
 )
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "adversarial" / "adversarial.ipynb"
@@ -523,24 +524,67 @@ def adversarial_batch_stack(model, x, y, attack):
     return torch.stack([x, x_adv]).flatten(0, 1), torch.stack([y, y]).flatten()
 
 
-CORRECT = {
+def accuracy_numpy(model, batches, attack=None):
+    """NumPy's mean of the hits: a numpy.float64 (a float subclass) comes back."""
+    import numpy as np
+
+    model.eval()
+    hits = []
+    for x, y in batches:
+        x_eval = x if attack is None else attack(model, x, y)
+        with torch.no_grad():
+            hits.append((model(x_eval).argmax(1) == y).cpu().numpy())
+    return np.mean(np.concatenate(hits))
+
+
+def pgd_rand_like_start(model, loss_fn, x, y, eps, alpha, steps, random_start=True):
+    was = model.training
+    model.eval()
+    x_adv = x.detach().clone()
+    if random_start:
+        x_adv = torch.clamp(x_adv + (torch.rand_like(x) * 2 - 1) * eps, 0, 1)
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_()
+        grad = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)[0]
+        x_adv = torch.min(torch.max(x_adv + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    model.train(was)
+    return x_adv.detach()
+
+
+def adversarial_batch_enable_grad(model, x, y, attack):
+    was = model.training
+    model.eval()
+    with torch.enable_grad():
+        x_adv = attack(model, x, y).detach()
+    model.train(was)
+    return torch.cat([x, x_adv], dim=0), torch.cat([y, y], dim=0)
+
+
+CORRECT_STYLES = {
     "fgsm-backward": ("probe_fgsm", fgsm_backward),
     "fgsm-where-min-max": ("probe_fgsm", fgsm_min_max),
     "pgd-delta": ("probe_pgd", pgd_delta),
     "pgd-torchattacks-style": ("probe_pgd", pgd_torchattacks_style),
+    "pgd-rand-like-start": ("probe_pgd", pgd_rand_like_start),
     "accuracy-inference-mode-tensor": ("probe_accuracy_under_attack", accuracy_inference_mode),
     "accuracy-no-grad-helper": ("probe_accuracy_under_attack", accuracy_with_helper),
+    "accuracy-numpy": ("probe_accuracy_under_attack", accuracy_numpy),
     "fgsm-loss-one-forward": ("probe_fgsm_loss", fgsm_loss_cat),
     "fgsm-loss-lerp": ("probe_fgsm_loss", fgsm_loss_lerp),
     "adversarial-batch-adversarial-first": ("probe_adversarial_batch", adversarial_batch_adv_first),
     "adversarial-batch-stack": ("probe_adversarial_batch", adversarial_batch_stack),
+    "adversarial-batch-enable-grad": ("probe_adversarial_batch", adversarial_batch_enable_grad),
 }
+CHECKS = sorted(n for n in probing.checks_of(checks) if n.startswith("probe_"))
+CORRECT = {name: {"reference": getattr(checks, name).reference} for name in CHECKS}
+for _style, (_check, _answer) in CORRECT_STYLES.items():
+    CORRECT[_check][_style] = _answer
 
 
-@pytest.mark.parametrize("name", sorted(CORRECT))
+@pytest.mark.parametrize("name", CHECKS)
 def test_checks_accept_correct_answers_in_other_styles(name):
-    check, right = CORRECT[name]
-    getattr(checks, check)(right)
+    for style in CORRECT[name].values():
+        getattr(checks, name)(style)
 
 
 # --- the issue's typical mistakes (and a few more)
@@ -722,11 +766,43 @@ MISTAKES = {
 }
 
 
+def fgsm_on_the_callers_x(model, loss_fn, x, y, eps):
+    """Differentiates the caller's x itself: its requires_grad and .grad change."""
+    was = model.training
+    model.eval()
+    x.requires_grad_(True)
+    loss_fn(model(x), y).backward()
+    adv = (x + eps * x.grad.sign()).clamp(0, 1).detach()
+    model.train(was)
+    return adv
+
+
+MISTAKES["fgsm-on-the-callers-x"] = ("probe_fgsm", fgsm_on_the_callers_x, "changed what it was given")
+WRONG: dict[str, dict] = {name: {} for name in CHECKS}
+for _name, (_check, _answer, _pattern) in MISTAKES.items():
+    WRONG[_check][_name] = (_answer, _pattern)
+
+
+def test_every_check_has_correct_styles_and_wrong_answers():
+    assert all(len(CORRECT[name]) > 1 and WRONG[name] for name in CHECKS)
+    assert len(CORRECT_STYLES) >= 5
+
+
 @pytest.mark.parametrize("name", sorted(MISTAKES))
 def test_checks_reject_typical_mistakes_with_a_hint(name):
     check, wrong, hint = MISTAKES[name]
     with pytest.raises(probing.Failed, match=hint):
         getattr(checks, check)(wrong)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKS)
+def test_verdicts_do_not_depend_on_the_seed(name):
+    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+
+
+def test_every_condition_of_the_texts_is_drawn():
+    assert coverage_gaps(checks) == {}
 
 
 def test_a_crash_in_the_students_code_is_reported_with_the_call():
@@ -743,26 +819,16 @@ def test_probe_records_fit_the_payload_limit():
     assert len(probing.encode(payload)) < probing.MAX_RECORD_BYTES / 100
 
 
-def _all_mistakes() -> list[dict]:
-    from autograder import manifest
-
-    return [
-        {"name": m.name, "cell": m.cell, "code": m.code, "fails": list(m.fails)}
-        for m in manifest.load("adversarial").mistakes
-    ]
+CELLS = Notebook("adversarial", names={"CE": F.cross_entropy})
 
 
-def test_every_manifest_mistake_fails_its_hidden_test_in_process():
-    """A quick stand-in for the pipeline test: each mistake of the manifest, run as the cell would define it."""
-    mistakes = _all_mistakes()
-    assert len(mistakes) == 11 and len({m["name"] for m in mistakes}) == 11
-    for mistake in mistakes:
-        namespace = {"torch": torch, "nn": nn, "F": F, "fgsm": fgsm}
-        exec(mistake["code"], namespace)
-        wrong = namespace[mistake["cell"]]
-        assert mistake["fails"] == [f"test_{mistake['cell']}"]
-        with pytest.raises(probing.Failed):
-            getattr(checks, f"probe_{mistake['cell']}")(wrong)
+def test_the_source_solutions_pass_every_test_cell():
+    assert CELLS.failing({}) == set()
+
+
+@pytest.mark.parametrize("mistake", CELLS.mistakes, ids=lambda m: m.name)
+def test_each_manifest_mistake_fails_exactly_its_test_cells(mistake):
+    assert CELLS.failing({mistake.cell: mistake.code}) == set(mistake.fails)
 
 
 def test_a_batch_that_is_not_a_pair_is_named():

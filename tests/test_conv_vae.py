@@ -33,6 +33,7 @@ from genlab.models.conv import (
 )
 from genlab.models.mlp import reparameterize
 from genlab.quantize import dequantize, quantize
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -445,10 +446,6 @@ def nll_one_hot(logits, target):
     return -(one_hot * logits.log_softmax(1)).sum(dim=(1, 2, 3))
 
 
-def bpd_float(nats, images):
-    return float(nats.mean()) * math.log2(math.e) / images[0].numel()
-
-
 def bpd_tensor(nats, images):
     return (nats / math.log(2)).mean() / math.prod(images.shape[1:])
 
@@ -471,7 +468,11 @@ def top_var_argsort(codes, k=2):
 
 def top_var_numpy(codes, k=2):
     v = np.var(codes.detach().cpu().numpy(), axis=0)
-    return [int(i) for i in np.argsort(-v)[:k]]
+    return torch.as_tensor(np.argsort(-v)[:k].copy(), device=codes.device)
+
+
+def top_var_population(codes, k=2):
+    return codes.var(0, unbiased=False).argsort(descending=True)[:k]
 
 
 def traversal_loops(nz, dims, steps=7, low=0.05, high=0.95, *, dtype=torch.float32, device=None):
@@ -503,30 +504,59 @@ def toward_broadcast(z, codes, labels, target, alphas):
     return torch.lerp(z.expand(len(alphas), -1), mean.expand(len(alphas), -1), alphas.unsqueeze(-1))
 
 
-CORRECT = [
-    (checks.probe_conv_encoder, EncoderModuleList),
-    (checks.probe_conv_encoder, EncoderAttributes),
-    (checks.probe_conv_decoder, DecoderUnflatten),
-    (checks.probe_conv_decoder, DecoderFunctional),
-    (checks.probe_categorical_nll, nll_gather),
-    (checks.probe_categorical_nll, nll_loss_style),
-    (checks.probe_categorical_nll, nll_one_hot),
-    (checks.probe_batch_bpd, bpd_float),
-    (checks.probe_batch_bpd, bpd_tensor),
-    (checks.probe_manifold_codes, manifold_ndtri),
-    (checks.probe_manifold_codes, manifold_loops),
-    (checks.probe_top_variance_dims, top_var_argsort),
-    (checks.probe_top_variance_dims, top_var_numpy),
-    (checks.probe_traversal_codes, traversal_loops),
-    (checks.probe_traversal_codes, traversal_meshgrid),
-    (checks.probe_toward_class_mean, toward_loop),
-    (checks.probe_toward_class_mean, toward_broadcast),
-]
+class EncoderTanhGelu(EncoderModuleList):
+    """nn.GELU(approximate="tanh") is a GELU too: within NETWORK_TOL of the exact one."""
+
+    def __init__(self, nz: int, hidden: int = 32):
+        super().__init__(nz, hidden)
+        self.act = nn.GELU(approximate="tanh")
+
+    def forward(self, x):
+        for c in self.convs:
+            x = self.act(c(x))
+        out = self.head(x.flatten(1))
+        return out[:, : self.nz], out[:, self.nz :]
 
 
-@pytest.mark.parametrize("check, answer", CORRECT, ids=[f"{c.exercise}-{a.__name__}" for c, a in CORRECT])
-def test_correct_answers_in_other_styles_pass(check, answer):
-    check(answer)
+class DecoderTanhGelu(DecoderUnflatten):
+    def __init__(self, nz: int, levels: int = 16, hidden: int = 32):
+        super().__init__(nz, levels, hidden)
+        for i, m in enumerate(self.net):
+            if isinstance(m, nn.GELU):
+                self.net[i] = nn.GELU(approximate="tanh")
+
+
+def nll_flat_cross_entropy(logits, target):
+    n, k = logits.shape[:2]
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, k)
+    return F.cross_entropy(flat, target.reshape(-1).long(), reduction="none").view(n, -1).sum(1)
+
+
+def bpd_log2e(nats, images):
+    return nats.mean() * math.log2(math.e) / images[0].numel()
+
+
+def manifold_made_then_moved(n, dtype=torch.float32, device=None):
+    """Built on the default device, then moved: a correct answer."""
+    q = torch.tensor(norm.ppf((np.arange(n) + 0.5) / n), dtype=dtype)
+    codes = torch.stack([q.repeat(n), q.flip(0).repeat_interleave(n)], dim=1)
+    return codes.to(device) if device is not None else codes
+
+
+def manifold_numpy_meshgrid(n, dtype=torch.float32, device=None):
+    q = norm.ppf((np.arange(n) + 0.5) / n)
+    xs, ys = np.meshgrid(q, q[::-1])
+    return torch.as_tensor(np.stack([xs.ravel(), ys.ravel()], axis=1), dtype=dtype, device=device)
+
+
+def traversal_made_then_moved(nz, dims, steps=7, low=0.05, high=0.95, *, dtype=torch.float32, device=None):
+    codes = traversal_loops(nz, dims, steps, low, high, dtype=dtype)
+    return codes.to(device=device) if device is not None else codes
+
+
+def toward_einsum(z, codes, labels, target, alphas):
+    m = codes[labels == target].mean(0)
+    return z.unsqueeze(0) + torch.einsum("a,d->ad", alphas, m - z)
 
 
 # ============================================================================= typical mistakes
@@ -624,72 +654,153 @@ def toward_all_codes(z, codes, labels, target, alphas):
     return z + alphas[:, None] * (codes.mean(0) - z)
 
 
-MISTAKES = [
-    (checks.probe_conv_encoder, EncoderReLU, "GELU after every convolution"),
-    (checks.probe_conv_encoder, EncoderTwoHeads, "one nn.Linear"),
-    (checks.probe_conv_decoder, DECODER_27_PADDED, r"sides of the transposed.*got \[7, 14, 27\].*output_padding"),
-    (checks.probe_conv_decoder, DECODER_29_CROPPED, r"got \[8, 15, 29\].*4 -> 7 needs output_padding=0"),
-    (checks.probe_conv_decoder, DECODER_27_RESIZED, "Do not crop or pad"),
-    (checks.probe_conv_decoder, DecoderSoftmax, "logits: no softmax"),
-    (checks.probe_categorical_nll, nll_mean_over_pixels, "mean over the pixels.*SUM"),
-    (checks.probe_categorical_nll, nll_default_reduction, "expected a torch.Tensor of shape|mean over everything"),
-    (checks.probe_batch_bpd, bpd_with_batch, "whole batch"),
-    (checks.probe_batch_bpd, bpd_natural_log, "nats per dimension: divide by ln 2"),
-    (checks.probe_manifold_codes, manifold_linspace, "evenly spaced; use normal quantiles"),
-    (checks.probe_manifold_codes, manifold_swapped, "coordinates are swapped"),
-    (checks.probe_manifold_codes, manifold_upside_down, "second coordinate runs the wrong way"),
-    (checks.probe_top_variance_dims, top_var_wrong_axis, "over the examples, dim=0"),
-    (checks.probe_traversal_codes, traversal_random_rest, "must be exactly 0"),
-    (checks.probe_toward_class_mean, toward_all_codes, "mean of ALL codes"),
-]
+def bpd_float(nats, images):
+    """A Python float: the training loop's .backward() cannot use it."""
+    return float(nats.mean()) * math.log2(math.e) / images[0].numel()
 
 
-@pytest.mark.parametrize("check, wrong, message", MISTAKES, ids=[f"{c.exercise}-{w.__name__}" for c, w, _ in MISTAKES])
-def test_typical_mistakes_fail_with_a_pointer_to_the_fix(check, wrong, message):
-    with pytest.raises(probing.Failed, match=message):
-        check(wrong)
+def manifold_without_device(n, dtype=torch.float32, device=None):
+    q = torch.tensor(norm.ppf((np.arange(n) + 0.5) / n), dtype=dtype)
+    return torch.stack([q.repeat(n), q.flip(0).repeat_interleave(n)], dim=1)
 
 
-def test_default_device_is_caught_when_the_kernel_has_another(monkeypatch):
-    """In a GPU kernel, codes made on the default (CPU) device are reported; emulated with records."""
-    check = checks.probe_traversal_codes
-    payload = check.run(latent.traversal_codes, seed=5)
-    payload["records"] = {k: ("cpu" if k.startswith("device/") else v) for k, v in payload["records"].items()}
-    payload["records"]["device"] = "cuda"
-    problem = check.verify(payload, seed=5)
-    assert problem is not None and "create them with device=device" in problem
+def manifold_default_dtype(n, dtype=torch.float32, device=None):
+    return manifold_ndtri(n, torch.float32, device)
 
 
-# ============================================================================= the manifest's mistakes, in-process
+def top_var_int32(codes, k=2):
+    return torch.topk(codes.var(dim=0), k).indices.to(torch.int32)
 
-NOTEBOOK_NAMES = {
-    "math": math,
-    "np": np,
-    "norm": norm,
-    "torch": torch,
-    "F": F,
-    "nn": nn,
+
+def top_var_list(codes, k=2):
+    return torch.topk(codes.var(dim=0), k).indices.tolist()
+
+
+def top_var_centres_in_place(codes, k=2):
+    codes -= codes.mean(0)
+    return torch.topk((codes**2).mean(0), k).indices
+
+
+# ============================================================================= the tables
+
+CORRECT = {
+    "probe_conv_encoder": {
+        "module-list": EncoderModuleList,
+        "attributes": EncoderAttributes,
+        "tanh-gelu": EncoderTanhGelu,
+    },
+    "probe_conv_decoder": {
+        "unflatten": DecoderUnflatten,
+        "functional": DecoderFunctional,
+        "tanh-gelu": DecoderTanhGelu,
+    },
+    "probe_categorical_nll": {
+        "gather": nll_gather,
+        "nll-loss": nll_loss_style,
+        "one-hot": nll_one_hot,
+        "flat-cross-entropy": nll_flat_cross_entropy,
+    },
+    "probe_batch_bpd": {"tensor": bpd_tensor, "log2e": bpd_log2e},
+    "probe_manifold_codes": {
+        "ndtri": manifold_ndtri,
+        "loops": manifold_loops,
+        "made-then-moved": manifold_made_then_moved,
+        "numpy-meshgrid": manifold_numpy_meshgrid,
+    },
+    "probe_top_variance_dims": {
+        "argsort": top_var_argsort,
+        "numpy-back-to-torch": top_var_numpy,
+        "population-variance": top_var_population,
+    },
+    "probe_traversal_codes": {
+        "loops": traversal_loops,
+        "meshgrid": traversal_meshgrid,
+        "made-then-moved": traversal_made_then_moved,
+    },
+    "probe_toward_class_mean": {"loop": toward_loop, "broadcast": toward_broadcast, "einsum": toward_einsum},
 }
+for _name in CORRECT:
+    CORRECT[_name]["reference"] = getattr(checks, _name).reference
+
+WRONG = {
+    "probe_conv_encoder": {
+        "relu": (EncoderReLU, "GELU after every convolution"),
+        "two-heads": (EncoderTwoHeads, "one nn.Linear"),
+    },
+    "probe_conv_decoder": {
+        "27-padded": (DECODER_27_PADDED, r"sides of the transposed.*got \[7, 14, 27\].*output_padding"),
+        "29-cropped": (DECODER_29_CROPPED, r"got \[8, 15, 29\].*4 -> 7 needs output_padding=0"),
+        "27-resized": (DECODER_27_RESIZED, "Do not crop or pad"),
+        "softmax": (DecoderSoftmax, "logits: no softmax"),
+    },
+    "probe_categorical_nll": {
+        "mean-over-pixels": (nll_mean_over_pixels, "mean over the pixels.*SUM"),
+        "default-reduction": (nll_default_reduction, "expected a torch.Tensor of shape|mean over everything"),
+    },
+    "probe_batch_bpd": {
+        "with-batch": (bpd_with_batch, "whole batch"),
+        "natural-log": (bpd_natural_log, "nats per dimension: divide by ln 2"),
+        "a-float": (bpd_float, r"gradient of batch_bpd.*no float\(\)"),
+    },
+    "probe_manifold_codes": {
+        "linspace": (manifold_linspace, "evenly spaced; use normal quantiles"),
+        "swapped": (manifold_swapped, "coordinates are swapped"),
+        "upside-down": (manifold_upside_down, "second coordinate runs the wrong way"),
+        "without-device": (manifold_without_device, "not on the device"),
+        "ignores-dtype": (manifold_default_dtype, "dtype torch.float32; expected torch.float64"),
+    },
+    "probe_top_variance_dims": {
+        "wrong-axis": (top_var_wrong_axis, "over the examples, dim=0"),
+        "int32": (top_var_int32, "dtype torch.int32; expected torch.int64"),
+        "a-list": (top_var_list, "expected a torch.Tensor"),
+        "centres-in-place": (top_var_centres_in_place, "changed what it was given"),
+    },
+    "probe_traversal_codes": {
+        "random-rest": (traversal_random_rest, "must be exactly 0"),
+        "default-device": (traversal_on_default_device, "not on the device"),
+    },
+    "probe_toward_class_mean": {"all-codes": (toward_all_codes, "mean of ALL codes")},
+}
+CHECKS = sorted(n for n in probing.checks_of(checks) if n.startswith("probe_"))
 
 
-def _manifest_mistakes():
-    from autograder import manifest
+def test_every_check_has_correct_styles_and_wrong_answers():
+    assert set(CORRECT) == set(WRONG) == set(CHECKS)
+    assert sum(len(styles) - 1 for styles in CORRECT.values()) >= 5
 
-    return manifest.load("conv_vae").mistakes
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_correct_answers_in_other_styles_pass(name):
+    for style in CORRECT[name].values():
+        getattr(checks, name)(style)
 
 
-@pytest.mark.parametrize("mistake", _manifest_mistakes(), ids=lambda m: m.name)
-def test_manifest_mistakes_fail_their_checks(mistake):
-    """Each [[mistakes]] entry, run as the notebook would define it, fails the probe of its test cell."""
-    namespace = dict(NOTEBOOK_NAMES)
-    exec(compile(mistake.code, mistake.name, "exec"), namespace)
-    (test_cell,) = mistake.fails
-    check = probing.checks_of(checks)[f"probe_{test_cell[len('test_') :]}"]
-    with pytest.raises(probing.Failed):
-        check(
-            namespace[
-                mistake.cell
-                if mistake.cell not in ("conv_encoder", "conv_decoder")
-                else {"conv_encoder": "ConvEncoder", "conv_decoder": "ConvDecoder"}[mistake.cell]
-            ]
-        )
+@pytest.mark.parametrize("name,wrong", [(n, w) for n in CHECKS for w in WRONG[n]])
+def test_typical_mistakes_fail_with_a_pointer_to_the_fix(name, wrong):
+    answer, pattern = WRONG[name][wrong]
+    with pytest.raises(probing.Failed, match=pattern):
+        getattr(checks, name)(answer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKS)
+def test_verdicts_do_not_depend_on_the_seed(name):
+    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+
+
+def test_every_condition_of_the_texts_is_drawn():
+    assert coverage_gaps(checks) == {}
+
+
+# ============================================================================= the notebook's test cells
+
+NOTEBOOK = Notebook("conv_vae")
+
+
+def test_the_source_solutions_pass_every_test_cell():
+    assert NOTEBOOK.failing({}) == set()
+
+
+@pytest.mark.parametrize("mistake", NOTEBOOK.mistakes, ids=lambda m: m.name)
+def test_each_manifest_mistake_fails_exactly_its_test_cells(mistake):
+    assert NOTEBOOK.failing({mistake.cell: mistake.code}) == set(mistake.fails)

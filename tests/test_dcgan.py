@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from autograder import manifest, notebooks, probing
+from autograder import probing
 from autograder.checks import dcgan as checks
 from genlab import frechet, gan
 from genlab.data import TensorData
 from genlab.models.dcgan import Discriminator, Generator, transposed_conv_side
 from tests.conftest import ROOT
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
 
 
 @pytest.fixture(autouse=True)
@@ -387,22 +388,96 @@ def reconstruct_mean_over_images(generator, x, steps=500, lr=0.01):
     return code.detach().clone()
 
 
+def init_zeroes_conv_biases(m):
+    """The text allows setting the convolutions' biases to 0."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0.0)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, mean=1.0, std=0.02)
+        nn.init.constant_(m.bias, 0.0)
+
+
+def loss_log1p_exp(logits, labels):
+    """Correct for the promised logits up to +-60: exp(60) is still finite in float32."""
+    return (labels * torch.log1p(torch.exp(-logits)) + (1 - labels) * torch.log1p(torch.exp(logits))).mean()
+
+
+def loss_stable_formula(logits, labels):
+    return (logits.clamp(min=0) - logits * labels + torch.log1p(torch.exp(-logits.abs()))).mean()
+
+
+def d_step_item(D, G, real, z, opt):
+    opt.zero_grad(set_to_none=True)
+    logits_real = D(real)
+    logits_fake = D(G(z).detach())
+    loss = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+    loss = loss + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def g_step_labels_made_then_moved(D, G, z, opt):
+    opt.zero_grad()
+    logits = D(G(z))
+    labels = torch.ones(logits.shape, dtype=logits.dtype).to(logits.device)
+    loss = gan.classification_loss(logits, labels)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def reconstruct_made_then_moved(generator, x, steps=500, lr=1e-2):
+    generator.eval()
+    z = torch.zeros(len(x), generator.code_size).to(x.device).requires_grad_()
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((generator(z) - x) ** 2).sum()
+        loss.backward()
+        opt.step()
+    return z.detach()
+
+
 CORRECT = {
-    "dcgan_init": [gan.dcgan_init, init_by_class_name, init_walking_submodules],
-    "classification_loss": [gan.classification_loss, loss_module, loss_softplus, loss_logsigmoid],
-    "discriminator_step": [gan.discriminator_step, d_step_two_backwards, d_step_module_loss],
-    "generator_step": [gan.generator_step, g_step_module_loss, g_step_softplus],
-    "reconstruct": [gan.reconstruct, reconstruct_mse_sum, reconstruct_mean_over_images],
+    "probe_dcgan_init": {
+        "by-class-name": init_by_class_name,
+        "walking-submodules": init_walking_submodules,
+        "zeroes-conv-biases": init_zeroes_conv_biases,
+    },
+    "probe_classification_loss": {
+        "module": loss_module,
+        "softplus": loss_softplus,
+        "logsigmoid": loss_logsigmoid,
+        "log1p-exp": loss_log1p_exp,
+        "stable-formula": loss_stable_formula,
+    },
+    "probe_discriminator_step": {
+        "two-backwards": d_step_two_backwards,
+        "module-loss": d_step_module_loss,
+        "item": d_step_item,
+    },
+    "probe_generator_step": {
+        "module-loss": g_step_module_loss,
+        "softplus": g_step_softplus,
+        "labels-made-then-moved": g_step_labels_made_then_moved,
+    },
+    "probe_reconstruct": {
+        "mse-sum": reconstruct_mse_sum,
+        "mean-over-images": reconstruct_mean_over_images,
+        "made-then-moved": reconstruct_made_then_moved,
+    },
 }
+for _name in CORRECT:
+    CORRECT[_name]["reference"] = getattr(checks, _name).reference
 
 
-@pytest.mark.parametrize(
-    "exercise,impl",
-    [(e, f) for e, fs in CORRECT.items() for f in fs],
-    ids=[f"{e}-{f.__name__}" for e, fs in CORRECT.items() for f in fs],
-)
-def test_probe_accepts_correct_answers(exercise, impl):
-    getattr(checks, f"probe_{exercise}")(impl)  # raises probing.Failed otherwise
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_probe_accepts_correct_answers(name):
+    for style in CORRECT[name].values():
+        getattr(checks, name)(style)  # raises probing.Failed otherwise
 
 
 def test_probes_reject_the_student_edition(monkeypatch):
@@ -578,42 +653,123 @@ def _reconstruction(
     return reconstruct
 
 
-WRONG = [
-    # (exercise, wrong answer, the message must match)
-    ("dcgan_init", init_resets_linear, r"Linear.*Leave nn.Linear layers as they are"),
-    ("dcgan_init", init_batchnorm_default, r"BatchNorm2d.*all values are 1: left at a constant.*N\(1, 0.02\^2\)"),
-    ("dcgan_init", init_batchnorm_mean_zero, r"BatchNorm2d.*N\(1, 0.02\^2\).*mean 1, not 0"),
-    ("dcgan_init", init_conv2d_only, r"ConvTranspose2d.*N\(0, 0.02\^2\)"),
-    ("dcgan_init", init_uniform, r"kurtosis.*nn.init.normal_"),
-    ("classification_loss", loss_bce_on_logits, r"logits read as probabilities.*binary_cross_entropy_with_logits"),
-    ("classification_loss", loss_sigmoid_twice, r"sigmoid applied twice"),
-    ("classification_loss", loss_sigmoid_first, r"confident discriminator.*rounds to exactly 0 or 1"),
-    ("classification_loss", loss_sum, r"sum over the entries; average"),
-    ("classification_loss", loss_as_float, r"gradient.*no \.item\(\)"),
-    ("discriminator_step", d_step_mixed, r"ONE batch.*Call the discriminator twice"),
-    ("discriminator_step", d_step_not_detached, r"generator received gradients.*detach the fake images"),
-    ("discriminator_step", d_step_no_zero_grad, r"old gradients too.*optimizer.zero_grad\(\)"),
-    ("discriminator_step", d_step_labels_on_cpu, r"logits' device"),
-    ("generator_step", g_step_fake_labels, r"saturating loss with fake labels.*label 1"),
-    ("generator_step", g_step_minimax, r"saturating loss with fake labels"),
-    ("generator_step", g_step_detached, r"did not change.*do not detach G\(z\)"),
-    ("generator_step", g_step_no_zero_grad, r"old gradients too.*zero_grad"),
-    ("reconstruct", _reconstruction(params="weights"), r"codes are still zero.*not the generator's weights"),
-    ("reconstruct", _reconstruction(train=True), r"training mode.*generator.eval\(\)"),
-    ("reconstruct", _reconstruction(start="random"), r"Start from zero codes"),
-    ("reconstruct", _reconstruction(reduce="mean"), r"mean over pixels.*eps"),
-    ("reconstruct", _reconstruction(restore=True), r"mode after reconstruct.*leave it there"),
-]
+def init_new_parameters(m):
+    """Replaces the weights by new Parameters: an optimizer made before holds the old ones."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        m.weight = nn.Parameter(torch.randn_like(m.weight) * 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        m.weight = nn.Parameter(1 + 0.02 * torch.randn_like(m.weight))
+        m.bias = nn.Parameter(torch.zeros_like(m.bias))
 
 
-@pytest.mark.parametrize(
-    "exercise,impl,message",
-    WRONG,
-    ids=[f"{e}-{getattr(f, '__name__', 'variant')}-{i}" for i, (e, f, _) in enumerate(WRONG)],
-)
-def test_probe_rejects_typical_mistakes(exercise, impl, message):
-    with pytest.raises(probing.Failed, match=message):
-        getattr(checks, f"probe_{exercise}")(impl)
+def d_step_freezes_the_generator(D, G, real, z, opt):
+    """No gradient reaches the generator, but its parameters stay frozen for its own step."""
+    for p in G.parameters():
+        p.requires_grad_(False)
+    opt.zero_grad()
+    r, f = D(real), D(G(z))
+    loss = gan.classification_loss(r, torch.ones_like(r)) + gan.classification_loss(f, torch.zeros_like(f))
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def d_step_generator_in_eval_mode(D, G, real, z, opt):
+    G.eval()
+    return gan.discriminator_step(D, G, real, z, opt)
+
+
+def reconstruct_not_detached(generator, x, steps=500, lr=1e-2):
+    generator.eval()
+    z = torch.zeros(len(x), generator.code_size, device=x.device, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((generator(z) - x) ** 2).sum().backward()
+        opt.step()
+    return z
+
+
+def reconstruct_unsquared(generator, x, steps=500, lr=1e-2):
+    generator.eval()
+    z = torch.zeros(len(x), generator.code_size, device=x.device, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        (generator(z) - x).flatten(1).norm(dim=1).sum().backward()  # the L2 distance, not its square
+        opt.step()
+    return z.detach()
+
+
+WRONG = {
+    "probe_dcgan_init": {
+        "resets-linear": (init_resets_linear, r"Linear.*Leave nn.Linear layers as they are"),
+        "batchnorm-default": (
+            init_batchnorm_default,
+            r"BatchNorm2d.*all values are 1: left at a constant.*N\(1, 0.02\^2\)",
+        ),
+        "batchnorm-mean-zero": (init_batchnorm_mean_zero, r"BatchNorm2d.*N\(1, 0.02\^2\).*mean 1, not 0"),
+        "conv2d-only": (init_conv2d_only, r"ConvTranspose2d.*N\(0, 0.02\^2\)"),
+        "uniform": (init_uniform, r"kurtosis.*nn.init.normal_"),
+        "new-parameters": (init_new_parameters, r"replaced by a new tensor.*optimizer holds the old ones"),
+    },
+    "probe_classification_loss": {
+        "bce-on-logits": (loss_bce_on_logits, r"logits read as probabilities.*binary_cross_entropy_with_logits"),
+        "sigmoid-twice": (loss_sigmoid_twice, r"sigmoid applied twice"),
+        "sigmoid-first": (loss_sigmoid_first, r"confident discriminator.*rounds to exactly 0 or 1"),
+        "sum": (loss_sum, r"sum over the entries; average"),
+        "as-float": (loss_as_float, r"gradient.*no \.item\(\)"),
+    },
+    "probe_discriminator_step": {
+        "mixed": (d_step_mixed, r"ONE batch.*Call the discriminator twice"),
+        "not-detached": (d_step_not_detached, r"generator received gradients.*detach the fake images"),
+        "no-zero-grad": (d_step_no_zero_grad, r"old gradients too.*optimizer.zero_grad\(\)"),
+        "labels-on-the-cpu": (d_step_labels_on_cpu, r"logits' device"),
+        "freezes-the-generator": (d_step_freezes_the_generator, r"requires_grad switched off"),
+        "generator-in-eval-mode": (d_step_generator_in_eval_mode, r"modes after discriminator_step|ONE batch|BCE"),
+    },
+    "probe_generator_step": {
+        "fake-labels": (g_step_fake_labels, r"saturating loss with fake labels.*label 1"),
+        "minimax": (g_step_minimax, r"saturating loss with fake labels"),
+        "detached": (g_step_detached, r"did not change.*do not detach G\(z\)"),
+        "no-zero-grad": (g_step_no_zero_grad, r"old gradients too.*zero_grad"),
+    },
+    "probe_reconstruct": {
+        "optimises-the-weights": (
+            _reconstruction(params="weights"),
+            r"codes are still zero.*not the generator's weights",
+        ),
+        "train-mode": (_reconstruction(train=True), r"training mode.*generator.eval\(\)"),
+        "random-start": (_reconstruction(start="random"), r"Start from zero codes"),
+        "mse-mean": (_reconstruction(reduce="mean"), r"mean over pixels.*eps"),
+        "mode-restored": (_reconstruction(restore=True), r"mode after reconstruct.*leave it there"),
+        "not-detached": (reconstruct_not_detached, r"graph history.*detach"),
+        "unsquared": (reconstruct_unsquared, r"the codes returned by reconstruct.*Start from zero codes"),
+    },
+}
+CHECKS = sorted(n for n in probing.checks_of(checks) if n.startswith("probe_"))
+
+
+def test_every_check_has_correct_styles_and_wrong_answers():
+    assert set(CORRECT) == set(WRONG) == set(CHECKS)
+    assert sum(len(styles) - 1 for styles in CORRECT.values()) >= 5
+
+
+@pytest.mark.parametrize("name,wrong", [(n, w) for n in CHECKS for w in WRONG[n]])
+def test_probe_rejects_typical_mistakes(name, wrong):
+    answer, pattern = WRONG[name][wrong]
+    with pytest.raises(probing.Failed, match=pattern):
+        getattr(checks, name)(answer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKS)
+def test_verdicts_do_not_depend_on_the_seed(name):
+    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+
+
+def test_every_condition_of_the_texts_is_drawn():
+    assert coverage_gaps(checks) == {}
 
 
 def test_probes_verify_outside_the_kernel(tmp_path, monkeypatch):
@@ -631,49 +787,22 @@ def test_probes_verify_outside_the_kernel(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- notebook test cells against mistakes
 
 
-NOTEBOOK = notebooks.read(ROOT / "source" / "dcgan" / "dcgan.ipynb")
-SETUP = next(c.source for c in NOTEBOOK.cells if c.cell_type == "code")
-SOLUTIONS = {
-    notebooks.meta(c)["grade_id"]: c.source
-    for c in NOTEBOOK.cells
-    if notebooks.meta(c).get("solution") and c.cell_type == "code"
-}
-TESTS = {
-    notebooks.meta(c)["grade_id"]: c.source
-    for c in NOTEBOOK.cells
-    if notebooks.meta(c).get("grade") and not notebooks.meta(c).get("solution")
-}
-MISTAKES = list(manifest.load("dcgan").mistakes)
+NOTEBOOK = Notebook("dcgan")
 
 
 def test_the_manifest_names_every_typical_mistake_of_the_issue():
-    assert len(MISTAKES) == 14 and len({m.name for m in MISTAKES}) == 14
-    assert {m.cell for m in MISTAKES} == set(SOLUTIONS)
-    assert all(set(m.fails) <= set(TESTS) for m in MISTAKES)
-
-
-def failing_test_cells(replace: dict[str, str]) -> set[str]:
-    """Run the setup, the solution cells (some replaced) and every test cell; the test cells that raise."""
-    ns: dict = {}
-    exec(SETUP, ns)
-    for gid, source in SOLUTIONS.items():
-        exec(replace.get(gid, source), ns)
-    failed = set()
-    for gid, source in TESTS.items():
-        try:
-            exec(source, ns)
-        except Exception:  # a failed assert or probe, or a crash: the cell loses its points
-            failed.add(gid)
-    return failed
+    assert len(NOTEBOOK.mistakes) >= 14 and len({m.name for m in NOTEBOOK.mistakes}) == len(NOTEBOOK.mistakes)
+    assert {m.cell for m in NOTEBOOK.mistakes} == set(NOTEBOOK.solutions)
+    assert all(set(m.fails) <= set(NOTEBOOK.tests) for m in NOTEBOOK.mistakes)
 
 
 def test_source_solutions_pass_every_test_cell():
-    assert failing_test_cells({}) == set()
+    assert NOTEBOOK.failing({}) == set()
 
 
-@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
+@pytest.mark.parametrize("mistake", NOTEBOOK.mistakes, ids=[m.name for m in NOTEBOOK.mistakes])
 def test_each_mistake_fails_exactly_its_test_cells(mistake):
-    assert failing_test_cells({mistake.cell: mistake.code}) == set(mistake.fails)
+    assert NOTEBOOK.failing({mistake.cell: mistake.code}) == set(mistake.fails)
 
 
 def test_the_experiment_runner_writes_its_results(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from genlab import lipschitz
 from genlab.experiments import harmonic as R
 from genlab.experiments.harmonic_reference import PAPER, REPRO_2022
 from genlab.models import harmonic as H
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,6 @@ def test_model_halves_are_plain_sequentials_the_estimators_accept():
     assert lipschitz.spectral_product_bound(model.decoder) > 0
 
 
-@pytest.mark.parametrize("name", sorted(n for n in probing.checks_of(checks) if n.startswith("probe_")))
-def test_reference_answers_pass_their_checks(name):
-    check = getattr(checks, name)
-    check(check.reference)
-
-
 def _noisy_step(*, target="clean", reduce="mean", kl=True, noise="entry", reseed=False, clear=True):
     """noisy_step written in other styles, right or wrong."""
 
@@ -142,24 +137,41 @@ def _product(slope=0.25, squared=False):
     return product_bound
 
 
-CORRECT = {
+def _kl_distributions(mu, sigma):
+    sigma = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device).expand_as(mu)
+    return torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, sigma), torch.distributions.Normal(torch.zeros_like(mu), 1.0)
+    ).sum(-1)
+
+
+def _kl_by_hand(mu, sigma):
+    s = torch.as_tensor(sigma, dtype=mu.dtype, device=mu.device)
+    return (0.5 * (s**2 + mu**2 - 1) - torch.log(s)).expand_as(mu).sum(dim=-1)
+
+
+def _project_where(delta, radius):
+    norms = delta.flatten(1).norm(dim=1).view(-1, *[1] * (delta.dim() - 1))
+    return torch.where(norms > radius, delta * radius / norms, delta)
+
+
+CORRECT_STYLES = {
     "sample-latent-randn-by-shape": (
         "probe_sample_latent",
         lambda mu, sigma, eps=None: (
             mu + sigma * (torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if eps is None else eps)
         ),
     ),
-    "kl-torch-distributions": (
-        "probe_fixed_sigma_kl",
-        lambda mu, sigma: torch.distributions.kl_divergence(
-            torch.distributions.Normal(mu, torch.as_tensor(sigma, dtype=mu.dtype).expand_as(mu)),
-            torch.distributions.Normal(torch.zeros_like(mu), 1.0),
-        ).sum(-1),
+    "sample-latent-normal-like": (
+        "probe_sample_latent",
+        lambda mu, sigma, eps=None: mu + sigma * (torch.empty_like(mu).normal_() if eps is None else eps),
     ),
+    "kl-torch-distributions": ("probe_fixed_sigma_kl", _kl_distributions),
+    "kl-by-hand-expanded": ("probe_fixed_sigma_kl", _kl_by_hand),
     "noisy-step-float-and-set-to-none": ("probe_noisy_step", _noisy_step()),
     "power-iteration-from-ones": ("probe_power_iteration_norm", _power(start="ones")),
     "product-by-svdvals": ("probe_product_bound", _product()),
     "project-by-renorm": ("probe_project_l2", lambda d, r: torch.renorm(d.flatten(1), 2, 0, r).view_as(d)),
+    "project-where": ("probe_project_l2", _project_where),
 }
 
 MISTAKES = {
@@ -167,6 +179,11 @@ MISTAKES = {
         "probe_sample_latent",
         lambda mu, sigma, eps=None: mu + sigma**2 * (torch.randn_like(mu) if eps is None else eps),
         "square",
+    ),
+    "sample-latent-noise-on-the-cpu": (
+        "probe_sample_latent",
+        lambda mu, sigma, eps=None: mu + sigma * (torch.randn(mu.shape, dtype=mu.dtype) if eps is None else eps),
+        "same device",
     ),
     "kl-of-the-2022-report": (
         "probe_fixed_sigma_kl",
@@ -189,13 +206,30 @@ MISTAKES = {
         "inside the ball",
     ),
     "project-clips-coordinates": ("probe_project_l2", lambda d, r: d.clamp(-r, r), "keeping its direction"),
+    "project-in-place": (
+        "probe_project_l2",
+        lambda d, r: d.mul_((r / d.flatten(1).norm(dim=1).clamp_min(r)).view(-1, *[1] * (d.dim() - 1))),
+        "changed what it was given",
+    ),
 }
+CHECKS = sorted(n for n in probing.checks_of(checks) if n.startswith("probe_"))
+CORRECT = {name: {"reference": getattr(checks, name).reference} for name in CHECKS}
+for _style, (_check, _answer) in CORRECT_STYLES.items():
+    CORRECT[_check][_style] = _answer
+WRONG: dict[str, dict] = {name: {} for name in CHECKS}
+for _name, (_check, _answer, _pattern) in MISTAKES.items():
+    WRONG[_check][_name] = (_answer, _pattern)
 
 
-@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_every_check_has_correct_styles_and_wrong_answers():
+    assert all(len(CORRECT[name]) > 1 and WRONG[name] for name in CHECKS)
+    assert len(CORRECT_STYLES) >= 5
+
+
+@pytest.mark.parametrize("name", CHECKS)
 def test_checks_accept_correct_answers_in_other_styles(name):
-    check, right = CORRECT[name]
-    getattr(checks, check)(right)
+    for style in CORRECT[name].values():
+        getattr(checks, name)(style)
 
 
 @pytest.mark.parametrize("name", sorted(MISTAKES))
@@ -203,6 +237,28 @@ def test_checks_reject_the_2022_defects_and_typical_mistakes(name):
     check, wrong, hint = MISTAKES[name]
     with pytest.raises(probing.Failed, match=hint):
         getattr(checks, check)(wrong)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKS)
+def test_verdicts_do_not_depend_on_the_seed(name):
+    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+
+
+def test_every_condition_of_the_texts_is_drawn():
+    assert coverage_gaps(checks) == {}
+
+
+NOTEBOOK = Notebook("harmonic")
+
+
+def test_the_source_solutions_pass_every_test_cell():
+    assert NOTEBOOK.failing({}) == set()
+
+
+@pytest.mark.parametrize("mistake", NOTEBOOK.mistakes, ids=lambda m: m.name)
+def test_each_manifest_mistake_fails_exactly_its_test_cells(mistake):
+    assert NOTEBOOK.failing({mistake.cell: mistake.code}) == set(mistake.fails)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from genlab.latent import interpolate
 from genlab.losses import bernoulli_nll, gaussian_kl, vae_loss
 from genlab.models import CVAE, VAE, AutoEncoder, Decoder, Encoder, condition, one_hot, reparameterize
 from genlab.train import ae_train_step
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
 
 
 @pytest.fixture(autouse=True)
@@ -255,12 +256,6 @@ def test_every_probe_is_verified_against_its_package_reference():
     )
 
 
-@pytest.mark.parametrize("name", sorted(n for n in probing.checks_of(checks) if n.startswith("probe_")))
-def test_checks_accept_the_reference(name):
-    check = getattr(checks, name)
-    check(check.reference)
-
-
 def _step(swap=False, clear=True, reduce_pixels="sum", as_float=lambda loss: loss.item()):
     def step(model, optimizer, x):
         if clear:
@@ -279,25 +274,53 @@ def _step(swap=False, clear=True, reduce_pixels="sum", as_float=lambda loss: los
     return step
 
 
+def _step_sum_over_batch_size(model, optimizer, x):
+    recon = model(x)
+    loss = F.binary_cross_entropy(recon, x.flatten(1), reduction="sum") / x.shape[0]
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _step_flattens_in_place(model, optimizer, x):
+    """Changes the caller's batch: x is clamped in place to keep the BCE finite."""
+    x.clamp_(0.0, 1.0)
+    return _step()(model, optimizer, x)
+
+
 def _kl_seed_constant(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
     return (torch.exp(2 * logstd_q) + mu_q**2 - logstd_q - 0.5).sum(-1)
 
 
 def _kl_reversed(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
-    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype).expand_as(mu_q)
-    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype).expand_as(mu_q)
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device).expand_as(mu_q)
+    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device).expand_as(mu_q)
     return gaussian_kl(mu_p, logstd_p, mu_q, logstd_q)
 
 
 def _kl_torch_distributions(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
-    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype).expand_as(mu_q)
-    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype).expand_as(mu_q)
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device).expand_as(mu_q)
+    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device).expand_as(mu_q)
     return kl_divergence(Normal(mu_q, logstd_q.exp()), Normal(mu_p, logstd_p.exp())).sum(-1)
 
 
 def _kl_float32_inside(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
     out = gaussian_kl(mu_q.float(), logstd_q.float(), torch.as_tensor(mu_p).float(), torch.as_tensor(logstd_p).float())
     return out.to(mu_q.dtype)
+
+
+def _kl_variance_form(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
+    logstd_p = torch.as_tensor(logstd_p, dtype=mu_q.dtype, device=mu_q.device)
+    var_q, var_p = torch.exp(2 * logstd_q), torch.exp(2 * logstd_p)
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1).sum(dim=-1)
+
+
+def _kl_subtracts_in_place(mu_q, logstd_q, mu_p=0.0, logstd_p=0.0):
+    """Changes the caller's mu_q."""
+    mu_q -= torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
+    return gaussian_kl(mu_q, logstd_q, 0.0, logstd_p)
 
 
 def _loss(beta_on_rec=False, swap=False, pixel_mean=False):
@@ -310,6 +333,11 @@ def _loss(beta_on_rec=False, swap=False, pixel_mean=False):
         return (beta * rec + kl).mean() if beta_on_rec else (rec + beta * kl).mean()
 
     return loss
+
+
+def _loss_sums_then_divides(recon, x, mu, logstd, beta=1.0):
+    rec = F.binary_cross_entropy(recon, x.view_as(recon), reduction="sum") / len(x)
+    return rec + beta * gaussian_kl(mu, logstd).mean()
 
 
 class _EncoderReluOut(nn.Module):
@@ -337,6 +365,34 @@ class _EncoderOutputLayerFirst(nn.Module):
         return self.out(F.relu(self.hidden2(h)))
 
 
+class _EncoderReshape(nn.Module):
+    """Correct: a list of layers, the input reshaped by hand."""
+
+    def __init__(self, input_size, out_size):
+        super().__init__()
+        self.sizes = [input_size, 256, 64, out_size]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.sizes, self.sizes[1:]))
+
+    def forward(self, x):
+        h = x.reshape(x.shape[0], -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+
+class _EncoderFlattenOnlyImages(nn.Module):
+    """Flattens only 4-D inputs with a view: flat vectors (the text allows them) break it."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(i, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, o))
+
+    def forward(self, x):
+        return self.net(x.view(x.shape[0], x.shape[2] * x.shape[3]))
+
+
 class _DecoderNoSigmoid(nn.Module):
     def __init__(self, i, o):
         super().__init__()
@@ -359,11 +415,40 @@ class _DecoderFunctional(nn.Module):
         return torch.sigmoid(self.layers[-1](z))
 
 
+class _DecoderNamedLayers(nn.Module):
+    """Correct: named attributes, the sigmoid from torch."""
+
+    def __init__(self, in_size, output_size):
+        super().__init__()
+        self.fc3 = nn.Linear(256, output_size)
+        self.fc1 = nn.Linear(in_size, 64)
+        self.fc2 = nn.Linear(64, 256)
+
+    def forward(self, z):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))).sigmoid()
+
+
+class _DecoderToImages(nn.Module):
+    """Reshapes to images: the text asks for flat probabilities."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.net = Decoder(i, o)
+
+    def forward(self, z):
+        return self.net(z).view(len(z), 1, -1)
+
+
 def _reparameterize_reseeding(mu, logstd, eps=None):
     if eps is None:
         torch.manual_seed(0)  # "for reproducibility": every call draws the same noise
         eps = torch.randn_like(mu)
     return mu + logstd.exp() * eps
+
+
+def _reparameterize_drawing_anyway(mu, logstd, eps=None):
+    noise = torch.randn_like(mu)  # drawn whether or not eps is given
+    return mu + logstd.exp() * (noise if eps is None else eps)
 
 
 def _warns(loss):
@@ -372,96 +457,163 @@ def _warns(loss):
 
 
 CORRECT = {
-    "encoder-output-layer-registered-first": ("probe_encoder", _EncoderOutputLayerFirst),
-    "decoder-module-list": ("probe_decoder", _DecoderFunctional),
-    "ae-step-float-of-a-tensor": ("probe_ae_train_step", _step(as_float=lambda loss: float(loss))),
-    "ae-step-that-warns": ("probe_ae_train_step", _step(as_float=_warns)),
-    "ae-step-mean-of-sums-via-sum": ("probe_ae_train_step", _step(as_float=lambda loss: loss)),
-    "reparam-normal-noise-by-hand": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: (
+    "probe_encoder": {
+        "output-layer-registered-first": _EncoderOutputLayerFirst,
+        "module-list-reshape": _EncoderReshape,
+    },
+    "probe_decoder": {"module-list": _DecoderFunctional, "named-layers": _DecoderNamedLayers},
+    "probe_ae_train_step": {
+        "float-of-a-tensor": _step(as_float=lambda loss: float(loss)),
+        "that-warns": _step(as_float=_warns),
+        "sum-over-batch-size": _step_sum_over_batch_size,
+        "detached-tensor": _step(as_float=lambda loss: loss.detach()),
+    },
+    "probe_reparameterize": {
+        "normal-noise-by-hand": lambda mu, ls, eps=None: (
             mu + ls.exp() * (torch.normal(torch.zeros_like(mu), torch.ones_like(mu)) if eps is None else eps)
         ),
-    ),
-    "kl-torch-distributions": ("probe_gaussian_kl", _kl_torch_distributions),
-    "kl-float32-inside": ("probe_gaussian_kl", _kl_float32_inside),
-    "interpolate-float32-weights": (
-        "probe_interpolate",
-        lambda z0, z1, steps: torch.stack([(1 - w) * z0 + w * z1 for w in torch.linspace(0, 1, steps).tolist()]),
-    ),
-    "one-hot-scatter": (
-        "probe_one_hot",
-        lambda y, k=10: torch.zeros(len(y), k, device=y.device).scatter_(1, y.long()[:, None], 1.0),
-    ),
+        "randn-with-device": lambda mu, ls, eps=None: (
+            mu + torch.exp(ls) * (eps if eps is not None else torch.randn(mu.shape, dtype=mu.dtype, device=mu.device))
+        ),
+        "empty-like-normal": lambda mu, ls, eps=None: (
+            mu + ls.exp() * (torch.empty_like(mu).normal_() if eps is None else eps)
+        ),
+    },
+    "probe_gaussian_kl": {
+        "torch-distributions": _kl_torch_distributions,
+        "float32-inside": _kl_float32_inside,
+        "variance-form": _kl_variance_form,
+    },
+    "probe_vae_loss": {"sum-then-divide": _loss_sums_then_divides},
+    "probe_interpolate": {
+        "float32-weights-cast-back": lambda z0, z1, steps: torch.stack(
+            [(1 - w) * z0 + w * z1 for w in torch.linspace(0, 1, steps).tolist()]
+        ),
+        "lerp": lambda z0, z1, steps: torch.lerp(
+            z0, z1, torch.linspace(0, 1, steps, dtype=z0.dtype, device=z0.device)[:, None]
+        ),
+    },
+    "probe_one_hot": {
+        "scatter": lambda y, k=10: torch.zeros(len(y), k, device=y.device).scatter_(1, y.long()[:, None], 1.0),
+        "functional": lambda y, k=10: F.one_hot(y.long(), num_classes=k).to(torch.float32),
+    },
+    "probe_condition": {
+        "functional-one-hot": lambda h, y, k=10: torch.cat([h.flatten(1), F.one_hot(y.long(), k).to(h)], dim=1),
+    },
 }
+for name in CORRECT:
+    CORRECT[name]["reference"] = getattr(checks, name).reference
 
-MISTAKES = {
-    "encoder-relu-on-codes": ("probe_encoder", _EncoderReluOut, "no activation"),
-    "decoder-without-sigmoid": ("probe_decoder", _DecoderNoSigmoid, "Sigmoid"),
-    "ae-step-no-zero-grad": ("probe_ae_train_step", _step(clear=False), "zero_grad"),
-    "ae-step-bce-swapped": ("probe_ae_train_step", _step(swap=True), "reconstruction FIRST"),
-    "ae-step-bce-pixel-mean": ("probe_ae_train_step", _step(reduce_pixels="mean"), "summed over pixels"),
-    "reparam-variance": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (torch.randn_like(mu) if eps is None else eps),
-        "the variance",
-    ),
-    "reparam-logstd-as-std": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: mu + ls * (torch.randn_like(mu) if eps is None else eps),
-        "standard deviation is exp",
-    ),
-    "reparam-detached": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach(),
-        "no .detach",
-    ),
-    "reparam-torch-normal-without-eps": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: mu + ls.exp() * eps if eps is not None else torch.normal(mu, ls.exp()),
-        "torch.normal",
-    ),
-    "reparam-noise-on-the-default-device": (
-        "probe_reparameterize",
-        lambda mu, ls, eps=None: mu + ls.exp() * (torch.randn(mu.shape) if eps is None else eps),
-        "device",
-    ),
-    "reparam-reseeds": ("probe_reparameterize", _reparameterize_reseeding, "new noise on every call"),
-    "kl-seed-constant": ("probe_gaussian_kl", _kl_seed_constant, "log.sigma_p/sigma_q"),
-    "kl-wrong-direction": ("probe_gaussian_kl", _kl_reversed, "KL.p .. q."),
-    "kl-not-summed": (
-        "probe_gaussian_kl",
-        lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape),
-        "summed over the last dimension",
-    ),
-    "vae-loss-beta-on-reconstruction": ("probe_vae_loss", _loss(beta_on_rec=True), "beta multiplies"),
-    "vae-loss-bce-swapped": ("probe_vae_loss", _loss(swap=True), "arguments are swapped"),
-    "vae-loss-pixel-mean": ("probe_vae_loss", _loss(pixel_mean=True), "averaged over pixels"),
-    "interpolate-misses-end": (
-        "probe_interpolate",
-        lambda z0, z1, steps: torch.stack([z0 + i / steps * (z1 - z0) for i in range(steps)]),
-        "last is z1",
-    ),
-    "one-hot-width-from-data": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long()).float(), "shape"),
-    "one-hot-integer": ("probe_one_hot", lambda y, k=10: F.one_hot(y.long(), k), "dtype"),
-    "one-hot-on-the-cpu": ("probe_one_hot", lambda y, k=10: torch.eye(k)[y.long()], "labels.device"),
-    "condition-label-first": (
-        "probe_condition",
-        lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1),
-        "AFTER the features",
-    ),
-    "condition-detached": ("probe_condition", lambda h, y, k=10: condition(h.detach(), y, k), "detach"),
+WRONG = {
+    "probe_encoder": {
+        "relu-on-codes": (_EncoderReluOut, "no activation"),
+        "flat-vectors-refused": (_EncoderFlattenOnlyImages, "shape \\(1, 784\\) raised IndexError"),
+    },
+    "probe_decoder": {
+        "without-sigmoid": (_DecoderNoSigmoid, "Sigmoid"),
+        "images-out": (_DecoderToImages, "expected shape"),
+    },
+    "probe_ae_train_step": {
+        "no-zero-grad": (_step(clear=False), "zero_grad"),
+        "bce-swapped": (_step(swap=True), "reconstruction FIRST"),
+        "bce-pixel-mean": (_step(reduce_pixels="mean"), "summed over pixels"),
+        "returns-the-graph": (_step(as_float=lambda loss: loss), "graph history.*\\.item\\(\\)"),
+        "clamps-x-in-place": (_step_flattens_in_place, "changed what it was given.*changed in place"),
+    },
+    "probe_reparameterize": {
+        "variance": (
+            lambda mu, ls, eps=None: mu + torch.exp(2 * ls) * (torch.randn_like(mu) if eps is None else eps),
+            "the variance",
+        ),
+        "logstd-as-std": (
+            lambda mu, ls, eps=None: mu + ls * (torch.randn_like(mu) if eps is None else eps),
+            "standard deviation is exp",
+        ),
+        "detached": (lambda mu, ls, eps=None: reparameterize(mu, ls, eps).detach(), "no .detach"),
+        "torch-normal-without-eps": (
+            lambda mu, ls, eps=None: mu + ls.exp() * eps if eps is not None else torch.normal(mu, ls.exp()),
+            "torch.normal",
+        ),
+        "noise-on-the-default-device": (
+            lambda mu, ls, eps=None: mu + ls.exp() * (torch.randn(mu.shape) if eps is None else eps),
+            "device",
+        ),
+        "reseeds": (_reparameterize_reseeding, "new noise on every call"),
+        "draws-even-with-eps": (_reparameterize_drawing_anyway, "drew from the global random number generator"),
+    },
+    "probe_gaussian_kl": {
+        "seed-constant": (_kl_seed_constant, "log.sigma_p/sigma_q"),
+        "wrong-direction": (_kl_reversed, "KL.p .. q."),
+        "not-summed": (
+            lambda *a, **k: gaussian_kl(*a, **k)[..., None].expand(*a[0].shape),
+            "summed over the last dimension",
+        ),
+        "subtracts-in-place": (_kl_subtracts_in_place, "changed what it was given"),
+    },
+    "probe_vae_loss": {
+        "beta-on-reconstruction": (_loss(beta_on_rec=True), "beta multiplies"),
+        "bce-swapped": (_loss(swap=True), "arguments are swapped"),
+        "pixel-mean": (_loss(pixel_mean=True), "averaged over pixels"),
+        "a-float": (lambda *a, **k: vae_loss(*a, **k).item(), "differentiable"),
+    },
+    "probe_interpolate": {
+        "misses-end": (
+            lambda z0, z1, steps: torch.stack([z0 + i / steps * (z1 - z0) for i in range(steps)]),
+            "last is z1",
+        ),
+        "float32-always": (
+            lambda z0, z1, steps: interpolate(z0, z1, steps).float(),
+            "dtype torch.float32; expected torch.float64",
+        ),
+    },
+    "probe_one_hot": {
+        "width-from-data": (lambda y, k=10: F.one_hot(y.long()).float(), "shape"),
+        "integer": (lambda y, k=10: F.one_hot(y.long(), k), "dtype"),
+        "on-the-cpu": (lambda y, k=10: torch.eye(k)[y.long()], "labels.device|inputs' device"),
+    },
+    "probe_condition": {
+        "label-first": (lambda h, y, k=10: torch.cat([one_hot(y, k), h.flatten(1)], 1), "AFTER the features"),
+        "detached": (lambda h, y, k=10: condition(h.detach(), y, k), "detach|differentiable"),
+    },
 }
+CHECKS = sorted(n for n in probing.checks_of(checks) if n.startswith("probe_"))
 
 
-@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_every_check_has_correct_styles_and_wrong_answers():
+    assert set(CORRECT) == set(WRONG) == set(CHECKS)
+    assert sum(len(styles) - 1 for styles in CORRECT.values()) >= 5
+
+
+@pytest.mark.parametrize("name", CHECKS)
 def test_checks_accept_correct_answers_in_other_styles(name):
-    check, right = CORRECT[name]
-    getattr(checks, check)(right)
+    for style in CORRECT[name].values():
+        getattr(checks, name)(style)
 
 
-@pytest.mark.parametrize("name", sorted(MISTAKES))
-def test_checks_reject_typical_mistakes_with_a_hint(name):
-    check, wrong, hint = MISTAKES[name]
-    with pytest.raises(probing.Failed, match=hint):
-        getattr(checks, check)(wrong)
+@pytest.mark.parametrize("name,wrong", [(n, w) for n in CHECKS for w in WRONG[n]])
+def test_checks_reject_typical_mistakes_with_a_hint(name, wrong):
+    answer, pattern = WRONG[name][wrong]
+    with pytest.raises(probing.Failed, match=pattern):
+        getattr(checks, name)(answer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKS)
+def test_verdicts_do_not_depend_on_the_seed(name):
+    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+
+
+def test_every_condition_of_the_texts_is_drawn():
+    assert coverage_gaps(checks) == {}
+
+
+NOTEBOOK = Notebook("ae_to_cvae", names={"math": math, "torch": torch, "nn": nn, "F": F})
+
+
+def test_the_source_solutions_pass_every_test_cell():
+    assert NOTEBOOK.failing({}) == set()
+
+
+@pytest.mark.parametrize("mistake", NOTEBOOK.mistakes, ids=lambda m: m.name)
+def test_each_manifest_mistake_fails_exactly_its_test_cells(mistake):
+    assert NOTEBOOK.failing({mistake.cell: mistake.code}) == set(mistake.fails)

@@ -85,3 +85,43 @@ def test_grader_only_helpers_of_the_checks_are_stripped_in_the_kernel():
         source = (Path(checks_path[0]) / f"{chapter}.py").read_text()
         kernel = (site / "autograder" / "checks" / f"{chapter}.py").read_text()
         assert kernel == release.strip_reference(source)
+
+
+# ----------------------------------------------------------------------------- the test cells a student sees
+
+
+def _test_cells() -> list[tuple[str, str, str]]:
+    """(chapter, grade_id, source) of every autograded test cell of the source notebooks."""
+    from autograder import manifest, notebooks
+
+    cells = []
+    for m in manifest.all_manifests():
+        for cell in notebooks.read(m.source).cells:
+            meta = notebooks.meta(cell)
+            if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+                cells.append((m.name, meta["grade_id"], cell.source))
+    return cells
+
+
+@pytest.mark.parametrize("chapter, gid, source", _test_cells(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_hidden_block_runs_before_the_visible_asserts(chapter, gid, source):
+    """So that the probe has recorded when a visible assert fails, and feedback shows its diagnosis."""
+    from autograder import notebooks
+
+    (first, _last), *_ = notebooks.regions(source, notebooks.BEGIN_HIDDEN, notebooks.END_HIDDEN)
+    assert first == 0, f"{chapter}/{gid}: the hidden block must open the cell"
+
+
+@pytest.mark.parametrize("chapter, gid, source", _test_cells(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_visible_assert_says_what_it_expected(chapter, gid, source):
+    import ast
+
+    from autograder import notebooks
+
+    visible = notebooks.drop_regions(source, notebooks.BEGIN_HIDDEN, notebooks.END_HIDDEN)
+    silent = [
+        ast.unparse(node)[:80]
+        for node in ast.walk(ast.parse(visible))
+        if isinstance(node, ast.Assert) and node.msg is None
+    ]
+    assert not silent, f"{chapter}/{gid}: asserts without a message: {silent}"

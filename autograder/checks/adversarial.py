@@ -10,7 +10,9 @@ a function that takes its gradients in train mode changes the running statistics
 and one that does not hand the model back in train mode is seen too. The defenses are probed with
 stand-in attacks defined here (deterministic, mode-sensitive, and still attached to the model's
 graph) that log how they were called, so a mistake in an exercise's own code is never blamed on
-the student's FGSM or PGD.
+the student's FGSM or PGD. Every call is held to the course's contract (autograder/probing.py);
+calls whose stand-in logs would double when called again are exempt from the second call, with
+that reason. Each check's ``conditions`` list what its exercise's text states.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from autograder.probing import Trial, as_number, check, close, describe
 from genlab import attacks, defenses
 
 IMAGE = (3, 6, 6)
+LOGGED = {"repeat": "the stand-in attack logs every call: a second call would double its log"}
 
 MODE_HINT = (
     "Take the gradients with the model in eval mode (model.eval(): BatchNorm then uses its running "
@@ -44,10 +47,10 @@ def _bn_net(t: Trial) -> nn.Module:
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
     )
     t.init_module(net, scale=2.0)
-    bn = net[1]
+    buffers = dict(net[1].named_buffers())
     with torch.no_grad():  # running statistics unlike any batch's own: train and eval mode disagree
-        bn.running_mean.copy_(t.randn(4, dtype=torch.float64, scale=0.5).cpu())
-        bn.running_var.copy_(t.rand(4, dtype=torch.float64, low=0.3, high=3.0).cpu())
+        buffers["running_mean"].copy_(t.randn(4, dtype=torch.float64, scale=0.5).cpu())
+        buffers["running_var"].copy_(t.rand(4, dtype=torch.float64, low=0.3, high=3.0).cpu())
     return net.to(t.device, torch.float64).train()
 
 
@@ -183,9 +186,22 @@ def _mostly_same(got: Any, want: Any, records: dict, eps: float) -> str | None:
     return None
 
 
-@check(attacks.fgsm)
+FGSM = {
+    "eval-mode": "the gradient taken in eval mode, the model handed back in the mode it came in (train here)",
+    "copy": "computed on a copy: x itself is left as it is",
+    "sign-step": "a step of eps times the sign of the gradient, up the loss",
+    "clamp": "clamped to [0, 1]: pixels at 0 and 1 in the images",
+    "loss-fn": "the loss_fn given: cross-entropy and another loss",
+    "detached": "the result detached",
+    "eps-values": "several eps, eps = 0 included",
+    "float32": "float32 images as well as float64",
+}
+
+
+@check(attacks.fgsm, conditions=FGSM)
 def probe_fgsm(t: Trial, fgsm) -> None:
     """``fgsm(model, loss_fn, x, y, eps)`` = clamp(x + eps * sign(grad_x loss), 0, 1), in eval mode, detached."""
+    t.covers(*FGSM)
     cases = [
         (F.cross_entropy, 8 / 255, 7),
         (F.cross_entropy, 0.1, 4),
@@ -206,7 +222,7 @@ def probe_fgsm(t: Trial, fgsm) -> None:
             f"{key}/adv",
             adv,
             what=what,
-            test=lambda g, w, r, key=key, eps=eps: _fgsm_diagnosis(g, w, r, key, eps),
+            test=partial(_fgsm_diagnosis, key=key, eps=eps),
             hint="Use the loss_fn you are given." if loss_fn is not F.cross_entropy else "",
         )
         t.same(
@@ -300,9 +316,21 @@ def _differs(got: Any, _want: Any, records: dict) -> str | None:
     return None
 
 
-@check(attacks.pgd)
+PGD = {
+    "eval-mode": "the model in eval mode, its mode restored at the end",
+    "steps": "steps of alpha * sign(grad), 0 and 1 steps included",
+    "projection": "each step projected onto the eps-ball around the original x, and onto [0, 1]",
+    "random-start": "with random_start, x + u, u uniform in [-eps, eps] drawn on x's device, clamped",
+    "fresh-start": "a new random start on every call",
+    "detached": "the result detached",
+    "loss-fn": "the loss_fn given",
+}
+
+
+@check(attacks.pgd, conditions=PGD)
 def probe_pgd(t: Trial, pgd) -> None:
     """L-inf PGD: steps of alpha * sign(grad), projection onto the eps-ball and onto [0, 1]; eval mode; detached."""
+    t.covers(*PGD)
     cases = [  # (eps, alpha, steps): alpha * steps > eps, so the projection matters
         (8 / 255, 2 / 255, 7),
         (0.1, 0.04, 5),
@@ -316,14 +344,16 @@ def probe_pgd(t: Trial, pgd) -> None:
         loss_fn = _margin_loss if k == 2 else F.cross_entropy
         x, y = _images(t, 6), t.randint(0, 5, 6)
         what = f"pgd(model, loss_fn, x, y, eps={eps:.4g}, alpha={alpha:.4g}, steps={steps}, random_start=False)"
-        adv = t.call(pgd, model, loss_fn, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, what=what)
+        adv = t.call(
+            pgd, model, loss_fn, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False, what=what, draws=False
+        )
         _record_state(t, key, model, what)
         t.note(f"{key}/x", x)
         t.check(
             f"{key}/adv",
             adv,
             what=what,
-            test=lambda g, w, r, key=key, eps=eps, alpha=alpha: _pgd_diagnosis(g, w, r, key, eps, alpha),
+            test=partial(_pgd_diagnosis, key=key, eps=eps, alpha=alpha),
         )
         t.same(
             f"{key}/requires_grad",
@@ -344,8 +374,10 @@ def probe_pgd(t: Trial, pgd) -> None:
     x, y = t.rand(64, *IMAGE, dtype=torch.float64, low=0.25, high=0.75), t.randint(0, 5, 64)
     t.note("random/x", x)
     what = f"pgd(..., eps={eps}, alpha={alpha}, steps=1, random_start=True) (draw the start on x's device)"
-    with t.default_device_elsewhere():
-        adv = t.call(pgd, model, F.cross_entropy, x, y, eps=eps, alpha=alpha, steps=1, random_start=True, what=what)
+    random = {"repeat": "a random start: two calls must differ (tested on their own)"}
+    adv = t.call(
+        pgd, model, F.cross_entropy, x, y, eps=eps, alpha=alpha, steps=1, random_start=True, what=what, exempt=random
+    )
     t.check("random/adv", adv, what=what, test=lambda g, w, r: _random_start_test(g, w, r, eps, alpha))
     again = t.call(
         pgd,
@@ -358,6 +390,7 @@ def probe_pgd(t: Trial, pgd) -> None:
         steps=1,
         random_start=True,
         what="a second call of pgd with random_start=True",
+        exempt=random,
     )
     t.check("random/again", again, what="a second call of pgd with random_start=True", test=_differs)
     _record_state(t, "random", model, "pgd with random_start=True")
@@ -405,9 +438,16 @@ def _pattern(t: Trial, n: int) -> torch.Tensor:
     return (2.0 * t.randint(0, 2, n, *IMAGE) - 1.0).to(torch.float64)
 
 
+def _pairs_of_flags(got: Any) -> bool:
+    """A log of (training, grad enabled) pairs, as the stand-ins record them."""
+    return isinstance(got, list) and all(
+        isinstance(entry, list) and len(entry) == 2 and all(isinstance(f, bool) for f in entry) for entry in got
+    )
+
+
 def _calls_test(expected_calls: int) -> Callable[[Any, Any, dict], str | None]:
     def test(got: Any, _want: Any, _records: dict) -> str | None:
-        if not isinstance(got, list):
+        if not _pairs_of_flags(got):
             return "the attack's calls could not be read"
         if len(got) != expected_calls:
             return (
@@ -448,7 +488,7 @@ class _Logged(nn.Module):
 
 
 def _evaluation_test(got: Any, _want: Any, _records: dict) -> str | None:
-    if not isinstance(got, list) or not got:
+    if not _pairs_of_flags(got) or not got:
         return "the model never classified the (adversarial) images"
     for training, grad in got:
         if training:
@@ -462,6 +502,12 @@ def _evaluation_test(got: Any, _want: Any, _records: dict) -> str | None:
                 "(it saves the memory and time of a graph nobody uses)"
             )
     return None
+
+
+def _accuracy_test(
+    got: Any, want: Any, _records: dict, *, per_batch_of: Callable[[], list[float]], sizes: tuple[int, ...]
+) -> str | None:
+    return _accuracy_diagnosis(got, want, per_batch_of, sizes)
 
 
 def _accuracy_diagnosis(
@@ -487,9 +533,20 @@ def _accuracy_diagnosis(
     return f"{problem}. Return (number of examples classified correctly after the attack) / (number of examples)"
 
 
-@check(defenses.accuracy_under_attack)
+ACCURACY = {
+    "eval-mode": "the model put in eval mode",
+    "attack-per-batch": "x_adv = attack(model, x, y) for every batch, with gradients enabled",
+    "no-attack": "attack None keeps x, and None is the default",
+    "no-grad": "the adversarial images classified under torch.no_grad(), by the argmax of the logits",
+    "all-examples": "the fraction of all examples classified correctly, batches of different sizes",
+    "python-float": "returned as a Python float in [0, 1]",
+}
+
+
+@check(defenses.accuracy_under_attack, conditions=ACCURACY)
 def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
     """Correct predictions / examples after the attack, predictions in eval mode under torch.no_grad()."""
+    t.covers(*ACCURACY)
     sizes = (16, 16, 5)
     for kind in ("attacked", "clean", "default"):
         attack = _AttackLog(_pattern(t, max(sizes)), size=0.3)
@@ -510,7 +567,7 @@ def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
             "default": "accuracy_under_attack(model, batches) (no attack: the clean accuracy)",
         }[kind]
         if kind == "attacked":
-            acc = t.call(accuracy_under_attack, model, batches, attack, what=what)
+            acc = t.call(accuracy_under_attack, model, batches, attack, what=what, exempt=LOGGED)
         elif kind == "clean":
             acc = t.call(accuracy_under_attack, model, batches, None, what=what)
         else:
@@ -533,7 +590,7 @@ def probe_accuracy_under_attack(t: Trial, accuracy_under_attack) -> None:
             f"{kind}/accuracy",
             acc,
             what=what,
-            test=lambda g, w, _r, per_batch=per_batch: _accuracy_diagnosis(g, w, per_batch, sizes),
+            test=partial(_accuracy_test, per_batch_of=per_batch, sizes=sizes),
         )
 
 
@@ -543,7 +600,7 @@ def _per_batch_accuracies(net: nn.Module, batches: list, attack: _AttackLog | No
     out = []
     was = net.training
     net.eval()
-    calls, inside = (list(attack.calls), attack.inside) if attack is not None else (None, None)
+    calls, inside = (list(attack.calls), attack.inside) if attack is not None else ([], False)
     try:
         for x, y in batches:
             xa = attack._run(net, x, attack.size).detach() if attack is not None else x
@@ -559,6 +616,12 @@ def _per_batch_accuracies(net: nn.Module, batches: list, attack: _AttackLog | No
 
 
 # ----------------------------------------------------------------------------------------------- FGSM loss
+
+
+def _fgsm_loss_test(
+    got: Any, want: Any, _records: dict, *, terms_of: Callable[[], list[float]], alpha: float
+) -> str | None:
+    return _fgsm_loss_diagnosis(got, want, terms_of, alpha)
 
 
 def _fgsm_loss_diagnosis(got: Any, want: Any, terms_of: Callable[[], list[float]], alpha: float) -> str | None:
@@ -591,9 +654,21 @@ def _terms(model: nn.Module, attack: _AttackLog, x: torch.Tensor, y: torch.Tenso
     # END REFERENCE
 
 
-@check(defenses.fgsm_loss)
+FGSM_LOSS = {
+    "attack-eval-mode": "x_adv built by the attack given, with the model in eval mode",
+    "mode-restored": "the model handed back its mode, both J computed in it (train mode while training)",
+    "weights": "alpha * J(x) + (1 - alpha) * J(x_adv), several alpha",
+    "default-alpha": "alpha defaults to 0.5",
+    "tensor": "returned as a tensor that back-propagates",
+    "detached-adv": "no gradient through the attack into the weights",
+    "any-attack": "an attack with fgsm's signature that does not switch modes or detach",
+}
+
+
+@check(defenses.fgsm_loss, conditions=FGSM_LOSS)
 def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
     """alpha * J(x) + (1 - alpha) * J(x_adv): x_adv from the attack in eval mode, detached; J in train mode."""
+    t.covers(*FGSM_LOSS)
     gradients = []  # recorded after every loss, so that a wrong weighting is named before its gradients
     for k, alpha in enumerate((0.3, 0.8, 0.5, None)):
         key = f"alpha={alpha}"
@@ -606,10 +681,14 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
         eps = (0.05, 0.1, 8 / 255, 0.2)[k]
         if alpha is None:
             what = f"fgsm_loss(model, F.cross_entropy, x, y, eps={eps:.4g}, attack=attack) (the default alpha)"
-            loss = t.call(fgsm_loss, model, F.cross_entropy, x, y, eps, attack=attack.fgsm_like, what=what)
+            loss = t.call(
+                fgsm_loss, model, F.cross_entropy, x, y, eps, attack=attack.fgsm_like, what=what, exempt=LOGGED
+            )
         else:
             what = f"fgsm_loss(model, F.cross_entropy, x, y, eps={eps:.4g}, alpha={alpha}, attack=attack)"
-            loss = t.call(fgsm_loss, model, F.cross_entropy, x, y, eps, alpha, attack=attack.fgsm_like, what=what)
+            loss = t.call(
+                fgsm_loss, model, F.cross_entropy, x, y, eps, alpha, attack=attack.fgsm_like, what=what, exempt=LOGGED
+            )
         t.check(f"{key}/attack_calls", attack.calls, what=f"how {what} called the attack", test=_calls_test(1))
         t.check(
             f"{key}/training",
@@ -624,13 +703,17 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
             f"{key}/loss",
             loss,
             what=what,
-            test=lambda g, w, _r, terms=terms, a=0.5 if alpha is None else alpha: _fgsm_loss_diagnosis(g, w, terms, a),
+            test=partial(_fgsm_loss_test, terms_of=terms, alpha=0.5 if alpha is None else alpha),
             hint=(
                 "alpha weights the CLEAN loss: alpha * J(x) + (1 - alpha) * J(x_adv), both J computed in train "
                 "mode with loss_fn" + (", and alpha defaults to 0.5" if alpha is None else "")
             ),
         )
-        t.call(lambda: loss.backward(), what=f"loss.backward() on the loss returned by {what} (return a tensor)")
+        t.call(
+            lambda: loss.backward(),
+            what=f"loss.backward() on the loss returned by {what} (return a tensor)",
+            exempt={"repeat": "back-propagates the student's loss, which works once"},
+        )
         gradients.append((key, what, [p.grad for p in model.parameters()]))
     for key, what, grads in gradients:
         t.check(
@@ -653,9 +736,10 @@ def _batch_test(got: Any, want: Any, records: dict, part: str, key: str) -> str 
     n = len(want) // 2
     swapped = torch.cat([want[n:], want[:n]])
     if part == "x":
-        if close(got, want) is None or close(got, swapped) is None:
+        problem = close(got, want)
+        if problem is None or close(got, swapped) is None:
             return None
-        return close(got, want) + (
+        return problem + (
             ". Return torch.cat([x, x_adv]) (the clean images and their adversarial "
             "examples), built with the model in eval mode"
         )
@@ -671,16 +755,26 @@ def _batch_test(got: Any, want: Any, records: dict, part: str, key: str) -> str 
     return None if problem is None else problem + ": the labels must line up with the images: torch.cat([y, y])"
 
 
-@check(defenses.adversarial_batch)
+ADVERSARIAL_BATCH = {
+    "pair": "(torch.cat([x, x_adv]), torch.cat([y, y])): labels lined up with their images",
+    "eval-mode": "x_adv built with the model in eval mode, gradients enabled, the mode handed back",
+    "detached": "x_adv detached, whatever the attack returns",
+    "any-attack": "an attack that does not switch modes or detach",
+    "batch-sizes": "batches of several sizes",
+}
+
+
+@check(defenses.adversarial_batch, conditions=ADVERSARIAL_BATCH)
 def probe_adversarial_batch(t: Trial, adversarial_batch) -> None:
     """(cat([x, x_adv]), cat([y, y])) with x_adv from the attack in eval mode (gradients on), detached."""
+    t.covers(*ADVERSARIAL_BATCH)
     for n in (5, 8):
         key = f"n={n}"
         model = _bn_net(t)
         attack = _AttackLog(_pattern(t, n), size=0.1)
         x, y = _images(t, n), t.randint(0, 5, n)
         what = f"adversarial_batch(model, x, y, attack) with {n} images, model in train mode"
-        out = t.call(adversarial_batch, model, x, y, attack, what=what)
+        out = t.call(adversarial_batch, model, x, y, attack, what=what, exempt=LOGGED)
         pair = isinstance(out, (tuple, list)) and len(out) == 2
         t.same(
             f"{key}/pair", pair, what=f"the value returned by {what} (a pair?)", hint="Return a pair (images, labels)."
@@ -694,14 +788,14 @@ def probe_adversarial_batch(t: Trial, adversarial_batch) -> None:
             f"{key}/x",
             x2,
             what=f"the images returned by {what}",
-            test=lambda g, w, r, key=key: _batch_test(g, w, r, "x", key),
+            test=partial(_batch_test, part="x", key=key),
         )
         t.note(f"{key}/clean", x)  # which half holds the clean images: the labels' order must match
         t.check(
             f"{key}/y",
             y2,
             what=f"the labels returned by {what}",
-            test=lambda g, w, r, key=key: _batch_test(g, w, r, "y", key),
+            test=partial(_batch_test, part="y", key=key),
         )
         t.same(
             f"{key}/requires_grad",

@@ -2,17 +2,20 @@
 
 Each ``probe_<exercise>`` runs twice (see autograder/probing.py): in the student's kernel, where it
 records what the student's object returns on seeded inputs, and in the grader, where the
-reference from ``genlab`` meets the same inputs and every record is compared.
+reference from ``genlab`` meets the same inputs and every record is compared. Every call is held
+to the course's contract (arguments left as they were, results of the reference's kind, dtype and
+device); each check's ``conditions`` list what its exercise's text states, and the probe draws them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
 
-from autograder.probing import Trial, check, close, legacy_names
+from autograder.probing import Trial, backward, check, close, legacy_names
 from genlab import latent, losses, train
 from genlab.models import mlp
 
@@ -24,10 +27,13 @@ def _linear_shapes(net: nn.Module) -> list[list[int]]:
     return sorted(list(m.weight.shape) for m in net.modules() if isinstance(m, nn.Linear))
 
 
+CONSTRUCTOR = {"repeat": "a constructor: every call builds a new module"}
+
+
 def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
     """Shared probe of the encoder and decoder: layer sizes, then the function computed with fixed weights."""
     name = f"{kind}{args}"
-    net = t.call(cls, *args, what=name)
+    net = t.call(cls, *args, what=name, exempt=CONSTRUCTOR)
     t.same(
         f"{name}/layers",
         _linear_shapes(net),
@@ -44,8 +50,8 @@ def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
     for dtype in DTYPES:
         net.to(t.device, dtype)
         for n in (1, 5):
-            if kind == "Encoder" and args[0] == 784:
-                x = t.rand(n, 1, 28, 28, dtype=dtype)
+            if kind == "Encoder" and args[0] == 784 and n == 5:
+                x = t.rand(n, 1, 28, 28, dtype=dtype)  # images; n = 1 gives the flat form
             elif kind == "Encoder":
                 x = t.rand(n, args[0], dtype=dtype)
             else:
@@ -54,21 +60,39 @@ def _mlp(t: Trial, cls, args: tuple[int, int], kind: str, hint: str) -> None:
             t.same(f"{name}/{dtype}/{n}", out, what=f"{name} on input of shape {tuple(x.shape)}, {dtype}", hint=hint)
 
 
-@check(mlp.Encoder)
+ENCODER = {
+    "layers": "Linear(input_size, 256), ReLU, Linear(256, 64), ReLU, Linear(64, out_size), for several sizes",
+    "images-or-flat": "images (N, 1, 28, 28) as well as flat vectors (N, input_size), N = 1 included",
+    "no-activation-on-codes": "the last layer has no activation: codes may be negative",
+    "float32-and-float64": "the module in float32 and in float64",
+}
+
+
+@check(mlp.Encoder, conditions=ENCODER)
 def probe_encoder(t: Trial, Encoder) -> None:
     """``Encoder(input_size, out_size)``: flatten, input_size -> 256 -> 64 -> out_size with ReLUs between."""
     hint = (
         "ReLU after the first two linear layers only; the last layer has no activation "
         "(codes, means and log-stds can be negative)."
     )
+    t.covers(*ENCODER)
     for args in [(784, 16), (784, 4), (30, 3)]:
         _mlp(t, Encoder, args, "Encoder", hint)
 
 
-@check(mlp.Decoder)
+DECODER = {
+    "layers": "Linear(in_size, 64), ReLU, Linear(64, 256), ReLU, Linear(256, output_size), for several sizes",
+    "flat-output": "codes (N, in_size) in, flat probabilities (N, output_size) out, N = 1 included",
+    "sigmoid": "a Sigmoid at the end: every output is a probability",
+    "float32-and-float64": "the module in float32 and in float64",
+}
+
+
+@check(mlp.Decoder, conditions=DECODER)
 def probe_decoder(t: Trial, Decoder) -> None:
     """``Decoder(in_size, output_size)``: in_size -> 64 -> 256 -> output_size, ReLUs, sigmoid output."""
     hint = "ReLU after the first two linear layers, and a Sigmoid at the very end (outputs are probabilities)."
+    t.covers(*DECODER)
     for args in [(16, 784), (4, 784), (3, 30)]:
         _mlp(t, Decoder, args, "Decoder", hint)
 
@@ -77,9 +101,22 @@ def _tiny_autoencoder() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(36, 6), nn.ReLU(), nn.Linear(6, 36), nn.Sigmoid())
 
 
-@check(train.ae_train_step)
+AE_TRAIN_STEP = {
+    "zero-grad": "gradients left by an earlier step are cleared before the backward pass",
+    "bce": "BCE with the reconstruction first, summed over the pixels, averaged over the batch",
+    "flatten-x": "x as images (N, 1, H, W) against a flat reconstruction, and x already flat",
+    "one-step": "one optimizer step on that loss, two steps in a row",
+    "loss-before-update": "the loss as a Python float, computed before the update",
+    "binary-and-grey": "grey pixel values and exact 0/1 pixels",
+    "float32-and-float64": "the model and batch in float32 and in float64",
+}
+TRAINING = {"repeat": "a training step changes the model by design (two steps in a row are probed)"}
+
+
+@check(train.ae_train_step, conditions=AE_TRAIN_STEP)
 def probe_ae_train_step(t: Trial, ae_train_step) -> None:
     """zero_grad, BCE(recon, x) summed over pixels and averaged over the batch, backward, one step."""
+    t.covers(*AE_TRAIN_STEP)
     for dtype, shape in [(torch.float32, (8, 1, 6, 6)), (torch.float64, (5, 36)), (torch.float32, (3, 1, 6, 6))]:
         model = t.init_module(_tiny_autoencoder()).to(t.device, dtype)
         for p in model.parameters():  # stale gradients, as a previous step would leave them
@@ -89,14 +126,14 @@ def probe_ae_train_step(t: Trial, ae_train_step) -> None:
         binary = (t.rand(*shape, dtype=dtype) > 0.6).to(dtype)  # exact 0/1 pixels, as in real images
         for k, x in enumerate((grey, binary), start=1):
             case = f"step {k} on a batch of shape {shape}, {dtype}"
-            loss = t.call(ae_train_step, model, optimizer, x.clone(), what=f"ae_train_step ({case})")
+            loss = t.call(ae_train_step, model, optimizer, x.clone(), what=f"ae_train_step ({case})", exempt=TRAINING)
             t.same(
                 f"{shape}/{dtype}/loss{k}",
                 loss,
                 what=f"the loss returned at {case}",
-                hint="Return the loss of the batch computed before the update: binary cross-entropy of x "
-                "under the reconstruction, F.binary_cross_entropy(recon, target) with the reconstruction "
-                "FIRST, summed over pixels and averaged over the batch.",
+                hint="Return the loss of the batch computed before the update, as a Python float: binary "
+                "cross-entropy of x under the reconstruction, F.binary_cross_entropy(recon, target) with the "
+                "reconstruction FIRST, summed over pixels and averaged over the batch.",
             )
             for name, p in model.named_parameters():
                 t.same(
@@ -108,20 +145,31 @@ def probe_ae_train_step(t: Trial, ae_train_step) -> None:
                 )
 
 
-@check(mlp.reparameterize)
+REPARAMETERIZE = {
+    "given-eps": "with eps given, z = mu + exp(logstd) * eps exactly, for several shapes",
+    "standard-deviation": "the scale is the standard deviation exp(logstd), not the variance or logstd",
+    "differentiable": "z is differentiable in mu and logstd, with and without eps",
+    "fresh-noise": "without eps, standard normal noise drawn afresh on every call",
+    "noise-device": "the noise is drawn on mu's device (torch.randn_like)",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(mlp.reparameterize, conditions=REPARAMETERIZE)
 def probe_reparameterize(t: Trial, reparameterize) -> None:
     """``z = mu + exp(logstd) * eps``: values and gradients with a given eps; fresh N(0, 1) noise without."""
     hint = (
         "The standard deviation is exp(logstd): z = mu + exp(logstd) * eps. Not exp(logstd)**2 (the "
         "variance), not logstd itself, and use the eps you are given."
     )
+    t.covers("given-eps", "standard-deviation", "differentiable", "float32-and-float64")
     for dtype in DTYPES:
         for shape in [(3,), (4, 5), (2, 3, 4)]:
             mu = t.randn(*shape, dtype=dtype, scale=2.0).requires_grad_()
             logstd = t.rand(*shape, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
             eps, weights = t.randn(*shape, dtype=dtype), t.randn(*shape, dtype=dtype)
             case = f"shape {shape}, {dtype}"
-            z = t.call(reparameterize, mu, logstd, eps, what=f"reparameterize(mu, logstd, eps), {case}")
+            z = t.call(reparameterize, mu, logstd, eps, what=f"reparameterize(mu, logstd, eps), {case}", draws=False)
             t.same(f"z/{case}", z, what=f"reparameterize(mu, logstd, eps), {case}", hint=hint)
             t.same(
                 f"z.requires_grad/{case}",
@@ -130,7 +178,7 @@ def probe_reparameterize(t: Trial, reparameterize) -> None:
                 hint="Compute z from mu and logstd with torch operations: no .detach(), .item(), numpy or "
                 "torch.normal, so that gradients reach the encoder.",
             )
-            (z * weights).sum().backward()
+            backward(z, weights)
             t.same(
                 f"dmu/{case}",
                 mu.grad,
@@ -189,34 +237,41 @@ def _differs(got, _want, records) -> str | None:
     return None
 
 
-def _gradients_without_eps(got, _want, records) -> str | None:
-    """Without eps the sample must still carry gradients: d z / d logstd = z - mu."""
-    z, weights = records.get("grad/z"), records.get("grad/weights")
-    if not isinstance(got, torch.Tensor) or not isinstance(z, torch.Tensor) or not isinstance(weights, torch.Tensor):
+def _gradients_without_eps(got, want, records) -> str | None:
+    """Without eps the sample must still carry gradients: d z / d logstd = weights * (z - mu)."""
+    noted = [records.get(f"grad/{name}") for name in ("z", "mu", "weights")]
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() and v.shape == want.shape for v in noted):
+        return "the hidden test could not read the sample it drew (did reparameterize return a tensor of mu's shape?)"
+    z, mu, weights = noted
+    if not isinstance(got, torch.Tensor):
         return "no gradient reached logstd: the sample must be computed from mu and logstd (not torch.normal)"
-    return close(got, weights * (z - records.get("grad/mu", 0)), rtol=1e-4, atol=1e-5)
+    return close(got, weights * (z - mu), rtol=1e-4, atol=1e-5)
 
 
 def _probe_fresh_noise(t: Trial, reparameterize) -> None:
     """Without eps: fresh standard normal noise, drawn on the inputs' device, that gradients flow through."""
+    t.covers("fresh-noise", "noise-device")
+    random = {"repeat": "draws fresh noise: two calls must differ (tested on their own)"}
     mu = torch.tensor([-2.0, 0.0, 1.0, 3.0], device=t.device).expand(40_000, 4)
     logstd = torch.tensor([-1.0, 0.0, 0.5, 1.0], device=t.device).expand(40_000, 4)
-    with t.default_device_elsewhere():
-        z = t.call(
-            reparameterize,
-            mu,
-            logstd,
-            what="reparameterize(mu, logstd) without eps (noise created on "
-            "mu's device: torch.randn_like(mu), or torch.randn(..., device=mu.device))",
-        )
+    z = t.call(
+        reparameterize,
+        mu,
+        logstd,
+        what="reparameterize(mu, logstd) without eps (noise created on "
+        "mu's device: torch.randn_like(mu), or torch.randn(..., device=mu.device))",
+        exempt=random,
+    )
     t.check("fresh/first", z, what="reparameterize(mu, logstd) without eps", test=_sample_statistics)
-    again = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd), a second call")
+    again = t.call(reparameterize, mu, logstd, what="reparameterize(mu, logstd), a second call", exempt=random)
     t.check("fresh/second", again, what="a second call of reparameterize(mu, logstd)", test=_differs)
     mu_g = t.randn(6, 3).requires_grad_()
     logstd_g = t.rand(6, 3, low=-1.0, high=1.0).requires_grad_()
     weights = t.randn(6, 3)
-    z = t.call(reparameterize, mu_g, logstd_g, what="reparameterize(mu, logstd) with requires_grad inputs")
-    (z * weights).sum().backward()
+    z = t.call(
+        reparameterize, mu_g, logstd_g, what="reparameterize(mu, logstd) with requires_grad inputs", exempt=random
+    )
+    backward(z, weights)
     t.note("grad/z", z)
     t.note("grad/mu", mu_g)
     t.note("grad/weights", weights)
@@ -241,13 +296,25 @@ def _kl_diagnosis(got, want, records, case: tuple) -> str | None:
     return problem
 
 
-@check(losses.gaussian_kl)
+GAUSSIAN_KL = {
+    "closed-form": "KL(q || p) of two diagonal Gaussians with q (the encoder's) first",
+    "last-dimension": "inputs (..., nz) give (...): summed over the last dimension only",
+    "prior-default": "p defaults to N(0, I)",
+    "prior-numbers": "mu_p and logstd_p as plain numbers",
+    "equal-is-zero": "KL(q || q) = 0",
+    "differentiable": "differentiable in mu and logstd",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(losses.gaussian_kl, conditions=GAUSSIAN_KL)
 def probe_gaussian_kl(t: Trial, gaussian_kl) -> None:
     """Closed-form KL(q || p) of diagonal Gaussians, summed over the last dimension."""
     hint = (
         "Per dimension KL(q||p) = log(sigma_p/sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2, "
         "summed over the last dimension only."
     )
+    t.covers(*GAUSSIAN_KL)
     for dtype in DTYPES:
         for shape in [(7,), (5, 3), (2, 4, 6)]:
             mu_q, mu_p = t.randn(*shape, dtype=dtype, scale=1.5), t.randn(*shape, dtype=dtype, scale=1.5)
@@ -265,16 +332,20 @@ def probe_gaussian_kl(t: Trial, gaussian_kl) -> None:
                 got,
                 what=f"gaussian_kl(mu_q, logstd_q, mu_p, logstd_p), {case}",
                 hint=hint,
-                test=lambda g, w, r, args=args: _kl_diagnosis(g, w, r, args),
+                test=functools.partial(_kl_diagnosis, case=args),
             )
             prior = t.call(gaussian_kl, mu_q, ls_q, what=f"gaussian_kl(mu_q, logstd_q), {case}")
             t.same(f"prior/{case}", prior, what=f"gaussian_kl(mu_q, logstd_q) against N(0, I), {case}", hint=hint)
             same = t.call(gaussian_kl, mu_q, ls_q, mu_q.clone(), ls_q.clone(), what=f"gaussian_kl(q, q), {case}")
             t.same(f"qq/{case}", same, what=f"KL(q || q), {case}", hint="KL(q || q) is 0: keep the -1/2 per dimension.")
+            numbers = (round(float(t.randn(1, dtype=torch.float64)), 3), round(float(t.rand(1, low=-1.0, high=1.0)), 3))
+            call = f"gaussian_kl(mu_q, logstd_q, {numbers[0]}, {numbers[1]})"
+            plain = t.call(gaussian_kl, mu_q, ls_q, *numbers, what=f"{call}, {case}")
+            t.same(f"numbers/{case}", plain, what=f"{call} with plain numbers for p, {case}", hint=hint)
         mu = t.randn(4, 3, dtype=dtype).requires_grad_()
         logstd = t.rand(4, 3, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
         out = t.call(gaussian_kl, mu, logstd, what=f"gaussian_kl(mu, logstd) with requires_grad inputs, {dtype}")
-        out.sum().backward()
+        backward(out)
         t.same(f"dmu/{dtype}", mu.grad, what=f"the gradient of the KL with respect to mu, {dtype}")
         t.same(f"dlogstd/{dtype}", logstd.grad, what=f"the gradient of the KL with respect to logstd, {dtype}")
 
@@ -307,9 +378,22 @@ def _vae_loss_diagnosis(got, want, records, case: tuple) -> str | None:
     )
 
 
-@check(losses.vae_loss)
+VAE_LOSS = {
+    "per-image-sum": "per image, the BCE summed over pixels plus beta times the KL summed over latent dimensions",
+    "batch-mean": "then the mean over the batch, a batch of one included",
+    "beta-on-kl": "beta weights the KL term only, beta = 0 included",
+    "default-beta": "beta defaults to 1",
+    "bce-order": "F.binary_cross_entropy with the prediction first, on grey and on exact 0/1 pixels",
+    "x-images-or-flat": "x as images (N, 1, 28, 28) or flat (N, D) against a flat reconstruction",
+    "differentiable": "the loss is a tensor that back-propagates into recon, mu and logstd",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(losses.vae_loss, conditions=VAE_LOSS)
 def probe_vae_loss(t: Trial, vae_loss) -> None:
     """Mean over the batch of (BCE summed over pixels + beta * KL to the standard normal)."""
+    t.covers(*VAE_LOSS)
     for dtype in DTYPES:
         for n, image_shape, nz in [(4, (1, 28, 28), 3), (1, (12,), 5), (6, (1, 28, 28), 2)]:
             recon = t.rand(n, math.prod(image_shape), dtype=dtype, low=0.02, high=0.98)
@@ -324,7 +408,7 @@ def probe_vae_loss(t: Trial, vae_loss) -> None:
                         f"{case}",
                         got,
                         what=f"vae_loss with {case}",
-                        test=lambda g, w, r, args=args: _vae_loss_diagnosis(g, w, r, args),
+                        test=functools.partial(_vae_loss_diagnosis, case=args),
                     )
                 default = t.call(vae_loss, recon, x, mu, ls, what="vae_loss(recon, x, mu, logstd)")
                 t.same(
@@ -337,7 +421,7 @@ def probe_vae_loss(t: Trial, vae_loss) -> None:
         mu = t.randn(3, 2, dtype=dtype).requires_grad_()
         ls = t.rand(3, 2, dtype=dtype, low=-1.0, high=1.0).requires_grad_()
         x = t.rand(3, 10, dtype=dtype)
-        t.call(vae_loss, recon, x, mu, ls, 2.0, what="vae_loss with requires_grad inputs").backward()
+        backward(t.call(vae_loss, recon, x, mu, ls, 2.0, what="vae_loss with requires_grad inputs"))
         for name, tensor in (("recon", recon), ("mu", mu), ("logstd", ls)):
             t.same(
                 f"grad/{name}/{dtype}",
@@ -347,9 +431,17 @@ def probe_vae_loss(t: Trial, vae_loss) -> None:
             )
 
 
-@check(latent.interpolate)
+INTERPOLATE = {
+    "both-ends": "rows (1 - t) z0 + t z1 for t = 0, 1/(steps - 1), ..., 1: first row z0, last row z1",
+    "shape": "shape (steps, nz), steps = 2 included",
+    "float32-and-float64": "codes in float32 and float64",
+}
+
+
+@check(latent.interpolate, conditions=INTERPOLATE)
 def probe_interpolate(t: Trial, interpolate) -> None:
     """``steps`` evenly spaced codes from z0 to z1, both ends included: shape (steps, nz)."""
+    t.covers(*INTERPOLATE)
     for dtype in DTYPES:
         for nz, steps in [(2, 2), (5, 7), (32, 10), (3, 4)]:
             z0, z1 = t.randn(nz, dtype=dtype, scale=2.0), t.randn(nz, dtype=dtype, scale=2.0)
@@ -363,9 +455,19 @@ def probe_interpolate(t: Trial, interpolate) -> None:
             )
 
 
-@check(mlp.one_hot)
+ONE_HOT = {
+    "float32": "a float32 matrix (N, num_classes), a single 1 per row in column labels[i]",
+    "width": "the width is num_classes even when the batch lacks the largest classes",
+    "device": "on the labels' device",
+    "default-classes": "num_classes defaults to 10",
+    "integer-labels": "labels of dtype int64 and int32",
+}
+
+
+@check(mlp.one_hot, conditions=ONE_HOT)
 def probe_one_hot(t: Trial, one_hot) -> None:
     """Float32 one-hot rows of width ``num_classes``, on the labels' device."""
+    t.covers(*ONE_HOT)
     cases = [
         (t.randint(0, 10, 7), 10),
         (t.randint(0, 2, 3), 10),  # the highest classes are absent from this batch
@@ -375,8 +477,7 @@ def probe_one_hot(t: Trial, one_hot) -> None:
     for labels, k in cases:
         for ltype in (torch.int64, torch.int32):
             y = labels.to(ltype)
-            with t.default_device_elsewhere():
-                got = t.call(one_hot, y, k, what=f"one_hot(labels, {k}) (the result must be on the labels' device)")
+            got = t.call(one_hot, y, k, what=f"one_hot(labels, {k}) (the result must be on the labels' device)")
             t.same(
                 f"{k}/{y.tolist()}/{ltype}",
                 got,
@@ -394,9 +495,19 @@ def probe_one_hot(t: Trial, one_hot) -> None:
     )
 
 
-@check(mlp.condition)
+CONDITION = {
+    "flatten": "h flattened to (N, D): images (N, 1, H, W) and codes (N, nz) alike",
+    "label-after": "the one-hot labels appended AFTER the features: (N, D + num_classes)",
+    "dtype-of-h": "in the dtype of h (float32 and float64)",
+    "differentiable": "differentiable in h",
+    "classes": "num_classes other than 10",
+}
+
+
+@check(mlp.condition, conditions=CONDITION)
 def probe_condition(t: Trial, condition) -> None:
     """``condition(h, labels, num_classes)`` = [flattened h, one_hot(labels)] along dimension 1."""
+    t.covers(*CONDITION)
     for dtype in DTYPES:
         for shape, k in [((4, 1, 28, 28), 10), ((3, 8), 10), ((5, 6), 4), ((2, 2, 3, 3), 10)]:
             h = t.rand(*shape, dtype=dtype).requires_grad_()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
-from autograder.probing import Trial, check, close, describe, legacy_names
+from autograder.probing import Trial, as_number, backward, check, close, describe, legacy_names
 from genlab import attacks, lipschitz
 from genlab.models import harmonic as H
 
@@ -24,41 +25,68 @@ DTYPES = (torch.float32, torch.float64)
 # the fixed-sigma encoder
 
 
-@check(H.sample_latent)
+SAMPLE_LATENT = {
+    "given-eps": "with eps given, z = mu + sigma * eps exactly: sigma is the standard deviation",
+    "sigma-forms": "sigma a float or a tensor that broadcasts against mu (0-dim and one per dimension)",
+    "fresh-noise": "without eps, standard normal noise from torch.randn_like, new on every call",
+    "noise-device": "the noise drawn on mu's device",
+    "differentiable": "differentiable in mu and sigma",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+RANDOM = {"repeat": "draws fresh noise: two calls must differ (tested on their own)"}
+
+
+@check(H.sample_latent, conditions=SAMPLE_LATENT)
 def probe_sample_latent(t: Trial, sample_latent) -> None:
     """z = mu + sigma * eps: exact with a given eps; mean mu and std sigma (not sigma^2) without one."""
     hint = "With eps given, z = mu + sigma * eps: sigma is the standard deviation, do not square or exponentiate it."
-    for dtype in DTYPES:
-        for shape in [(5, 3), (2, 4, 6)]:
-            mu, eps = t.randn(*shape, dtype=dtype), t.randn(*shape, dtype=dtype)
-            for sigma in (0.1, 0.5, 2.0):
-                for kind, s in (("float", sigma), ("tensor", torch.tensor(sigma, dtype=dtype, device=t.device))):
-                    case = f"sigma={sigma} as a {kind}, shape {shape}, {dtype}"
-                    got = t.call(sample_latent, mu, s, eps, what=f"sample_latent(mu, sigma, eps), {case}")
-                    t.same(case, got, what=f"sample_latent(mu, sigma, eps), {case}", hint=hint)
+    t.covers("given-eps", "sigma-forms", "float32-and-float64")
+    cases = [  # (mu's shape, sigma, as what, dtype)
+        ((5, 3), 0.1, "float", torch.float32),
+        ((5, 3), 2.0, "tensor", torch.float64),
+        ((2, 4, 6), 0.5, "float", torch.float64),
+        ((2, 4, 6), 0.5, "tensor", torch.float32),
+        ((4, 3), 0.3, "per-dimension tensor", torch.float64),
+    ]
+    for shape, sigma, kind, dtype in cases:
+        mu, eps = t.randn(*shape, dtype=dtype), t.randn(*shape, dtype=dtype)
+        if kind == "float":
+            s: Any = sigma
+        elif kind == "tensor":
+            s = torch.tensor(sigma, dtype=dtype, device=t.device)
+        else:
+            s = t.rand(shape[-1], dtype=dtype, low=0.1, high=2.0)
+        case = (
+            f"sigma={sigma} as a {kind}, shape {shape}, {dtype}"
+            if kind != "per-dimension tensor"
+            else (f"sigma a tensor of shape ({shape[-1]},), shape {shape}, {dtype}")
+        )
+        got = t.call(sample_latent, mu, s, eps, what=f"sample_latent(mu, sigma, eps), {case}", draws=False)
+        t.same(case, got, what=f"sample_latent(mu, sigma, eps), {case}", hint=hint)
+    t.covers("fresh-noise", "noise-device")
     mu = torch.full((40_000, 2), 3.0, device=t.device)
     for sigma in (0.3, 2.0):
-        with t.default_device_elsewhere():
-            z = t.call(
-                sample_latent,
-                mu,
-                sigma,
-                what=f"sample_latent(mu, {sigma}) without eps (draw the noise "
-                "on mu's device, e.g. torch.randn_like(mu))",
-            )
+        z = t.call(
+            sample_latent,
+            mu,
+            sigma,
+            what=f"sample_latent(mu, {sigma}) without eps (draw the noise on mu's device, e.g. torch.randn_like(mu))",
+            exempt=RANDOM,
+        )
         t.check(
             f"samples/{sigma}",
             z,
             what=f"sample_latent(mu = 3, sigma = {sigma}) without eps",
-            test=lambda got, _w, _r, sigma=sigma: _normal_samples(got, 3.0, sigma),
+            test=functools.partial(_normal_samples_test, mean=3.0, std=sigma),
         )
-    again = [t.call(sample_latent, mu[:10], 1.0, what="sample_latent(mu, 1.0)") for _ in range(2)]
+    again = [t.call(sample_latent, mu[:10], 1.0, what="sample_latent(mu, 1.0)", exempt=RANDOM) for _ in range(2)]
     t.note("fresh/first", again[0])
     t.check("fresh/second", again[1], what="a second call of sample_latent without eps", test=_differs("fresh/first"))
+    t.covers("differentiable")
     mu_g = t.randn(4, 3).requires_grad_()
     sigma_g = torch.tensor(0.7, device=t.device, requires_grad=True)
     eps = t.randn(4, 3)
-    t.call(lambda: sample_latent(mu_g, sigma_g, eps).sum().backward(), what="backward through sample_latent")
+    backward(t.call(sample_latent, mu_g, sigma_g, eps, what="sample_latent(mu, sigma, eps) with requires_grad inputs"))
     t.same("dmu", mu_g.grad, what="the gradient with respect to mu", hint="dz/dmu = 1: do not detach mu.")
     t.same(
         "dsigma",
@@ -68,7 +96,7 @@ def probe_sample_latent(t: Trial, sample_latent) -> None:
     )
 
 
-def _normal_samples(got, mean: float, std: float) -> str | None:
+def _normal_samples_test(got: Any, _want: Any, _records: dict, *, mean: float, std: float) -> str | None:
     """Samples of N(mean, std^2), judged in the grader: centre, spread and normality."""
     if not isinstance(got, torch.Tensor) or got.numel() < 1000:
         return f"expected a tensor of samples, got {describe(got)}"
@@ -100,18 +128,34 @@ def _differs(first_key: str):
     return test
 
 
-@check(H.fixed_sigma_kl)
+FIXED_SIGMA_KL = {
+    "per-row": "KL(N(mu, sigma^2 I) || N(0, I)) summed over the last dimension: one value per row",
+    "sigma-forms": "sigma a float, a 0-dim tensor, or one value per dimension",
+    "sigma-values": "sigma below, at and above 1",
+    "gradient": "differentiable in mu, with d KL / d mu = mu",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(H.fixed_sigma_kl, conditions=FIXED_SIGMA_KL)
 def probe_fixed_sigma_kl(t: Trial, fixed_sigma_kl) -> None:
     """KL(N(mu, sigma^2 I) || N(0, I)) per row, for float and tensor sigmas, and its gradient."""
     hint = "Per dimension KL = (sigma^2 + mu^2 - 1) / 2 - log(sigma), summed over the last dimension only."
-    for dtype in DTYPES:
-        for shape in [(4, 3), (7,), (2, 5, 6)]:
-            mu = t.randn(*shape, dtype=dtype, scale=1.5)
-            for sigma in (0.1, 0.5, 1.0, 2.0):
-                for kind, s in (("float", sigma), ("tensor", torch.tensor(sigma, dtype=dtype, device=t.device))):
-                    case = f"sigma={sigma} as a {kind}, mu of shape {shape}, {dtype}"
-                    got = t.call(fixed_sigma_kl, mu, s, what=f"fixed_sigma_kl(mu, sigma), {case}")
-                    t.same(case, got, what=f"fixed_sigma_kl(mu, sigma), {case}", hint=hint)
+    t.covers("per-row", "sigma-forms", "sigma-values", "float32-and-float64")
+    cases = [  # (mu's shape, sigma, as what, dtype)
+        ((4, 3), 0.1, "float", torch.float32),
+        ((7,), 1.0, "tensor", torch.float64),
+        ((2, 5, 6), 2.0, "float", torch.float64),
+        ((4, 3), 0.5, "tensor", torch.float32),
+        ((7,), 2.0, "tensor", torch.float32),
+        ((2, 5, 6), 0.5, "float", torch.float32),
+    ]
+    for shape, sigma, kind, dtype in cases:
+        mu = t.randn(*shape, dtype=dtype, scale=1.5)
+        s: Any = sigma if kind == "float" else torch.tensor(sigma, dtype=dtype, device=t.device)
+        case = f"sigma={sigma} as a {kind}, mu of shape {shape}, {dtype}"
+        got = t.call(fixed_sigma_kl, mu, s, what=f"fixed_sigma_kl(mu, sigma), {case}")
+        t.same(case, got, what=f"fixed_sigma_kl(mu, sigma), {case}", hint=hint)
     mu = t.randn(6, 4, dtype=torch.float64)
     per_dim = torch.tensor([0.2, 0.5, 1.0, 3.0], dtype=torch.float64, device=t.device)
     got = t.call(fixed_sigma_kl, mu, per_dim, what="fixed_sigma_kl(mu, sigma) with one sigma per dimension")
@@ -121,8 +165,9 @@ def probe_fixed_sigma_kl(t: Trial, fixed_sigma_kl) -> None:
         what="fixed_sigma_kl with a per-dimension sigma tensor",
         hint="A sigma tensor of shape (dims,) must broadcast over the rows.",
     )
+    t.covers("gradient")
     mu = t.randn(5, 3, dtype=torch.float64).requires_grad_()
-    t.call(lambda: fixed_sigma_kl(mu, 0.5).sum().backward(), what="backward through fixed_sigma_kl")
+    backward(t.call(fixed_sigma_kl, mu, 0.5, what="fixed_sigma_kl(mu, 0.5) with requires_grad inputs"))
     t.same(
         "dmu",
         mu.grad,
@@ -141,8 +186,14 @@ class _Recorder:
     def __init__(self, model: H.HarmonicVAE):
         self.seen: dict[str, torch.Tensor] = {}
         self.calls = {"encoder": 0, "decoder": 0}
-        model.encoder.register_forward_hook(self._hook("encoder"))
-        model.decoder.register_forward_hook(self._hook("decoder"))
+        self.handles = [
+            model.encoder.register_forward_hook(self._hook("encoder")),
+            model.decoder.register_forward_hook(self._hook("decoder")),
+        ]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
@@ -154,22 +205,40 @@ class _Recorder:
 
 
 SHAPE, LATENT, SIGMA_ENC, N, LR = (6, 2), 3, 0.5, 1024, 0.05
+TRAINING = {"repeat": "a training step changes the model by design (two steps in a row are probed)"}
 
 
 def _kl(mu: torch.Tensor) -> torch.Tensor:
     return ((SIGMA_ENC**2 + mu**2 - 1) / 2 - math.log(SIGMA_ENC)).sum(-1)
 
 
+def _recorded(records: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """A floating-point record of this many elements, in float64 and this shape; None for anything else."""
+    value = records.get(key)
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() == math.prod(shape):
+        return value.double().reshape(shape)
+    return None
+
+
 def _judge_step(
-    records: dict, tag: str, x: torch.Tensor, sigma_n: float, before: dict[str, torch.Tensor] | str, names: list[str]
+    records: dict,
+    tag: str,
+    x: torch.Tensor,
+    sigma_n: float,
+    before: dict[str, torch.Tensor] | str,
+    shapes: dict[str, tuple[int, ...]],
 ) -> str | None:
     """Everything one call of noisy_step must satisfy, from what the hooks saw and the parameters after.
 
     ``before`` is the parameters before the call, or the tag of the previous call whose recorded
     parameters they are (the student's own noise made them).
     """
+    names = list(shapes)
     if isinstance(before, str):
-        before = {name: records[f"{before}/param/{name}"].double() for name in names}
+        found = {name: _recorded(records, f"{before}/param/{name}", shapes[name]) for name in names}
+        if any(v is None for v in found.values()):
+            return "the parameters after the first call could not be read from the hidden test's records"
+        before = {name: v for name, v in found.items() if v is not None}
     calls = records.get(f"{tag}/calls")
     if calls != [1, 1]:
         return (
@@ -177,8 +246,12 @@ def _judge_step(
             "(the model's forward() counts as one of each)"
         )
     x = x.reshape(N, -1)
-    x_in, mu = records[f"{tag}/encoder_in"].double().reshape(N, -1), records[f"{tag}/encoder_out"].double()
-    z, x_hat = records[f"{tag}/decoder_in"].double(), records[f"{tag}/decoder_out"].double().reshape(N, -1)
+    x_in = _recorded(records, f"{tag}/encoder_in", (N, x.shape[1]))
+    mu = _recorded(records, f"{tag}/encoder_out", (N, LATENT))
+    z = _recorded(records, f"{tag}/decoder_in", (N, LATENT))
+    x_hat = _recorded(records, f"{tag}/decoder_out", (N, x.shape[1]))
+    if x_in is None or mu is None or z is None or x_hat is None:
+        return "the hidden test could not read what the encoder and decoder saw (did noisy_step use model.encode?)"
     noise = x_in - x
     if sigma_n == 0:
         if noise.abs().max() > 1e-9:
@@ -208,7 +281,8 @@ def _judge_step(
     problem = close(loss, want, rtol=1e-5, atol=1e-8)
     if problem:
         hint = ""
-        value = float(loss) if isinstance(loss, (int, float)) else math.nan
+        value = as_number(loss)
+        value = math.nan if value is None else value
         noisy_target = (((x_hat - x_in) ** 2).sum(1) + _kl(mu)).mean().item()
         if sigma_n and math.isclose(value, noisy_target, rel_tol=1e-5):
             hint = " You compared the reconstruction with the noisy input; the target is the clean x."
@@ -244,18 +318,29 @@ def _judge_step(
     return None
 
 
-def _judge_step_test(_got, _want, records: dict, *, tag, xs, s, b, n) -> str | None:
+def _judge_step_test(_got, _want, records: dict, *, tag, xs, s, b, shapes) -> str | None:
     """:func:`_judge_step` as a ``t.check`` test bound to one call's inputs."""
-    return _judge_step(records, tag, xs, s, b, n)
+    return _judge_step(records, tag, xs, s, b, shapes)
 
 
-@check(H.noisy_step)
+NOISY_STEP = {
+    "fresh-noise": "N(0, sigma_n^2) noise on the encoder's input, fresh for every entry of every example and call",
+    "no-noise": "sigma_n = 0 (the first sweep): the encoder sees x unchanged",
+    "clean-target": "the loss is the batch mean of ||x - g(z)||^2 + KL, against the clean x",
+    "latent-sample": "z drawn around mu with std sigma_enc (your sample_latent)",
+    "one-step": "old gradients cleared, one optimizer step, two steps in a row",
+    "python-float": "the loss returned as a float, computed before the update",
+}
+
+
+@check(H.noisy_step, conditions=NOISY_STEP)
 def probe_noisy_step(t: Trial, noisy_step) -> None:
     """One SGD step on the noisy-input loss: fresh noise per entry and per call, clean target, mean of SSE + KL."""
+    t.covers(*NOISY_STEP)
     x = t.rand(N, *SHAPE, dtype=torch.float64) * 2 - 1
     for sigma_n in (0.0, 0.7):
         model = t.init_module(H.HarmonicVAE(SHAPE, LATENT, SIGMA_ENC, hidden=8), scale=2.0).to(t.device, torch.float64)
-        names = [name for name, _ in model.named_parameters()]
+        shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
         optimizer = torch.optim.SGD(model.parameters(), lr=LR)
         initial = {k: v.detach().cpu().double().clone() for k, v in model.named_parameters()}
         for call in (1, 2):  # twice: noise re-drawn, stale gradients cleared
@@ -264,10 +349,16 @@ def probe_noisy_step(t: Trial, noisy_step) -> None:
                 p.grad = torch.ones_like(p)  # stale gradients that zero_grad must clear
             rec = _Recorder(model)
             tag = f"sigma_n={sigma_n}/call{call}"
-            loss = t.call(noisy_step, model, x, sigma_n, optimizer, what=f"noisy_step(model, x, {sigma_n}, optimizer)")
-            model._forward_hooks.clear()
-            for part in (model.encoder, model.decoder):
-                part._forward_hooks.clear()
+            loss = t.call(
+                noisy_step,
+                model,
+                x,
+                sigma_n,
+                optimizer,
+                what=f"noisy_step(model, x, {sigma_n}, optimizer)",
+                exempt=TRAINING,
+            )
+            rec.remove()
             t.note(f"{tag}/calls", [rec.calls["encoder"], rec.calls["decoder"]])
             for key, value in rec.seen.items():
                 t.note(f"{tag}/{key}", value)
@@ -277,18 +368,18 @@ def probe_noisy_step(t: Trial, noisy_step) -> None:
                 f"{tag}/loss",
                 loss,
                 what=f"noisy_step with sigma_n = {sigma_n} (call {call})",
-                test=functools.partial(_judge_step_test, tag=tag, xs=x.cpu(), s=sigma_n, b=before, n=names),
+                test=functools.partial(_judge_step_test, tag=tag, xs=x.cpu(), s=sigma_n, b=before, shapes=shapes),
             )
         if sigma_n:
             t.check(
                 f"{sigma_n}/fresh",
                 None,
                 what="the noise of two calls of noisy_step",
-                test=lambda _g, _w, records, s=sigma_n: _fresh_noise(records, s),
+                test=functools.partial(_fresh_noise_test, sigma_n=sigma_n),
             )
 
 
-def _fresh_noise(records: dict, sigma_n: float) -> str | None:
+def _fresh_noise_test(_got: Any, _want: Any, records: dict, *, sigma_n: float) -> str | None:
     first, second = (records.get(f"sigma_n={sigma_n}/call{k}/encoder_in") for k in (1, 2))
     if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and first.shape == second.shape:
         if torch.equal(first, second):
@@ -339,9 +430,19 @@ def _product_test(sigmoids: int):
     return test
 
 
-@check(lipschitz.spectral_product_bound)
+PRODUCT_BOUND = {
+    "spectral-norms": "the product of the Linear weights' spectral norms (largest singular values)",
+    "activations": "times each activation's largest slope: 1/4 for nn.Sigmoid, 1 for nn.Tanh and nn.ReLU",
+    "no-activation": "a network of one Linear layer",
+    "a-float": "returned as a float",
+    "float32-and-float64": "networks in float32 and float64",
+}
+
+
+@check(lipschitz.spectral_product_bound, conditions=PRODUCT_BOUND)
 def probe_product_bound(t: Trial, product_bound) -> None:
     """Product of the layers' spectral norms times each activation's largest slope (sigmoid: 1/4)."""
+    t.covers(*PRODUCT_BOUND)
     for dtype in DTYPES:
         for net in _random_nets(t, dtype):
             got = t.call(product_bound, net, what=f"product_bound({_describe(net)}), {dtype}")
@@ -360,8 +461,6 @@ def _power_test(dtype: torch.dtype):
     tol = 2e-3 if dtype == torch.float32 else 1e-4
 
     def test(got, want, _records) -> str | None:
-        from autograder.probing import as_number
-
         value = as_number(got)
         if value is None:
             return f"expected a float, got {describe(got)}"
@@ -383,9 +482,20 @@ def _power_test(dtype: torch.dtype):
     return test
 
 
-@check(lipschitz.jacobian_spectral_norm)
+POWER_ITERATION = {
+    "largest-singular-value": "the largest singular value of the Jacobian of net at the point x",
+    "never-above": "never above it (||J v|| for a unit v), close to it after the iterations",
+    "known-spectrum": "a linear layer whose singular values are known",
+    "a-float": "returned as a float",
+    "float32-and-float64": "networks and points in float32 and float64",
+}
+RANDOM_START = {"repeat": "starts from a random vector: two calls agree only as far as the iteration converged"}
+
+
+@check(lipschitz.jacobian_spectral_norm, conditions=POWER_ITERATION)
 def probe_power_iteration_norm(t: Trial, power_iteration_norm) -> None:
     """Largest singular value of the Jacobian at a point: close to the SVD's, never above it."""
+    t.covers(*POWER_ITERATION)
     u, _ = torch.linalg.qr(t.randn(6, 6, dtype=torch.float64).cpu())
     v, _ = torch.linalg.qr(t.randn(4, 4, dtype=torch.float64).cpu())
     lin = nn.Linear(4, 6).double()
@@ -397,6 +507,7 @@ def probe_power_iteration_norm(t: Trial, power_iteration_norm) -> None:
         lin,
         torch.zeros(4, dtype=torch.float64, device=t.device),
         what="power_iteration_norm on a linear layer with singular values 3, 1.5, 1, 0.5",
+        exempt=RANDOM_START,
     )
     t.check(
         "linear",
@@ -404,27 +515,44 @@ def probe_power_iteration_norm(t: Trial, power_iteration_norm) -> None:
         what="power_iteration_norm of a linear layer with singular values 3, 1.5, 1, 0.5",
         test=_power_test(torch.float64),
     )
-    for dtype in DTYPES:
-        for k, net in enumerate(_random_nets(t, dtype)):
-            n_in = next(m for m in net if isinstance(m, nn.Linear)).in_features
-            for point in range(2):
-                x = t.randn(n_in, dtype=dtype)
-                got = t.call(power_iteration_norm, net, x, what=f"power_iteration_norm({_describe(net)}, x), {dtype}")
-                t.check(
-                    f"{k}/{point}/{dtype}",
-                    got,
-                    what=f"power_iteration_norm for {_describe(net)} ({dtype})",
-                    test=_power_test(dtype),
-                )
+    nets = _random_nets(t, torch.float64)[::2]  # sigmoids deep and wide, and a ReLU: three networks
+    for k, net in enumerate(nets):  # one point per network, float32 and float64 by turns
+        dtype = DTYPES[k % 2]
+        net.to(dtype)
+        x = t.randn(next(m for m in net if isinstance(m, nn.Linear)).in_features, dtype=dtype)
+        got = t.call(
+            power_iteration_norm,
+            net,
+            x,
+            what=f"power_iteration_norm({_describe(net)}, x), {dtype}",
+            exempt=RANDOM_START,
+        )
+        t.check(
+            f"{k}/{dtype}",
+            got,
+            what=f"power_iteration_norm for {_describe(net)} ({dtype})",
+            test=_power_test(dtype),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # the attack's projection
 
 
-@check(attacks.project_l2)
+PROJECT_L2 = {
+    "per-example": "the norm of each example over all its other dimensions together",
+    "inside-unchanged": "a perturbation inside the ball left as it is",
+    "outside-scaled": "one outside scaled onto the sphere, delta * C / ||delta||",
+    "zero": "a zero perturbation stays zero",
+    "shapes": "perturbations (N, D) and (N, C, H, W), N = 1 included",
+    "float32-and-float64": "perturbations in float32 and float64",
+}
+
+
+@check(attacks.project_l2, conditions=PROJECT_L2)
 def probe_project_l2(t: Trial, project_l2) -> None:
     """Per-example projection onto the L2 ball: inside unchanged, outside scaled onto the sphere."""
+    t.covers(*PROJECT_L2)
     hint = (
         "Per example (the norm over all but the batch dimension): leave a perturbation inside the ball as it "
         "is, scale one outside onto the sphere, keeping its direction."

@@ -6,6 +6,9 @@ the reference from ``genlab.theory`` (``genlab.losses.bits_per_dim``) meets the 
 every record is compared. Where a wrong value matches a known wrong variant (a mean of logs,
 weights q/p, KL with its arguments swapped, ...), the message names it. The exercises may not use
 ``torch.distributions``: every call runs with it switched off (``Trial.without_distributions``).
+Every call is also held to the course's contract (autograder/probing.py: arguments left as they
+were, results of the reference's dtype on the inputs' device, the same result when called again);
+each check's ``conditions`` list what its exercise's text states, and the probe draws them all.
 
 Hidden-test cells call them as ``probe_<exercise>(<the student's function>)``.
 """
@@ -55,7 +58,7 @@ def _underflow(got: Any, want: Any) -> str | None:
 
 
 def _outcome(t: Trial, fn: Callable, *args: Any, what: str) -> str:
-    """Call the student's function where raising is the right answer: what it raised, or what it returned."""
+    """Call the student's function where raising may be the right answer: what it raised, or what it returned."""
     t.doing = what
     try:
         result = fn(*args)
@@ -74,8 +77,14 @@ def _raises_value_error(argument: str) -> Test:
     return test
 
 
-def _log_lik(t: Trial, d: int, dtype: torch.dtype, *, offset: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A Gaussian-shaped log p(x | z) for one x: z (L, ..., d) -> (L, ...), peaked away from the origin."""
+def _log_lik(
+    t: Trial, d: int, dtype: torch.dtype, *, offset: float | torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A Gaussian-shaped log p(x | z) for one x: z (L, ..., d) -> (L, ...), peaked away from the origin.
+
+    ``offset`` is a number, or one number per batch entry (...): entries whose log-likelihoods lie
+    thousands of nats apart must each be estimated stably, not shifted by one global maximum.
+    """
     m = d + 2
     a = t.randn(d, m, dtype=dtype)
     target = t.randn(m, dtype=dtype, scale=1.5)
@@ -85,6 +94,28 @@ def _log_lik(t: Trial, d: int, dtype: torch.dtype, *, offset: float) -> Callable
         return offset - 0.5 * sharpness * ((z @ a - target) ** 2).sum(-1)
 
     return log_px_given_z
+
+
+# Log-likelihoods near these values: e^-900 underflows to 0 and e^400 overflows even in float64;
+# "apart" gives every batch entry its own offset, from about -3 down to about -3000.
+OFFSETS: tuple[float | str, ...] = (-3.0, -900.0, 400.0, "apart")
+
+
+def _offset(t: Trial, kind: float | str, batch: tuple[int, ...], dtype: torch.dtype) -> float | torch.Tensor:
+    if kind != "apart":
+        return float(kind)
+    n = math.prod(batch)
+    spread = torch.linspace(-3.0, -3000.0, max(n, 2), dtype=torch.float64)[:n]
+    order = torch.argsort(t.rand(n, dtype=torch.float64).cpu())
+    return spread[order].reshape(batch).to(t.device, dtype)
+
+
+def _offset_words(kind: float | str) -> str:
+    return (
+        "log-likelihoods thousands of nats apart between batch entries"
+        if kind == "apart"
+        else (f"log-likelihoods near {kind:g}")
+    )
 
 
 def _cpu(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -186,32 +217,56 @@ def _differs_from(key: str) -> Test:
     return test
 
 
-@check(theory.sample_categorical)
+SAMPLE_CATEGORICAL = {
+    "leading-dimensions": "probs has shape (..., k): one distribution per row along the last dimension",
+    "independent-rows": "one draw per row, independently for every row",
+    "exact-probabilities": "category i comes up with probability exactly p_i (probability 0: never)",
+    "long-indices": "integer category indices of dtype torch.long and shape probs.shape[:-1]",
+    "probs-device": "random numbers created on probs.device",
+    "fresh-draws": "a random draw: new numbers on every call",
+    "rounding-allowed": "rows within 1e-3 of one are valid (rounding)",
+    "bad-row-raises": "a row further than 1e-3 from one raises a ValueError whose message names probs",
+    "float32-and-float64": "probabilities in float32 and float64",
+}
+
+
+@check(theory.sample_categorical, conditions=SAMPLE_CATEGORICAL)
 def probe_sample_categorical(t: Trial, sample_categorical) -> None:
-    """Independent categorical draws, one per row of probs; a ValueError names probs when rows do not sum to one."""
+    """Independent categorical draws, one per row of probs; a ValueError names probs when a row is off by > 1e-3."""
     hint = (
         "Draw one category per row of probs (..., k), independently, with a random number created on probs' "
         f"device; return integer indices of dtype torch.long and shape probs.shape[:-1]. {NO_DISTRIBUTIONS}"
     )
+    random = {"repeat": "a random draw: two calls must differ (tested on its own below)"}
     # Six pixels over five grey levels, some impossible; pixels 0 and 1 share their probabilities.
     base = t.rand(6, 5, dtype=torch.float64, low=0.2, high=1.0)
     base[1] = base[0]
     for pixel, level in ((2, 0), (3, 4), (3, 1), (5, 2)):
         base[pixel, level] = 0.0
     probs = base / base.sum(-1, keepdim=True)
-    cases = [
-        ("(20000, 6, 5)", probs.to(torch.float32).expand(20000, 6, 5).contiguous(), 20000, probs, (0, 1)),
-    ]
     other = t.rand(2, 3, 4, dtype=torch.float64, low=0.05, high=1.0)
     other = other / other.sum(-1, keepdim=True)
-    cases.append(("(8000, 2, 3, 4)", other.expand(8000, 2, 3, 4).contiguous(), 8000, other, None))
+    t.covers(
+        "leading-dimensions",
+        "independent-rows",
+        "exact-probabilities",
+        "long-indices",
+        "probs-device",
+        "float32-and-float64",
+    )
+    cases = [
+        ("(3000, 6, 5), float32", probs.to(torch.float32).expand(3000, 6, 5).contiguous(), 3000, probs, (0, 1)),
+        ("(1500, 2, 3, 4), float64", other.expand(1500, 2, 3, 4).contiguous(), 1500, other, None),
+        ("(1500, 5), float64", probs[4].expand(1500, 5).contiguous(), 1500, probs[4], None),
+    ]
     for label, big, n, p, pair in cases:
-        with t.without_distributions(), t.default_device_elsewhere():
+        with t.without_distributions():
             draws = t.call(
                 sample_categorical,
                 big,
-                what=f"sample_categorical(probs) on probs of shape {label} "
-                "(random numbers must be created on probs.device)",
+                what=f"sample_categorical(probs) on probs of shape {label} (random numbers must be created on "
+                "probs.device)",
+                exempt=random,
             )
         t.check(
             f"draws{label}",
@@ -220,10 +275,11 @@ def probe_sample_categorical(t: Trial, sample_categorical) -> None:
             test=_frequency_test(p, n, pair),
             hint=hint,
         )
+    t.covers("fresh-draws")
     uniform = torch.full((64, 10), 0.1, device=t.device)
     with t.without_distributions():
-        first = t.call(sample_categorical, uniform, what="sample_categorical(probs), a first call")
-        second = t.call(sample_categorical, uniform, what="sample_categorical(probs), a second call")
+        first = t.call(sample_categorical, uniform, what="sample_categorical(probs), a first call", exempt=random)
+        second = t.call(sample_categorical, uniform, what="sample_categorical(probs), a second call", exempt=random)
     t.note("fresh/first", first)
     t.check(
         "fresh/second",
@@ -231,56 +287,116 @@ def probe_sample_categorical(t: Trial, sample_categorical) -> None:
         what="a second call of sample_categorical on the same probs",
         test=_differs_from("fresh/first"),
     )
-    bad = probs[:3].to(torch.float32) * 0.8
+    # Rows off by 5e-4 (as float32 rounding of a softmax leaves them) are valid; 0.02 is not.
+    t.covers("rounding-allowed")
+    rounded = probs.clone()
+    rounded[torch.arange(6), probs.argmax(-1)] += torch.tensor([5e-4, -5e-4] * 3, dtype=torch.float64, device=t.device)
     with t.without_distributions():
-        outcome = _outcome(t, sample_categorical, bad, what="sample_categorical(probs) with rows that sum to 0.8")
+        outcome = _outcome(
+            t,
+            sample_categorical,
+            rounded.to(torch.float32).repeat(50, 1),
+            what="sample_categorical(probs) with rows that sum to 1 +- 5e-4",
+        )
     t.check(
-        "bad_rows",
+        "rounded_rows",
         outcome,
-        what="sample_categorical(probs) with rows that sum to 0.8",
-        test=_raises_value_error("probs"),
-        hint="Check that every row of probs sums to one (up to rounding, say 1e-3) and raise "
-        "ValueError('probs must sum to one ...') otherwise.",
+        what="sample_categorical(probs) with rows that sum to 1 +- 5e-4 (rounding)",
+        test=_returns_draws(k=5),
+        hint="Rows within 1e-3 of one are valid: compare |row sum - 1| with 1e-3, not with exact equality.",
     )
+    t.covers("bad-row-raises")
+    for label, bad in _bad_batches(t, probs):
+        with t.without_distributions():
+            outcome = _outcome(t, sample_categorical, bad, what=f"sample_categorical(probs) with {label}")
+        t.check(
+            f"bad/{label}",
+            outcome,
+            what=f"sample_categorical(probs) with {label}",
+            test=_raises_value_error("probs"),
+            hint="Check that every row of probs sums to one within 1e-3 (all rows, not their mean or the first) "
+            "and raise ValueError('probs must sum to one ...') otherwise.",
+        )
+
+
+def _bad_batches(t: Trial, probs: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Batches with rows further than 1e-3 from one: all rows at 0.8, one row among good ones at 0.98 or 1.02."""
+    good = probs.to(torch.float32).repeat(20, 1)  # (120, 5)
+    low, high = good.clone(), good.clone()
+    row = t.integer(1, len(good))
+    low[row] *= 0.98
+    high[row] *= 1.02
+    return [
+        ("rows that sum to 0.8", probs[:3].to(torch.float32) * 0.8),
+        ("one row among 120 that sums to 0.98", low),
+        ("one row among 120 that sums to 1.02", high),
+    ]
+
+
+def _returns_draws(k: int) -> Test:
+    def test(got: Any, _want: Any, _records: dict[str, Any]) -> str | None:
+        if isinstance(got, str) and got.startswith("returned"):
+            return None
+        return f"expected draws, since every row sums to one within 1e-3; the call raised {got}"
+
+    return test
 
 
 # ----------------------------------------------------------------------------- 2 Monte-Carlo likelihood
 
 
-@check(theory.mc_log_likelihood)
+MC_LOG_LIKELIHOOD = {
+    "samples-first": "z holds L samples along its first dimension, shape (L, ..., D), L = 1 included",
+    "batch-entries": "the ... are independent estimates side by side; the result has shape (...)",
+    "log-space": "log-likelihoods far below -745 and above 710, where exp under- or overflows",
+    "entries-apart": "batch entries whose log-likelihoods lie thousands of nats apart",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(theory.mc_log_likelihood, conditions=MC_LOG_LIKELIHOOD)
 def probe_mc_log_likelihood(t: Trial, mc_log_likelihood) -> None:
     """log (1/L) sum_l p(x | z_l), in log space, over the samples along dimension 0."""
     hint = (
         "The estimate is log((1/L) sum_l p(x | z_l)) = torch.logsumexp(values, dim=0) - log(L), with "
-        "values = log_px_given_z(z) of shape (L, ...)."
+        "values = log_px_given_z(z) of shape (L, ...): each batch entry is shifted by its own maximum."
     )
-    for dtype in DTYPES:
-        for offset in (-3.0, -900.0, 400.0):
-            for shape in [(50, 3), (40, 4, 2), (1, 2), (7, 5, 1)]:
-                d = shape[-1]
-                log_lik = _log_lik(t, d, dtype, offset=offset)
-                z = t.randn(*shape, dtype=dtype)
-                case = f"z of shape {shape}, log-likelihoods near {offset:g}, {dtype}"
-                with t.without_distributions():
-                    got = t.call(mc_log_likelihood, log_lik, z, what=f"mc_log_likelihood(log_px_given_z, z), {case}")
-                variants = [
-                    (
-                        lambda f=log_lik, z=z: f(z).mean(0),
-                        "that is the mean of the log-likelihoods, a lower bound "
-                        "(Jensen); the estimator takes the log of the mean likelihood",
-                    ),
-                    (
-                        lambda f=log_lik, z=z: torch.logsumexp(f(z), 0),
-                        "that is log of the SUM of the likelihoods: subtract log L",
-                    ),
-                ]
-                t.check(
-                    f"{case}",
-                    got,
-                    what=f"mc_log_likelihood, {case}",
-                    hint=hint,
-                    test=naming(variants, extra=_underflow),
-                )
+    t.covers("float32-and-float64", "samples-first", "batch-entries", "log-space", "entries-apart")
+    cases: list[tuple[tuple[int, ...], float | str, torch.dtype]] = [  # (z's shape, log-likelihoods, dtype)
+        ((50, 3), -3.0, torch.float32),
+        ((40, 4, 2), -900.0, torch.float64),
+        ((1, 2), 400.0, torch.float32),
+        ((7, 5, 1), -3.0, torch.float64),
+        ((30, 2, 3, 4), "apart", torch.float32),
+        ((40, 6, 2), "apart", torch.float64),
+        ((25, 3), 400.0, torch.float64),
+        ((9, 5, 3), -900.0, torch.float32),
+    ]
+    for shape, kind, dtype in cases:
+        d = shape[-1]
+        log_lik = _log_lik(t, d, dtype, offset=_offset(t, kind, shape[1:-1], dtype))
+        z = t.randn(*shape, dtype=dtype)
+        case = f"z of shape {shape}, {_offset_words(kind)}, {dtype}"
+        with t.without_distributions():
+            got = t.call(mc_log_likelihood, log_lik, z, what=f"mc_log_likelihood(log_px_given_z, z), {case}")
+        variants = [
+            (
+                lambda f=log_lik, z=z: f(z).mean(0),
+                "that is the mean of the log-likelihoods, a lower bound "
+                "(Jensen); the estimator takes the log of the mean likelihood",
+            ),
+            (
+                lambda f=log_lik, z=z: torch.logsumexp(f(z), 0),
+                "that is log of the SUM of the likelihoods: subtract log L",
+            ),
+        ]
+        t.check(
+            f"{case}",
+            got,
+            what=f"mc_log_likelihood, {case}",
+            hint=hint,
+            test=naming(variants, extra=_underflow),
+        )
 
 
 # ----------------------------------------------------------------------------- 3 importance sampling
@@ -375,31 +491,55 @@ WEIGHTS_HINT = (
 )
 
 
+WEIGHTS = {
+    "shapes": "mu, logstd (..., D) and eps (L, ..., D), L = 1 included, give (L, ...) or (...)",
+    "log-space": "log-likelihoods far below -745, and entries thousands of nats apart",
+    "exact-posterior": "with the exact posterior as q every weight equals p(x)",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+DIFFERENTIABLE = {"differentiable": "the result stays differentiable in mu and logstd"}
+
+
 def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: str | None = None) -> None:
     """Shared probe of the three functions of (log_px_given_z, mu, logstd, eps)."""
-    for dtype in DTYPES:
-        for shape, L, offset in [((3,), 30, -2.0), ((4, 2), 25, -600.0), ((5, 1), 1, 0.0), ((2, 3, 4), 12, -50.0)]:
-            log_lik = _log_lik(t, shape[-1], dtype, offset=offset)
-            mu, logstd, eps = _gaussian_inputs(t, shape, L, dtype)
-            if grad_hint:
-                mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
-            case = f"mu of shape {shape}, L = {L}, log-likelihoods near {offset:g}, {dtype}"
-            with t.without_distributions():
-                got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}")
-            t.check(
-                case,
-                got,
-                what=f"{name}, {case}",
-                hint=hint,
-                test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow),
+    t.covers("shapes", "log-space", "float32-and-float64")
+    if grad_hint:
+        t.covers("differentiable")
+    cases: list[tuple[tuple[int, ...], int, float | str, torch.dtype]] = [  # (mu's shape, L, log-likelihoods, dtype)
+        ((3,), 30, -2.0, torch.float32),
+        ((4, 2), 25, -600.0, torch.float64),
+        ((5, 1), 1, 0.0, torch.float32),
+        ((2, 3, 4), 12, -50.0, torch.float64),
+        ((6, 3), 20, "apart", torch.float32),
+        ((5, 2), 16, "apart", torch.float64),
+    ]
+    for k, (shape, L, offset, dtype) in enumerate(cases):
+        log_lik = _log_lik(t, shape[-1], dtype, offset=_offset(t, offset, shape[:-1], dtype))
+        mu, logstd, eps = _gaussian_inputs(t, shape, L, dtype)
+        differentiated = bool(grad_hint) and k in (0, 1, 4)  # float32 and float64 among them
+        if differentiated:
+            mu, logstd = mu.requires_grad_(), logstd.requires_grad_()
+        case = f"mu of shape {shape}, L = {L}, {_offset_words(offset)}, {dtype}"
+        with t.without_distributions():
+            got = t.call(
+                impl, log_lik, mu, logstd, eps, what=f"{name}(log_px_given_z, mu, logstd, eps), {case}", draws=False
             )
-            if grad_hint:
-                _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint)
+        t.check(
+            case,
+            got,
+            what=f"{name}, {case}",
+            hint=hint,
+            test=naming(_weights_variants(log_lik, mu, logstd, eps, kind), extra=_underflow),
+        )
+        if differentiated:
+            _record_gradients(t, case, got, {"mu": mu, "logstd": logstd}, what=f"{name} ({case})", hint=grad_hint or "")
+    t.covers("exact-posterior")
+    for dtype in DTYPES:
         log_lik, mu, logstd = _exact_model(t, 3, dtype, batch=4)
         eps = t.randn(20, 4, 3, dtype=dtype)
         case = f"the exact posterior as q (then every weight equals p(x)), {dtype}"
         with t.without_distributions():
-            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}")
+            got = t.call(impl, log_lik, mu, logstd, eps, what=f"{name} with {case}", draws=False)
         t.check(
             f"exact/{dtype}",
             got,
@@ -409,7 +549,13 @@ def _probe_weights(t: Trial, impl, name: str, kind: str, hint: str, grad_hint: s
         )
 
 
-@check(theory.log_importance_weights)
+GRADIENT_HINT = (
+    "The result must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps with torch "
+    "operations (no .detach(), .item(), numpy or torch.normal) and use it everywhere."
+)
+
+
+@check(theory.log_importance_weights, conditions=WEIGHTS | DIFFERENTIABLE)
 def probe_log_importance_weights(t: Trial, log_importance_weights) -> None:
     """log w_l = log p(x | z_l) + log p(z_l) - log q(z_l | x) with z_l = mu + exp(logstd) eps_l, shape (L, ...)."""
     _probe_weights(
@@ -418,10 +564,11 @@ def probe_log_importance_weights(t: Trial, log_importance_weights) -> None:
         "log_importance_weights",
         "weights",
         WEIGHTS_HINT + "Return one log-weight per sample, shape (L, ...). " + NO_DISTRIBUTIONS,
+        grad_hint=GRADIENT_HINT,
     )
 
 
-@check(theory.importance_log_likelihood)
+@check(theory.importance_log_likelihood, conditions=WEIGHTS)
 def probe_importance_log_likelihood(t: Trial, importance_log_likelihood) -> None:
     """log (1/L) sum_l w_l: the log of the mean importance weight, over the samples."""
     _probe_weights(
@@ -462,24 +609,33 @@ def _kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # END REFERENCE
 
 
-@check(theory.entropy)
+ENTROPY = {
+    "nats": "in nats (the natural logarithm)",
+    "last-dimension": "over the last dimension of p (..., k), returning (...), for 1-D and batched p",
+    "zeros": "a term with p(x) = 0 contributes 0 (0 log 0 = 0), a one-hot p included",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(theory.entropy, conditions=ENTROPY)
 def probe_entropy(t: Trial, entropy) -> None:
     """H(p) = -sum p log p in nats over the last dimension, 0 log 0 = 0."""
     hint = f"H(p) = -sum_x p(x) log p(x) over the last dimension, where a term with p(x) = 0 counts 0. {NATS}"
-    for dtype in DTYPES:
-        for shape, zeros in [((7,), 0.0), ((4, 6), 0.3), ((2, 3, 5), 0.4), ((3, 1), 0.0), ((2, 256), 0.5)]:
-            p = _distributions(t, *shape, dtype=dtype, zeros=zeros)
-            case = f"p of shape {shape}{' with zeros' if zeros else ''}, {dtype}"
-            with t.without_distributions():
-                got = t.call(entropy, p, what=f"entropy(p), {case}")
-            (pc,) = _cpu(p)
-            h = partial(_cross_entropy, pc, pc)
-            variants = [
-                (lambda h=h: h() / math.log(2), "that is in bits; the entropy is asked in nats (torch.log)"),
-                (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
-                (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm"),
-            ]
-            t.check(case, got, what=f"entropy(p), {case}", hint=hint, test=naming(variants, extra=_nan_where_finite))
+    t.covers("nats", "last-dimension", "zeros", "float32-and-float64")
+    for k, (shape, zeros) in enumerate([((7,), 0.0), ((4, 6), 0.3), ((2, 3, 5), 0.4), ((3, 1), 0.0), ((2, 256), 0.5)]):
+        dtype = DTYPES[k % 2]
+        p = _distributions(t, *shape, dtype=dtype, zeros=zeros)
+        case = f"p of shape {shape}{' with zeros' if zeros else ''}, {dtype}"
+        with t.without_distributions():
+            got = t.call(entropy, p, what=f"entropy(p), {case}")
+        (pc,) = _cpu(p)
+        h = partial(_cross_entropy, pc, pc)
+        variants = [
+            (lambda h=h: h() / math.log(2), "that is in bits; the entropy is asked in nats (torch.log)"),
+            (lambda h=h: -h(), "the sign is wrong: H(p) = -sum p log p is never negative"),
+            (lambda h=h: h() / math.log(10), "that uses log10; use the natural logarithm"),
+        ]
+        t.check(case, got, what=f"entropy(p), {case}", hint=hint, test=naming(variants, extra=_nan_where_finite))
     one_hot = torch.eye(4, device=t.device)
     with t.without_distributions():
         got = t.call(entropy, one_hot, what="entropy of one-hot distributions")
@@ -491,94 +647,113 @@ def probe_entropy(t: Trial, entropy) -> None:
     )
 
 
-def _pairs(t: Trial, dtype: torch.dtype):
-    """(label, p, q) cases: zeros in p, zeros in q where p is 0 too, q = 0 < p (inf), broadcasting."""
-    p1, q1 = _distributions(t, 4, 6, dtype=dtype), _distributions(t, 4, 6, dtype=dtype)
-    p2, q2 = _distributions(t, 3, 5, dtype=dtype, zeros=0.4), _distributions(t, 3, 5, dtype=dtype)
-    p3 = _distributions(t, 2, 2, 7, dtype=dtype, zeros=0.4)
-    q3 = _distributions(t, 2, 2, 7, dtype=dtype)
-    q3 = torch.where(p3 == 0, torch.zeros_like(q3), q3)  # q is 0 only where p is 0 too
-    q3 = q3 / q3.sum(-1, keepdim=True)
-    p4, q4 = _distributions(t, 3, 4, dtype=dtype), _distributions(t, 3, 4, dtype=dtype, zeros=0.5)
-    p5, q5 = _distributions(t, 6, dtype=dtype, zeros=0.3), _distributions(t, 5, 6, dtype=dtype)
-    return [
-        ("p, q of shape (4, 6)", p1, q1),
-        ("p with zeros, (3, 5)", p2, q2),
-        ("p and q with zeros in the same places, (2, 2, 7)", p3, q3),
-        ("q = 0 where p > 0 in some rows, (3, 4)", p4, q4),
-        ("one p (6,) against a batch of q (5, 6)", p5, q5),
+def _pairs(t: Trial):
+    """(label, p, q, conditions) cases: zeros in p, zeros in q where p is 0 too, q = 0 < p (inf), broadcasting;
+    float32 and float64 by turns."""
+    cases = [  # (label, p's shape, its zeros, q's shape, its zeros, conditions)
+        ("p, q of shape (4, 6)", (4, 6), 0.0, (4, 6), 0.0, ("last-dimension",)),
+        ("p with zeros, (3, 5)", (3, 5), 0.4, (3, 5), 0.0, ("zero-p",)),
+        ("p and q with zeros in the same places, (2, 2, 7)", (2, 2, 7), 0.4, (2, 2, 7), 0.0, ("zero-p",)),
+        ("q = 0 where p > 0 in some rows, (3, 4)", (3, 4), 0.0, (3, 4), 0.5, ("zero-q",)),
+        ("one p (6,) against a batch of q (5, 6)", (6,), 0.3, (5, 6), 0.0, ("broadcast-q-batch",)),
+        ("a batch of p (5, 6) against one q (6,)", (5, 6), 0.3, (6,), 0.0, ("broadcast-p-batch",)),
+        ("p (3, 1, 4) against q (2, 4), broadcasting to (3, 2)", (3, 1, 4), 0.3, (2, 4), 0.0, ("broadcast-both",)),
     ]
+    pairs = []
+    for k, (label, p_shape, p_zeros, q_shape, q_zeros, conditions) in enumerate(cases):
+        dtype = DTYPES[k % 2]
+        p = _distributions(t, *p_shape, dtype=dtype, zeros=p_zeros)
+        q = _distributions(t, *q_shape, dtype=dtype, zeros=q_zeros)
+        if "same places" in label:  # q is 0 only where p is 0 too
+            q = torch.where(p == 0, torch.zeros_like(q), q)
+            q = q / q.sum(-1, keepdim=True)
+        pairs.append((label, p, q, conditions))
+    return pairs
 
 
-@check(theory.cross_entropy)
+PAIRS = {
+    "nats": "in nats (the natural logarithm)",
+    "last-dimension": "over the last dimension, returning (...)",
+    "zero-p": "a term with p(x) = 0 counts 0, even where q(x) = 0 too",
+    "zero-q": "a term with q(x) = 0 < p(x) makes the result inf",
+    "broadcast-q-batch": "one p (k,) against a batch of q (n, k)",
+    "broadcast-p-batch": "a batch of p (n, k) against one q (k,)",
+    "broadcast-both": "p and q that broadcast against each other in other dimensions",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(theory.cross_entropy, conditions=PAIRS)
 def probe_cross_entropy(t: Trial, cross_entropy) -> None:
     """H(p, q) = -sum p log q in nats over the last dimension; 0 where p = 0, inf where q = 0 < p."""
     hint = (
         "H(p, q) = -sum_x p(x) log q(x) over the last dimension: a term with p(x) = 0 counts 0 (even if q(x) = 0), "
         f"a term with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}"
     )
-    for dtype in DTYPES:
-        for label, p, q in _pairs(t, dtype):
-            case = f"{label}, {dtype}"
-            with t.without_distributions():
-                got = t.call(cross_entropy, p, q, what=f"cross_entropy(p, q), {case}")
-            pc, qc = _cpu(p, q)
-            variants = [
-                (
-                    lambda pc=pc, qc=qc: _cross_entropy(qc, pc),
-                    "that is H(q, p): the arguments are swapped; H(p, q) averages -log q under p",
-                ),
-                (lambda pc=pc, qc=qc: _cross_entropy(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
-                (lambda pc=pc, qc=qc: -_cross_entropy(pc, qc), "the sign is wrong: -sum p log q"),
-            ]
-            t.check(
-                case,
-                got,
-                what=f"cross_entropy(p, q), {case}",
-                hint=hint,
-                test=naming(variants, extra=_nan_where_finite),
-            )
+    t.covers("nats", "float32-and-float64")
+    for label, p, q, conditions in _pairs(t):
+        t.covers(*conditions)
+        case = f"{label}, {p.dtype}"
+        with t.without_distributions():
+            got = t.call(cross_entropy, p, q, what=f"cross_entropy(p, q), {case}")
+        pc, qc = _cpu(p, q)
+        variants = [
+            (
+                lambda pc=pc, qc=qc: _cross_entropy(qc, pc),
+                "that is H(q, p): the arguments are swapped; H(p, q) averages -log q under p",
+            ),
+            (lambda pc=pc, qc=qc: _cross_entropy(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
+            (lambda pc=pc, qc=qc: -_cross_entropy(pc, qc), "the sign is wrong: -sum p log q"),
+        ]
+        t.check(
+            case,
+            got,
+            what=f"cross_entropy(p, q), {case}",
+            hint=hint,
+            test=naming(variants, extra=_nan_where_finite),
+        )
 
 
-@check(theory.categorical_kl)
+@check(theory.categorical_kl, conditions=PAIRS | {"order": "KL(p || q): the expectation under the first argument"})
 def probe_categorical_kl(t: Trial, categorical_kl) -> None:
     """KL(p || q) = sum p log(p / q) in nats over the last dimension; 0 log 0 = 0, inf where q = 0 < p."""
     hint = (
         "KL(p || q) = sum_x p(x) log(p(x) / q(x)) over the last dimension, p first: a term with p(x) = 0 counts 0, "
         f"one with q(x) = 0 < p(x) makes it inf. p and q broadcast against each other. {NATS}"
     )
-    for dtype in DTYPES:
-        for label, p, q in _pairs(t, dtype):
-            case = f"{label}, {dtype}"
-            with t.without_distributions():
-                got = t.call(categorical_kl, p, q, what=f"categorical_kl(p, q), {case}")
-            pc, qc = _cpu(p, q)
-            variants = [
-                (
-                    lambda pc=pc, qc=qc: _kl(qc, pc),
-                    "that is KL(q || p): the arguments are swapped (KL is not "
-                    "symmetric; the first argument is the distribution the expectation is taken under)",
-                ),
-                (lambda pc=pc, qc=qc: _kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
-                (
-                    lambda pc=pc, qc=qc: _cross_entropy(pc, qc),
-                    "that is the cross-entropy H(p, q); KL(p || q) = H(p, q) - H(p)",
-                ),
-                (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
-            ]
-            t.check(
-                case,
-                got,
-                what=f"categorical_kl(p, q), {case}",
-                hint=hint,
-                test=naming(variants, extra=_nan_where_finite),
-            )
+    t.covers("nats", "float32-and-float64", "order")
+    for label, p, q, conditions in _pairs(t):
+        t.covers(*conditions)
+        case = f"{label}, {p.dtype}"
+        with t.without_distributions():
+            got = t.call(categorical_kl, p, q, what=f"categorical_kl(p, q), {case}")
+        pc, qc = _cpu(p, q)
+        variants = [
+            (
+                lambda pc=pc, qc=qc: _kl(qc, pc),
+                "that is KL(q || p): the arguments are swapped (KL is not "
+                "symmetric; the first argument is the distribution the expectation is taken under)",
+            ),
+            (lambda pc=pc, qc=qc: _kl(pc, qc) / math.log(2), "that is in bits; use nats (torch.log)"),
+            (
+                lambda pc=pc, qc=qc: _cross_entropy(pc, qc),
+                "that is the cross-entropy H(p, q); KL(p || q) = H(p, q) - H(p)",
+            ),
+            (lambda pc=pc, qc=qc: -_kl(pc, qc), "the sign is wrong: KL is never negative"),
+        ]
+        t.check(
+            case,
+            got,
+            what=f"categorical_kl(p, q), {case}",
+            hint=hint,
+            test=naming(variants, extra=_nan_where_finite),
+        )
 
 
 # ----------------------------------------------------------------------------- 5 the ELBO
 
 
-@check(theory.mc_elbo)
+@check(theory.mc_elbo, conditions=WEIGHTS | DIFFERENTIABLE)
 def probe_mc_elbo(t: Trial, mc_elbo) -> None:
     """(1/L) sum_l log w_l, the mean log-weight with reparameterised samples; and its gradients."""
     _probe_weights(
@@ -587,9 +762,7 @@ def probe_mc_elbo(t: Trial, mc_elbo) -> None:
         "mc_elbo",
         "elbo",
         WEIGHTS_HINT + "The ELBO is the mean of log w over the samples (dim 0). " + NO_DISTRIBUTIONS,
-        grad_hint="The estimate must stay differentiable in mu and logstd: build z = mu + exp(logstd) * eps "
-        "with torch operations (no .detach(), .item(), numpy or torch.normal) and use it "
-        "everywhere.",
+        grad_hint=GRADIENT_HINT,
     )
 
 
@@ -605,43 +778,66 @@ def _log_ratio(z: torch.Tensor, *, mq, lq, mp, lp) -> torch.Tensor:
     # END REFERENCE
 
 
-@check(theory.mc_gaussian_kl)
+MC_GAUSSIAN_KL = {
+    "samples-from-q": "z_l = mu_q + exp(logstd_q) * eps_l, samples from q",
+    "shapes": "mu_q, logstd_q (..., D), eps (L, ..., D), L = 1 included, result (...)",
+    "prior-default": "mu_p and logstd_p default to 0: the standard normal",
+    "prior-numbers": "mu_p and logstd_p given as numbers",
+    "prior-tensors": "mu_p and logstd_p given as tensors of mu_q's shape",
+    "prior-broadcast": "mu_p and logstd_p given as tensors that broadcast, of shape (D,)",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+def _priors(t: Trial, shape: tuple[int, ...], dtype: torch.dtype) -> list[tuple[str, tuple[Any, ...], str]]:
+    """(words, the extra arguments mu_p and logstd_p, condition) for every form the text allows."""
+    mu_p = t.randn(*shape, dtype=dtype)
+    logstd_p = t.rand(*shape, dtype=dtype, low=-0.5, high=0.8)
+    row_mu, row_logstd = t.randn(shape[-1], dtype=dtype), t.rand(shape[-1], dtype=dtype, low=-0.5, high=0.8)
+    numbers = (round(float(t.randn(1, dtype=torch.float64)), 3), round(float(t.rand(1, low=-0.5, high=0.8)), 3))
+    return [
+        (")", (), "prior-default"),
+        (f", mu_p={numbers[0]}, logstd_p={numbers[1]}) with numbers", numbers, "prior-numbers"),
+        (", mu_p, logstd_p) with tensors of mu_q's shape", (mu_p, logstd_p), "prior-tensors"),
+        (f", mu_p, logstd_p) with tensors of shape ({shape[-1]},)", (row_mu, row_logstd), "prior-broadcast"),
+    ]
+
+
+@check(theory.mc_gaussian_kl, conditions=MC_GAUSSIAN_KL)
 def probe_mc_gaussian_kl(t: Trial, mc_gaussian_kl) -> None:
     """(1/L) sum_l [log q(z_l) - log p(z_l)] with z_l = mu_q + exp(logstd_q) eps_l, samples from q."""
     hint = (
         "Sample from q: z = mu_q + exp(logstd_q) * eps; then average log q(z) - log p(z) over the samples (dim 0), "
-        "each diagonal Gaussian log-density summed over the last dimension. " + NO_DISTRIBUTIONS
+        "each diagonal Gaussian log-density summed over the last dimension; mu_p and logstd_p may be numbers or "
+        "tensors that broadcast. " + NO_DISTRIBUTIONS
     )
-    for dtype in DTYPES:
-        for shape, L in [((4,), 40), ((3, 2), 15), ((2, 2, 5), 8), ((6, 1), 1)]:
-            mu_q, logstd_q, eps = _gaussian_inputs(t, shape, L, dtype)
-            mu_p = t.randn(*shape, dtype=dtype)
-            logstd_p = t.rand(*shape, dtype=dtype, low=-0.5, high=0.8)
-            for general in (False, True):
-                args = (mu_q, logstd_q, eps) + ((mu_p, logstd_p) if general else ())
-                call = "mc_gaussian_kl(mu_q, logstd_q, eps" + (", mu_p, logstd_p)" if general else ")")
-                case = f"{call}, mu_q of shape {shape}, L = {L}, {dtype}"
-                with t.without_distributions():
-                    got = t.call(mc_gaussian_kl, *args, what=case)
-                prior = args[3:] if general else (torch.zeros(()), torch.zeros(()))
-                mq, lq, e, mp, lp = _cpu(mu_q, logstd_q, eps, *prior)
-                log_ratio = partial(_log_ratio, mq=mq, lq=lq, mp=mp, lp=lp)
-
-                variants = [
-                    (
-                        lambda e=e, mp=mp, lp=lp, f=log_ratio: f(mp + lp.exp() * e).mean(0),
-                        "the samples come from p; KL(q || p) is an expectation under q: z = mu_q + exp(logstd_q) * eps",
-                    ),
-                    (
-                        lambda e=e, mq=mq, lq=lq, f=log_ratio: -f(mq + lq.exp() * e).mean(0),
-                        "that is log p - log q; KL(q || p) averages log q(z) - log p(z)",
-                    ),
-                    (
-                        lambda e=e, mq=mq, lq=lq, f=log_ratio: f(mq + lq.exp() * e).sum(0),
-                        "that sums over the samples; average them",
-                    ),
-                ]
-                t.check(case, got, what=case, hint=hint, test=naming(variants))
+    t.covers("samples-from-q", "shapes", "float32-and-float64")
+    for k, (shape, L) in enumerate([((4,), 40), ((3, 2), 15), ((2, 2, 5), 8), ((6, 1), 1)]):
+        dtype = DTYPES[k % 2]
+        mu_q, logstd_q, eps = _gaussian_inputs(t, shape, L, dtype)
+        for words, prior, condition in _priors(t, shape, dtype)[k % 2 :: 2]:
+            t.covers(condition)
+            case = f"mc_gaussian_kl(mu_q, logstd_q, eps{words}, mu_q of shape {shape}, L = {L}, {dtype}"
+            with t.without_distributions():
+                got = t.call(mc_gaussian_kl, mu_q, logstd_q, eps, *prior, what=case, draws=False)
+            mp, lp = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in (prior or (0.0, 0.0)))
+            mq, lq, e = _cpu(mu_q, logstd_q, eps)
+            log_ratio = partial(_log_ratio, mq=mq, lq=lq, mp=mp, lp=lp)
+            variants = [
+                (
+                    lambda e=e, mp=mp, lp=lp, f=log_ratio: f(mp + lp.exp() * e).mean(0),
+                    "the samples come from p; KL(q || p) is an expectation under q: z = mu_q + exp(logstd_q) * eps",
+                ),
+                (
+                    lambda e=e, mq=mq, lq=lq, f=log_ratio: -f(mq + lq.exp() * e).mean(0),
+                    "that is log p - log q; KL(q || p) averages log q(z) - log p(z)",
+                ),
+                (
+                    lambda e=e, mq=mq, lq=lq, f=log_ratio: f(mq + lq.exp() * e).sum(0),
+                    "that sums over the samples; average them",
+                ),
+            ]
+            t.check(case, got, what=case, hint=hint, test=naming(variants))
 
 
 # ----------------------------------------------------------------------------- 7 reparameterised gradients
@@ -668,7 +864,16 @@ def _cpu_grads(f, mu, sigma, eps, *, power: int = 1, batch_mean: bool = False):
     # END REFERENCE
 
 
-@check(theory.reparam_gradient)
+REPARAM_GRADIENT = {
+    "gradient-of-the-mean": "the gradient of (1/L) sum_l f(mu + sigma * eps_l), sigma a standard deviation",
+    "per-entry": "each batch entry has its own estimate: grad_mu and grad_sigma of shape (..., D)",
+    "plain-inputs": "inputs that do not require gradients",
+    "inputs-with-grad": "inputs that require gradients and carry a .grad: the caller's tensors are left as they are",
+    "float32-and-float64": "inputs in float32 and float64",
+}
+
+
+@check(theory.reparam_gradient, conditions=REPARAM_GRADIENT)
 def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
     """Gradients of (1/L) sum_l f(mu + sigma * eps_l) with respect to mu and sigma, per batch entry."""
     hint = (
@@ -676,15 +881,32 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
         "average f(z) over the samples (dim 0), and take the gradient of its SUM over the batch "
         "(torch.autograd.grad): each batch entry keeps its own gradient. Return (grad_mu, grad_sigma)."
     )
+    t.covers("gradient-of-the-mean", "per-entry", "float32-and-float64")
     for dtype in DTYPES:
-        for shape, L in [((3,), 20), ((4, 2), 10), ((2, 3, 3), 5), ((1,), 1)]:
+        for k, (shape, L) in enumerate([((3,), 20), ((4, 2), 10), ((2, 3, 3), 5), ((1,), 1)]):
             f = _test_function(t, shape[-1], dtype)
             mu = t.randn(*shape, dtype=dtype)
             sigma = t.rand(*shape, dtype=dtype, low=0.1, high=1.5)
             eps = t.randn(L, *shape, dtype=dtype)
             case = f"mu of shape {shape}, L = {L}, {dtype}"
+            if k % 2:  # the caller's own leaves, with gradients of their own that must stay as they are
+                t.covers("inputs-with-grad")
+                mu.requires_grad_()
+                sigma.requires_grad_()
+                mu.grad, sigma.grad = torch.ones_like(mu), torch.ones_like(sigma)
+                case += ", mu and sigma requiring grad"
+            else:
+                t.covers("plain-inputs")
             with t.without_distributions():
-                got = t.call(reparam_gradient, f, mu, sigma, eps, what=f"reparam_gradient(f, mu, sigma, eps), {case}")
+                got = t.call(
+                    reparam_gradient,
+                    f,
+                    mu,
+                    sigma,
+                    eps,
+                    what=f"reparam_gradient(f, mu, sigma, eps), {case}",
+                    draws=False,
+                )
             parts = list(got) if isinstance(got, (tuple, list)) and len(got) == 2 else [got, None]
             for i, name in enumerate(("mu", "sigma")):
                 variants = [
@@ -717,23 +939,40 @@ def probe_reparam_gradient(t: Trial, reparam_gradient) -> None:
 # ----------------------------------------------------------------------------- 8 bits per dimension
 
 
-@check(losses.bits_per_dim)
+BITS_PER_DIM = {
+    "per-image": "nll with one value per image, shape (N,): the result has the shape of nll",
+    "batch-mean": "a batch mean nll, a 0-dim tensor",
+    "float-nll": "a Python float nll (the result is then a number)",
+    "shape-forms": "img_shape given as x.shape (a torch.Size), a tuple or a list",
+    "image-dims": "every dimension after the batch size counts: (N, C, H, W) and flat (N, D)",
+    "float32-and-float64": "nll in float32 and float64",
+}
+
+
+@check(losses.bits_per_dim, conditions=BITS_PER_DIM)
 def probe_bits_per_dim(t: Trial, bits_per_dim) -> None:
     """nll * log2(e) / (product of the non-batch dimensions of img_shape)."""
     hint = (
         "bpd = nll * log2(e) / (d1 * ... * dK) where d1..dK are img_shape without its first (batch) entry; "
         "the result has the shape of nll."
     )
+    t.covers("per-image", "image-dims", "float32-and-float64", "batch-mean", "float-nll", "shape-forms")
     cases: list[tuple[str, Any, Any]] = []
     for dtype in DTYPES:
-        for shape in [(5, 1, 28, 28), (3, 3, 32, 32), (4, 784), (2, 3, 8, 8)]:
+        for shape, form in [
+            ((5, 1, 28, 28), torch.Size),
+            ((3, 3, 32, 32), tuple),
+            ((4, 784), list),
+            ((2, 3, 8, 8), tuple),
+        ]:
             nll = t.rand(shape[0], dtype=dtype, low=50.0, high=3000.0)
-            cases.append((f"nll of shape ({shape[0]},), img_shape {shape}, {dtype}", nll, torch.Size(shape)))
+            label = f"nll of shape ({shape[0]},), img_shape {shape} as a {form.__name__}, {dtype}"
+            cases.append((label, nll, form(shape)))
         cases.append(
             (
                 f"a batch-mean nll (0-dim), img_shape (16, 1, 28, 28), {dtype}",
                 t.rand(dtype=dtype, low=100.0, high=900.0),
-                (16, 1, 28, 28),
+                torch.Size((16, 1, 28, 28)),
             )
         )
     cases.append(("a Python float nll, img_shape [8, 3, 32, 32] (a list)", 2000.0 + t.integer(0, 1000), [8, 3, 32, 32]))

@@ -10,14 +10,15 @@ the outputs of the autograded test cells, and runs between ``LimitOutput`` and `
   grade, so hiding one gains nothing);
 * each probe the cell calls is verified (autograder/probing.py) with the seed the execution step
   chose, and the first problem becomes the cell's error output, so feedback reads like any
-  failed test.
+  failed test. The hidden block runs before the visible asserts, so a cell whose visible assert
+  failed still shows the hidden test's diagnosis after it.
 
 The records come from the submission's kernel, so they are decoded and verified in a process of
 their own (autograder/confined.py) with limits of its own: ``memory_mb`` beyond the grader's
 memory, ``cpu_s`` of CPU per test cell. A record that takes more fails its test with a message;
 the grader, and every other submission on the machine, never notice. A fault of the course (a
-check's reference side raising) still reaches nbgrader, as VerificationError: the submission is
-then ungraded, never given a zero.
+check that breaks, ``probing.GraderError``, or a record a probe wrote that the grader cannot read)
+fails the step: the submission is ungraded, never given a zero.
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
             payload = probing.decode(data)
         except probing.BadRecord as exc:
             return f"{name}(...): its record could not be read ({exc}); do not write to .probes"
-        except Exception as exc:  # a file the submission damaged or forged in a foreign format
+        except Exception as exc:  # forged by the submission, or a value the probe should have converted
             if out_of_memory(exc):
                 raise  # the confined worker's limit: reported as such
-            return f"{name}(...): its record could not be read ({type(exc).__name__}); do not write to .probes"
-        try:
-            problem = check.verify(payload, seed)
-        except probing.GraderError as exc:
-            raise VerificationError(str(exc)) from exc
+            foreign = probing.foreign_record(data)
+            if foreign is None:
+                raise probing.GraderError(
+                    f"{name}: the grader could not read the record its probe wrote ({type(exc).__name__}: "
+                    f"{str(exc)[:200]})"
+                ) from exc
+            return f"{name}(...): its record was not written by the hidden test: {foreign}. Do not write to .probes"
+        problem = check.verify(payload, seed)  # a probing.GraderError (the check broke) goes up as it is
         if problem:
             return problem
     return None
@@ -103,7 +107,7 @@ class VerifyProbes(NbGraderPreprocessor):
                 for cell in nb.cells:
                     if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
                         self._judge_cell(cell, info)
-        except VerificationError as exc:
+        except (VerificationError, probing.GraderError) as exc:
             status.mark(self, resources, "ungraded", f"verification failed: {exc}")
             raise
         finally:
@@ -147,8 +151,7 @@ class VerifyProbes(NbGraderPreprocessor):
                 out = new_output("display_data", data=out.get("data", {}), metadata=out.get("metadata", {}))
             outputs.append(out)
         calls = probe_calls(cell.source)
-        failed_already = any(o.output_type == "error" for o in outputs)
-        if calls and not failed_already:
+        if calls:  # also under a failed visible assert: the probe ran first, and its diagnosis is the precise one
             problem = self._verify(calls, info)
             if problem:
                 outputs.append(

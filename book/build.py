@@ -57,7 +57,7 @@ STUDENT = BOOK / "student"  # the student edition's pages and downloads (generat
 OUTPUT = {"instructor": BOOK / "_build" / "html", "student": BOOK / "_build" / "student" / "_build" / "html"}
 MARKERS = (notebooks.BEGIN_SOLUTION, notebooks.END_SOLUTION)
 KEY_TAG = "remove-cell"
-CELL_TIMEOUT_S = 900
+CELL_TIMEOUT_S = 1800  # a cell that trains a grid on a loaded shared 2-core machine can take 15 minutes
 
 # Run in the kernel before the notebook's first cell (its outputs are dropped): every figure's PNG
 # records the smallest font size on it, the dpi it was drawn at and its smallest image-grid thumbnail

@@ -39,15 +39,15 @@ def load_fashion(
     return data.to(device) if device is not None else data
 
 
-def results_dir(chapter: str, start: str | os.PathLike | None = None) -> Path | None:
-    """``results/<chapter>/reference`` of this copy of the course, or None when it has no results.
+def results_dir(chapter: str, profile: str = PROFILE, start: str | os.PathLike | None = None) -> Path | None:
+    """``results/<chapter>/<profile>`` of this copy of the course, or None when it has no such results.
 
     Looked for from ``start`` (default: the working folder) upwards, then in the checkout the package
     runs from (a notebook executes in a scratch folder).
     """
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents, CHECKOUT):
-        found = folder / "results" / chapter / PROFILE
+        found = folder / "results" / chapter / profile
         if (found / "README.md").is_file():
             return found
     return None
@@ -99,8 +99,9 @@ class Reference:
     folder: Path
 
     @classmethod
-    def find(cls, chapter: str) -> Reference | None:
-        folder = results_dir(chapter)
+    def find(cls, chapter: str, profile: str = PROFILE) -> Reference | None:
+        """The committed run of ``profile`` (the reference run, or another committed profile such as ``full``)."""
+        folder = results_dir(chapter, profile)
         return None if folder is None else cls(chapter, folder)
 
     def fields(self) -> dict[str, str]:
@@ -111,9 +112,11 @@ class Reference:
     def caption(self) -> str:
         """One line for under a figure or table: which run made it, where and how long it took."""
         f = self.fields()
+        data = f.get("data") or f.get("plan", "data not recorded")
+        time = f.get("time") or f.get("wall time", "time not recorded")
         return (
-            f"Reference run ({f.get('data', 'data not recorded')}), committed in results/{self.chapter}/reference: "
-            f"{f.get('command', '').strip('`')}; commit {f.get('commit', '?')}; {f.get('time', '')}."
+            f"Committed run ({data}), results/{self.chapter}/{self.folder.name}: "
+            f"{f.get('command', '').strip('`')}; commit {f.get('commit', '?')}; {time}."
         )
 
     def path(self, name: str) -> Path:

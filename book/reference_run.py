@@ -59,6 +59,8 @@ def save_outputs(nb: nbformat.NotebookNode, out: Path) -> list[str]:
     for cell in nb.cells:
         if cell.cell_type != "code" or notebooks.meta(cell).get("grade") or notebooks.meta(cell).get("solution"):
             continue
+        if "reference-run" in cell.metadata.get("tags", []):  # the previous reference run, shown by the chapter
+            continue
         texts = []
         for k, output in enumerate(cell.get("outputs", [])):
             data = output.get("data", {})

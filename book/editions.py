@@ -61,9 +61,35 @@ class _Names(ast.NodeVisitor):
         self.binds: set[str] = set()
         self.defines: set[str] = set()
         self.imports: set[str] = set()
+        # Names the cell may change in place: passed to a call, a method's receiver, or assigned into.
+        self.handed: set[str] = set()
 
     def visit_Name(self, node: ast.Name) -> None:
         (self.reads if isinstance(node.ctx, ast.Load) else self.binds).add(node.id)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+        for value in (receiver, *node.args, *(k.value for k in node.keywords)):
+            if isinstance(value, ast.Starred):
+                value = value.value
+            if isinstance(value, ast.Name):
+                self.handed.add(value.id)
+        self.generic_visit(node)
+
+    def _store_into(self, target: ast.expr) -> None:
+        while isinstance(target, (ast.Attribute, ast.Subscript)):
+            target = target.value
+        if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Load):
+            self.handed.add(target.id)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            self._store_into(target)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._store_into(node.target)
+        self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
@@ -97,7 +123,8 @@ def withheld_outputs(nb: NotebookNode) -> dict[str, str]:
     safe = set(dir(builtins)).union(*(names.imports for names in parsed.values() if names is not None))
     # tainted[name] = the first cell index whose reads of ``name`` see something computed from a solution:
     # 0 for what answer cells and withheld cells define (functions run at call time), the next cell for
-    # what a withheld cell assigns or may have changed in place.
+    # what a withheld cell assigns or may have changed in place (handed to a call, a method called on it,
+    # assigned into); reading an attribute (``plan.nz``) changes nothing.
     tainted: dict[str, int] = {}
 
     def taint(names: Iterable[str], index: int) -> None:
@@ -125,7 +152,7 @@ def withheld_outputs(nb: NotebookNode) -> dict[str, str]:
             withheld[cell.id] = note
             if names is not None:
                 taint(names.defines, 0)
-                taint(names.binds | (names.reads - safe), index + 1)
+                taint(names.binds | (names.handed - safe), index + 1)
             changed = True
     return withheld
 

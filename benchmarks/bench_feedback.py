@@ -62,7 +62,8 @@ rows = "".join(
 for _ in range(3):
     display(HTML(f"<table class='dataframe' border='1'><thead><tr><th></th>"
                  + "".join(f"<th>col {j}</th>" for j in range(6)) + f"</tr></thead><tbody>{rows}</tbody></table>"))
-display(Markdown("The ELBO $\\\\mathcal{L} = \\\\mathbb{E}_q[\\\\log p(x|z)] - \\\\mathrm{KL}(q \\\\| p)$ after **training**."))
+display(Markdown("The ELBO $\\\\mathcal{L} = \\\\mathbb{E}_q[\\\\log p(x|z)]"
+                 " - \\\\mathrm{KL}(q \\\\| p)$ after **training**."))
 for epoch in range(300):
     print(f"epoch {epoch:3d}: loss {1 / (epoch + 1):.5f}  kl {0.1 * epoch:.3f}")
 """,
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"feedback_sanitising_added_per_submission: {with_ - without:.3f} s (target: at most 0.2 s)")
     print(
         f"  per submission (median of {len(times['plain'])}): without sanitising {without:.3f} s, "
-        f"with {with_:.3f} s; largest page {sizes['plain'] / 1e6:.2f} MB without, {sizes['sanitised'] / 1e6:.2f} MB with"
+        f"with {with_:.3f} s; largest page {sizes['plain'] / 1e6:.2f} MB without, "
+        f"{sizes['sanitised'] / 1e6:.2f} MB with"
     )
 
 

@@ -1,9 +1,14 @@
-"""Build the book: chapters generated from source/, each executed once, then Jupyter Book 1.x.
+"""Build the book's two editions: chapters generated from source/, each executed once, then Jupyter Book 1.x.
 
-    python book/build.py [--jobs N] [--only CHAPTER ...]
+    python book/build.py [--jobs N] [--only CHAPTER ...] [--edition instructor|student]
 
-Each chapter is its source notebook with the hidden tests removed and the solution markers
-dropped (the instructor edition shows solutions, never hidden tests). Sphinx warnings are errors.
+The **instructor edition** (``book/_build/html``) is each chapter's source notebook with the hidden
+tests removed and the solution markers dropped: solutions, model answers and every output. The
+**student edition** (``book/_build/student/_build/html``) is each chapter's released notebook
+(``release/``, what students download from its pages with the student wheel) with the outputs of the
+same execution that given code alone computed (book/editions.py); a course publishes it on the first
+day of term. It executes nothing, and the build refuses to finish if its pages show a solution line, a
+model answer or a hidden test (the release's leak scan). Sphinx warnings are errors.
 
 Execution happens here, not in jupyter-book. The *source* notebook runs top to bottom in a fresh
 kernel, hidden tests included (without a probe folder each probe verifies in process, as under
@@ -40,28 +45,32 @@ from autograder import manifest, notebooks
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
+sys.path.insert(0, str(BOOK))  # book/editions.py, also when this file is loaded as a module
+
+import editions  # noqa: E402
+
 CACHE = BOOK / "_build" / ".jupyter_cache"  # execute.cache in _config.yml
+# The chapters' checkpoints and caches (genlab's GENLAB_CACHE) stay inside the project: a cache in the
+# user's home would let networks trained by another checkout, or by hand, into the book.
+GENLAB_CACHE = BOOK / "_build" / "genlab-cache"
+STUDENT = BOOK / "student"  # the student edition's pages and downloads (generated: never edit)
+OUTPUT = {"instructor": BOOK / "_build" / "html", "student": BOOK / "_build" / "student" / "_build" / "html"}
 MARKERS = (notebooks.BEGIN_SOLUTION, notebooks.END_SOLUTION)
 KEY_TAG = "remove-cell"
-CELL_TIMEOUT_S = 900
+CELL_TIMEOUT_S = 1800  # a cell that trains a grid on a loaded shared 2-core machine can take 15 minutes
 
 # Run in the kernel before the notebook's first cell (its outputs are dropped): every figure's PNG
-# records the smallest font size on it and the dpi it was drawn at, so the browser test can tell
-# how large the figure's text is once the page has scaled the image.
+# records the smallest font size on it, the dpi it was drawn at and its smallest image-grid thumbnail
+# (genlab.plotting.figure_notes), so the browser test can tell how large they are once the page has
+# scaled the image.
 FIGURE_NOTES = """
 import matplotlib.pyplot
 from IPython import get_ipython
-from IPython.core.pylabtools import print_figure
 from matplotlib.figure import Figure
-from matplotlib.text import Text
+from genlab.plotting import figure_png
 
-def _genlab_png(fig):
-    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-    notes = {"genlab:min_font_pt": f"{min(sizes):g}" if sizes else "", "genlab:dpi": f"{fig.dpi:g}"}
-    return print_figure(fig, "png", bbox_inches="tight", metadata=notes)
-
-get_ipython().display_formatter.formatters["image/png"].for_type(Figure, _genlab_png)
-del _genlab_png, get_ipython, print_figure, Figure, Text
+get_ipython().display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+del get_ipython, Figure, figure_png
 """
 
 
@@ -172,7 +181,7 @@ def is_cached(nb: nbformat.NotebookNode) -> bool:
 
 
 def kernel_env() -> dict[str, str]:
-    env = {**os.environ, "GENLAB_BATCH": "1"}
+    env = {**os.environ, "GENLAB_BATCH": "1", "GENLAB_CACHE": str(GENLAB_CACHE)}
     # A non-inline MPLBACKEND (Agg, set for headless scripts) reaches the kernels and stops
     # ipykernel from choosing its inline backend: the chapters would render without figures.
     env.pop("MPLBACKEND", None)
@@ -241,7 +250,7 @@ def execute_chapters(names: list[str], jobs: int = 1) -> dict[str, str]:
     failed = {n: r for n, r in results.items() if isinstance(r, Exception)}
     if failed:
         raise ExecutionFailed("\n\n".join(str(e) for e in failed.values()))
-    return results
+    return {n: r for n, r in results.items() if isinstance(r, str)}
 
 
 def install_mathjax() -> None:
@@ -257,45 +266,144 @@ def install_mathjax() -> None:
         shutil.copytree(Path(mathjax.__file__).parent / "static" / "mathjax" / "es5", target, dirs_exist_ok=True)
 
 
-def build(jobs: int | None = None, only: list[str] | None = None) -> Path:
-    """Execute what the cache lacks, then build the HTML; ``only`` builds a book of just those chapters."""
+def release_files(name: str) -> tuple[Path, Path]:
+    """The released notebook of a chapter and the student wheel, as students download them."""
+    m = manifest.load(name)
+    notebook = ROOT / "release" / m.name / m.notebook
+    wheels = sorted((ROOT / "release").glob("genlab-*+student-py3-none-any.whl"))
+    if not notebook.is_file() or not wheels:
+        raise SystemExit(f"{notebook} or the student wheel is missing: run `make release` before the student edition")
+    return notebook, wheels[-1]
+
+
+def write_student_chapter(name: str) -> Path:
+    """book/student/<name>.ipynb: the released notebook with the outputs it may show, and its downloads."""
+    released, wheel = release_files(name)
+    try:
+        executed = _cache().merge_match_into_notebook(write_chapter(name))[1]
+    except KeyError:
+        raise SystemExit(f"{name} has no execution in the cache for its current code: build the book again") from None
+    downloads = STUDENT / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    for path in (released, wheel):
+        shutil.copyfile(path, downloads / path.name)
+    header = (
+        f"**Download** {{download}}`the notebook <downloads/{released.name}>` (fill in the cells that say "
+        f"`# YOUR CODE HERE` and the written answers) and {{download}}`the genlab package <downloads/{wheel.name}>` "
+        f"(`pip install {wheel.name}`). Outputs appear below where given code alone computes them; run your "
+        "notebook for the rest."
+    )
+    try:
+        nb = editions.student_chapter(notebooks.read(released), executed, header)
+    except ValueError as err:
+        raise SystemExit(f"{name}: {err}") from None
+    target = STUDENT / f"{name}.ipynb"
+    text = nbformat.writes(nb) + "\n"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
+def write_student_intro() -> Path:
+    """book/student/intro.md: the student edition's first page (intro_student.md) with the wheel's name."""
+    wheel = release_files(toc_chapters()[0])[1]
+    (STUDENT / "downloads").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(wheel, STUDENT / "downloads" / wheel.name)
+    target = STUDENT / "intro.md"
+    text = (BOOK / "intro_student.md").read_text().replace("WHEEL", wheel.name)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
+def _edition_files(edition: str, names: list[str]) -> tuple[Path, Path]:
+    """The table of contents and the configuration of an edition (generated under _build/)."""
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    if edition == "student":
+        config["title"] += " (student edition)"
+        config["execute"] = {**config["execute"], "execute_notebooks": "off"}  # outputs come with the pages
+        root, folder = "student/intro", "student"
+    else:
+        root, folder = "intro", "chapters"
+    toc = {
+        "format": "jb-book",
+        "root": root,
+        "chapters": [*({"file": f"{folder}/{n}"} for n in names), {"file": "bibliography"}],
+    }
+    out = BOOK / "_build"
+    out.mkdir(exist_ok=True)
+    (out / f"_toc.{edition}.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    (out / f"_config.{edition}.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return out / f"_toc.{edition}.yml", out / f"_config.{edition}.yml"
+
+
+def build_edition(edition: str, names: list[str]) -> Path:
+    """Run jupyter-book for one edition of the chapters ``names`` (already executed); its index.html."""
+    if edition == "student":
+        write_student_intro()
+        for name in names:
+            write_student_chapter(name)
+    toc, config = _edition_files(edition, names)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    output = ["--path-output", str(OUTPUT[edition].parents[1])] if edition == "student" else []
+    # From the book's folder: jupyter-book resolves the cache path of _config.yml against the working folder.
+    subprocess.run(
+        [str(jb), "build", ".", "--toc", str(toc), "--config", str(config), *output]
+        + ["--warningiserror", "--keep-going", "--quiet"],
+        check=True,
+        env=kernel_env(),
+        cwd=BOOK,
+    )
+    if edition == "student":
+        found = student_leaks(names)
+        if found:
+            raise SystemExit("the student edition shows what only the instructor may see:\n" + "\n".join(found[:20]))
+    return OUTPUT[edition] / "index.html"
+
+
+def student_leaks(names: list[str]) -> list[str]:
+    """The release leak scan's secrets and the model answers of ``names``, found in the built student edition."""
+    from autograder.release import PACKAGE, strip_reference
+
+    assignments = [manifest.load(n) for n in names]
+    sources = [notebooks.read(m.source) for m in assignments]
+    secrets = notebooks.reference_lines(PACKAGE.rglob("*.py"))
+    for nb in sources:
+        secrets |= notebooks.secret_lines(nb)
+    secrets -= {
+        line.strip() for path in PACKAGE.rglob("*.py") for line in strip_reference(path.read_text()).splitlines()
+    }
+    return editions.leaks(OUTPUT["student"], sources, secrets)
+
+
+def build(
+    jobs: int | None = None, only: list[str] | None = None, edition_names: tuple[str, ...] = ("instructor", "student")
+) -> dict[str, Path]:
+    """Execute what the cache lacks, then build the editions; ``only`` builds a book of just those chapters."""
     names = toc_chapters()
     missing = sorted({m.name for m in manifest.all_manifests()} - set(names))
     if missing:
         raise SystemExit(f"book/_toc.yml does not list the chapters {missing}")
-    toc = BOOK / "_toc.yml"
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise SystemExit(f"no chapters {unknown} in book/_toc.yml")
         names = [n for n in names if n in only]
-        toc = BOOK / "_build" / "_toc.partial.yml"
-        toc.parent.mkdir(exist_ok=True)
-        toc.write_text(
-            yaml.safe_dump(
-                {"format": "jb-book", "root": "intro", "chapters": [{"file": f"chapters/{n}"} for n in names]}
-            )
-        )
     jobs = jobs or int(os.environ.get("GENLAB_BOOK_JOBS", min(2, os.cpu_count() or 1)))
     for name, status in execute_chapters(names, jobs).items():
         print(f"{name}: {status}", flush=True)
     install_mathjax()
-    jb = Path(sys.executable).parent / "jupyter-book"
-    # From the book's folder: jupyter-book resolves the cache path of _config.yml against the working folder.
-    subprocess.run(
-        [str(jb), "build", ".", "--toc", str(toc), "--warningiserror", "--keep-going", "--quiet"],
-        check=True,
-        env=kernel_env(),
-        cwd=BOOK,
-    )
-    return BOOK / "_build" / "html" / "index.html"
+    return {edition: build_edition(edition, names) for edition in edition_names}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, help="chapters executed at once (default: GENLAB_BOOK_JOBS or 2)")
     parser.add_argument("--only", nargs="+", metavar="CHAPTER", help="a book of these chapters alone (a quick look)")
+    parser.add_argument("--edition", choices=tuple(OUTPUT), help="build one edition (default: both)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    path = build(args.jobs, args.only)
-    print(f"book: {path} ({time.perf_counter() - t0:.0f} s)")
+    built = build(args.jobs, args.only, (args.edition,) if args.edition else tuple(OUTPUT))
+    for edition, path in built.items():
+        print(f"{edition} edition: {path}")
+    print(f"built in {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,8 @@
-"""The book builds offline from source/, executes each chapter once, and reads well in a real browser.
+"""The book builds both editions offline from source/, executes each chapter once, and reads well in a browser.
+
+The student edition holds no solution, model answer or hidden test; every number a model answer
+quotes is on its page; every page of both editions typesets its math and shows legible figures and
+tables.
 
 The browser checks (:func:`inspect_page`) also serve tests/test_feedback_pages.py: a page is loaded
 in headless Chromium through a local server that adds a small script to it; the script waits for
@@ -30,7 +34,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import manifest
+from autograder import manifest, notebooks
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -39,6 +43,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NAMES = [m.name for m in manifest.all_manifests()]
 WINDOW = (1280, 900)
 MIN_TEXT_PX = 9.0  # the smallest text a figure may show once the page has scaled it
+MIN_THUMB_PX = 45.0  # the smallest image of a grid on the page: about ten 28-pixel images a row at most
 DEFAULT_FONT_PT = 10.0  # matplotlib's default font size, assumed where a figure does not say
 SHOT_SLICE_PX = 12000  # taller pages are photographed in slices of this height
 
@@ -142,7 +147,13 @@ PROBE = r"""
         return {src: img.currentSrc || img.src, natural_width: img.naturalWidth, natural_height: img.naturalHeight,
                 width: img.getBoundingClientRect().width, complete: img.complete};
       }),
-      overflowing: overflowing(col)
+      overflowing: overflowing(col),
+      wrapped_numbers: Array.from(col.querySelectorAll("td.num")).filter(function (td) {
+        var lh = parseFloat(getComputedStyle(td).lineHeight) || 16;
+        var range = document.createRange();
+        range.selectNodeContents(td);
+        return range.getBoundingClientRect().height > 1.6 * lh;
+      }).map(function (td) { return td.textContent.trim(); })
     };
     return data;
   }
@@ -248,11 +259,14 @@ class Page:
         return bad
 
     def raw_math(self) -> list[str]:
-        """Text outside code that still holds TeX delimiters: math MathJax did not typeset."""
+        """Text outside code that still holds TeX: a delimiter ($, \\( or \\[) or a command such as \\mathrm
+        or \\frac that MathJax did not typeset."""
         found = []
         for text in self.data["texts"]:
-            for hit in re.finditer(r"\$\$.+?\$\$|\$[^$\s][^$]*\$|\\\(.+?\\\)|\\\[.+?\\\]", text, re.S):
-                found.append(hit.group(0)[:80])
+            for hit in re.finditer(
+                r"\$\$.+?\$\$|\$[^$\s][^$]*\$|\\\(.+?\\\)|\\\[.+?\\\]|\$|\\(?:mathrm|frac|mathcal|tfrac)\b", text, re.S
+            ):
+                found.append(text[max(0, hit.start() - 30) : hit.end() + 30].replace("\n", " "))
         return found
 
     def small_figures(self, fetch) -> list[str]:
@@ -266,11 +280,17 @@ class Page:
             if info is None:  # not a PNG (an icon, an SVG): no text size to check
                 continue
             font_pt = info.get("min_font_pt") or DEFAULT_FONT_PT
-            text_px = font_pt * info["dpi"] / 72 * img["width"] / img["natural_width"]
+            scale = img["width"] / img["natural_width"]
+            text_px = font_pt * info["dpi"] / 72 * scale
             if text_px < MIN_TEXT_PX:
                 problems.append(
                     f"{img['src'][-40:]}: {img['natural_width']} px wide at {info['dpi']:g} dpi shown "
                     f"{img['width']:.0f} px wide, so its {font_pt:g} pt text is {text_px:.1f} px high"
+                )
+            if "min_thumb_px" in info and info["min_thumb_px"] * scale < MIN_THUMB_PX:
+                problems.append(
+                    f"{img['src'][-40:]}: its image grid shows thumbnails {info['min_thumb_px'] * scale:.0f} px "
+                    f"wide (at least {MIN_THUMB_PX:g}: ten images a row at most, or a larger figure)"
                 )
         return problems
 
@@ -298,6 +318,8 @@ def png_info(data: bytes) -> dict | None:
                 info["min_font_pt"] = float(value)
             elif key == b"genlab:dpi" and value:
                 info["dpi"] = float(value)
+            elif key == b"genlab:min_thumb_px" and value:
+                info["min_thumb_px"] = float(value)
         pos += 12 + length
     return info
 
@@ -349,6 +371,7 @@ def check_page(page: Page, *, expect_tables: int, expect_math: bool) -> None:
     assert not small, f"{where}: figures too small to read: {small}"
     assert not d["overflowing"], f"{where}: wider than the content column: {d['overflowing'][:8]}"
     assert d["page_width"] <= d["viewport_width"], f"{where}: the page scrolls sideways ({d['page_width']} px)"
+    assert not d.get("wrapped_numbers"), f"{where}: numbers broken over two lines: {d['wrapped_numbers'][:5]}"
 
 
 def displayed_tables(nb: nbformat.NotebookNode) -> int:
@@ -437,9 +460,15 @@ def test_source_notebook_runs_in_the_smoke_profile(build, name):
 
 
 @pytest.fixture(scope="module")
-def html_dir(build) -> Path:
+def built(build) -> dict[str, Path]:
+    """Both editions of the whole book, built (executing only what the cache lacks): their HTML folders."""
     build.build()
-    return BOOK / "_build" / "html"
+    return dict(build.OUTPUT)
+
+
+@pytest.fixture(scope="module")
+def html_dir(built) -> Path:
+    return built["instructor"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -459,21 +488,169 @@ def executed_chapter(build, name: str) -> nbformat.NotebookNode:
     return build._cache().merge_match_into_notebook(nb)[1]
 
 
+def test_student_edition_has_no_solution_model_answer_or_hidden_test(build, built):
+    """The release's leak scan, and every run of eight words of a model answer, over the student edition;
+    the same scan finds them in the instructor edition (so it can fail)."""
+    assert build.student_leaks(NAMES) == []
+    sources = [notebooks.read(manifest.load(n).source) for n in NAMES]
+    secrets = set().union(*(notebooks.secret_lines(nb) for nb in sources))
+    found = build.editions.leaks(built["instructor"], sources, secrets)
+    assert any("model answer" in f for f in found) and any("model answer" not in f for f in found), found[:5]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_chapter_is_the_release_with_its_downloads(build, built, name):
+    """The page holds the exercises as released and links the notebook and the wheel students download."""
+    page = (built["student"] / "student" / f"{name}.html").read_text()
+    released, wheel = build.release_files(name)
+    assert "YOUR CODE HERE" in page and "raise NotImplementedError()" in page
+    for path in (released, wheel):
+        links = re.findall(rf'href="([^"]*_downloads/[^"]*/{re.escape(path.name)})"', page)
+        assert links, f"{name}: no download link to {path.name}"
+        target = (built["student"] / "student" / links[0]).resolve()
+        assert target.read_bytes() == path.read_bytes(), f"{name}: the download is not release/'s {path.name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_chapter_shows_only_what_given_code_computed(build, built, name):
+    student = nbformat.read(build.STUDENT / f"{name}.ipynb", as_version=4)
+    withheld = build.editions.withheld_outputs(executed_chapter(build, name))
+    shown = [c for c in student.cells if c.cell_type == "code" and c.outputs]
+    assert shown, f"{name}: the student edition shows no output at all"
+    for cell in shown:
+        assert build.editions.kind(cell) == "given" and cell.id not in withheld, f"{name}: cell {cell.id} shows output"
+
+
+# Numbers a model answer may quote without their being on the page: the papers' and the exercises'
+# published figures, and constants of the mathematics (a posterior width, a ratio of pixels).
+ALLOWED_NUMBERS = {
+    "vae_theory": {0.45, 0.707, 100, 105, 95, 50, 5},
+    "ae_to_cvae": set(),
+    "conv_vae": {0.71, 0.52, 2.0, 4.0},
+    "dcgan": {0.145, 1.39, 0.69, 500, 3072},
+    "adversarial": {94, 87, 86, 46, 12, 3072, 55},
+    "harmonic": {64, 4, 2.2, 5.2, 17.9, 29.8, 24.6, 13.9, 0.67, 2.59, 14, 3072, 100, 1000, 100000},
+}
+_ANSWER_NUMBER = re.compile(r"(?<![\w.\-])\d{1,3}(?:[ \u202f]\d{3})+(?![\d.])|(?<![\w.\-])\d+(?:\.\d+)?(?![\w.])")
+_OUTPUT_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I)
+
+
+def quoted_numbers(markdown: str) -> list[str]:
+    """The numbers a model answer writes out (glue roles, citations and ordinals like (1) left out)."""
+    text = re.sub(r"\{(?:glue|cite)[^}]*\}`[^`]*`", " ", markdown)
+    text = re.sub(r"(\d)\\,(\d)", r"\1\2", text)  # TeX thin spaces between thousands
+    text = re.sub(r"\(\d\)|\b\d+(?:st|nd|rd|th)\b|\b(?:19|20)\d\d\b|[A-Za-z]+-\d+", " ", text)
+    return [m.group(0).replace(" ", "").replace("\u202f", "") for m in _ANSWER_NUMBER.finditer(text)]
+
+
+def page_numbers(nb: nbformat.NotebookNode) -> list[float]:
+    """Every number the page's code and outputs show (glued values included)."""
+    texts = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        texts.append(cell.source)
+        for out in cell.get("outputs", []):
+            texts.append("".join(out.get("text", "")))
+            for mime, value in out.get("data", {}).items():
+                if "text" in mime:
+                    texts.append(re.sub(r"<[^>]+>", " ", "".join(value)))
+    return [float(m.group(0)) for text in texts for m in _OUTPUT_NUMBER.finditer(text)]
+
+
+def unsupported(quoted: str, shown: list[float], allowed: set[float]) -> bool:
+    """Whether ``quoted`` (as written, e.g. "0.8") is neither allowed nor any shown number at its precision."""
+    value = float(quoted)
+    if value <= 10 and quoted.isdigit() or value in allowed:
+        return False
+    digits = len(quoted.split(".")[1]) if "." in quoted else 0
+    return not any(round(abs(v), digits) == value for v in shown)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_answers_quote_only_numbers_their_page_shows(build, name):
+    """A number in a model answer is glued from the run, or on the page (outputs or code), or listed above."""
+    nb = executed_chapter(build, name)
+    shown = page_numbers(nb)
+    problems = [
+        f"{cell.metadata['nbgrader']['grade_id']}: {number}"
+        for cell in nb.cells
+        if build.editions.kind(cell) == "written"
+        for number in quoted_numbers(cell.source)
+        if unsupported(number, shown, ALLOWED_NUMBERS[name])
+    ]
+    assert not problems, f"{name}: model answers quote numbers their page does not show: {problems}"
+
+
+def test_the_number_check_can_fail():
+    shown = [0.184, 0.840, 16.7, 81.2]
+    assert quoted_numbers("from about 0.05 to about 0.8 ({glue:text}`p:.2f`), step 2 of (1)") == ["0.05", "0.8", "2"]
+    assert unsupported("0.05", shown, set()) and not unsupported("0.8", shown, set())
+    assert not unsupported("2", shown, set()), "small counts (step 2, three seeds) need no source"
+    assert unsupported("15.2", [19.44], set()) and not unsupported("19.4", [19.44], set())
+    assert quoted_numbers("more than the 65 536 we tried, $L = 16\\,384$") == ["65536", "16384"]
+
+
+def test_no_cache_outside_the_project_reaches_a_chapter(build, tmp_path, monkeypatch):
+    """A chapter's kernel finds its checkpoints inside book/_build, whatever the user's environment says."""
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "home-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "from genlab.experiments import conv_vae, harmonic\n"
+                "print(harmonic.default_cache(), conv_vae.default_cache())"
+            )
+        ]
+    )
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute(env=build.kernel_env(), cwd=str(tmp_path))
+    for folder in nb.cells[0].outputs[0]["text"].split():
+        assert Path(folder).is_relative_to(BOOK / "_build"), f"a chapter would use the cache {folder}"
+
+
 @pytest.fixture(scope="module")
-def book_server(html_dir):
-    yield from serve(html_dir)
+def servers(built):
+    """A local server for each edition: its base URL."""
+    running = {edition: serve(folder) for edition, folder in built.items()}
+    yield {edition: next(server) for edition, server in running.items()}
+    for server in running.values():
+        server.close()
+
+
+def pages() -> list[tuple[str, str]]:
+    """Every page of both editions: the chapters, the first page and the bibliography."""
+    found = []
+    for edition, folder in (("instructor", "chapters"), ("student", "student")):
+        first = "intro" if edition == "instructor" else "student/intro"
+        found += [(edition, first), (edition, "bibliography")] + [(edition, f"{folder}/{n}") for n in NAMES]
+    return found
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`)")
-@pytest.mark.parametrize("name", NAMES)
-def test_chapter_reads_well_in_a_browser(build, book_server, output_dir, name):
-    executed = executed_chapter(build, name)
-    assert not [
-        o
-        for c in executed.cells
-        for o in c.get("outputs", [])
-        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
-    ], "stale widgets in the outputs"
-    page = inspect_page(f"{book_server}/chapters/{name}.html", f"book-{name}", output_dir)
-    uses_math = any("$" in c.source for c in executed.cells if c.cell_type == "markdown")
-    check_page(page, expect_tables=displayed_tables(executed), expect_math=uses_math)
+@pytest.mark.parametrize("edition, page", pages(), ids=[f"{e}-{p.split('/')[-1]}" for e, p in pages()])
+def test_every_page_reads_well_in_a_browser(build, servers, output_dir, edition, page):
+    """Both editions: math typeset (no $, \\mathrm or \\frac left raw), tables as tables whose numbers stay
+    on one line, figures and image grids legible at page width, nothing wider than the column."""
+    name = page.split("/")[-1]
+    if name in NAMES:
+        nb = (
+            executed_chapter(build, name)
+            if edition == "instructor"
+            else nbformat.read(build.STUDENT / f"{name}.ipynb", as_version=4)
+        )
+        assert not [
+            o
+            for c in nb.cells
+            for o in c.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ], "stale widgets in the outputs"
+        expect_tables, uses_math = (
+            displayed_tables(nb),
+            any("$" in c.source for c in nb.cells if c.cell_type == "markdown"),
+        )
+    else:
+        expect_tables, uses_math = 0, name == "intro"
+    found = inspect_page(f"{servers[edition]}/{page}.html", f"{edition}-{name}", output_dir)
+    check_page(found, expect_tables=expect_tables, expect_math=uses_math)

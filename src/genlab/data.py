@@ -457,6 +457,15 @@ def _unavailable_message(key: str, train: bool, root: Path, tried: list[str]) ->
     return "\n".join(lines)
 
 
+def as_rgb32(images: torch.Tensor) -> torch.Tensor:
+    """Grey 28x28 images (N, 1, 28, 28) padded to 32x32 and repeated to 3 channels: (N, 3, 32, 32).
+
+    The shape of CIFAR-10 with Fashion-MNIST's content: the smoke profile's stand-in, and the data of the
+    reference runs of the chapters written for CIFAR-10 (which call it by its own name).
+    """
+    return F.pad(images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+
+
 def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable, subset: int | None) -> TensorData:
     if key == "fashion-mnist":
         raise missing
@@ -472,7 +481,7 @@ def _stand_in(key: str, train: bool, root: Path, missing: DataUnavailable, subse
         x, what = fashion.x, "Fashion-MNIST (same shape)"
         used = "fashion-mnist"
     else:
-        x = F.pad(fashion.x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+        x = as_rgb32(fashion.x)
         used = "fashion-mnist padded to 3x32x32"
         what = "Fashion-MNIST padded to 32x32 and repeated to 3 channels"
         if key == "celeba":

@@ -1,20 +1,32 @@
 """Plotting and table helpers that work headless (Agg) and inline in notebooks alike.
 
-Figures are at most 7.5 inches wide, so that the book shows them without shrinking their text."""
+Figures are at most 7.5 inches wide, so that the book shows them without shrinking their text, and
+image grids hold at most about ten thumbnails a row. :func:`figure_png` writes a figure with notes
+the book's browser test reads (its smallest text, its dpi, its smallest thumbnail).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
+from genlab.data import TensorData
 from genlab.train import History
+
+#: The gid of an image drawn by :func:`image_grid`, followed by its number of columns.
+GRID_GID = "genlab-grid:"
 
 
 def as_images(x: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -44,14 +56,18 @@ def image_grid(
     ylabel: str | None = None,
 ) -> plt.Axes:
     """Show a batch of images as one titled grid."""
-    grid = make_grid(as_images(images, shape), nrow=nrow, padding=2, pad_value=1.0)
+    batch = as_images(images, shape)
+    grid = make_grid(batch, nrow=nrow, padding=2, pad_value=1.0)
     if ax is None:
         # At most 7.5 inches wide: the book shows a figure at its page width (about 8 inches at 100 dpi)
         # without shrinking it, so the title keeps its size.
         width = min(0.75 * nrow, 7.5)
         rows = max(1, -(-len(images) // nrow))
         _, ax = plt.subplots(figsize=(width, width / nrow * rows + 0.5))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    columns = min(nrow, len(batch))
+    ax.imshow(
+        grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", gid=f"{GRID_GID}{columns}"
+    )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -86,6 +102,54 @@ def loss_curves(
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
+
+
+def data_label(data: TensorData) -> str:
+    """How a title or table names the images of ``data``: by what they are, never by what they stand in for."""
+    if data.stand_in:
+        padded = data.x.dim() == 4 and data.x.shape[1] == 3
+        return "Fashion-MNIST" + (" padded to 3x32x32" if padded else "") + " (smoke stand-in)"
+    if data.name == "fashion-mnist" and data.x.dim() == 4 and data.x.shape[1] == 3:
+        return "Fashion-MNIST padded to 3x32x32"
+    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "celeba": "CelebA"}.get(
+        data.name, data.name
+    )
+
+
+def figure_notes(fig: Figure) -> dict[str, str]:
+    """What the book checks on a figure's PNG: its smallest font (pt), its dpi and its smallest thumbnail (px).
+
+    A thumbnail is one image of an :func:`image_grid`, measured as drawn at the figure's dpi.
+    """
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    notes = {"genlab:min_font_pt": f"{min(sizes):g}" if sizes else "", "genlab:dpi": f"{fig.dpi:g}"}
+    fig.draw_without_rendering()  # settles each axes' aspect, hence the images' drawn size
+    thumbs = [
+        image.get_window_extent().width / int(str(image.get_gid())[len(GRID_GID) :])
+        for image in fig.findobj(AxesImage)
+        if str(image.get_gid() or "").startswith(GRID_GID)
+    ]
+    if thumbs:
+        notes["genlab:min_thumb_px"] = f"{min(thumbs):.1f}"
+    return notes
+
+
+def figure_png(fig: Figure, path: str | os.PathLike | None = None, *, dpi: float | None = None) -> bytes:
+    """The figure as a PNG (cropped to its content) with :func:`figure_notes`; written to ``path`` when given."""
+    if dpi is not None:
+        fig.set_dpi(dpi)
+    notes = figure_notes(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi, metadata=notes)
+    data = buffer.getvalue()
+    if path is not None:
+        from genlab.train import atomic_write
+
+        def write(tmp: Path) -> None:
+            tmp.write_bytes(data)
+
+        atomic_write(path, write)
+    return data
 
 
 class Table:
@@ -146,7 +210,12 @@ class Table:
         from html import escape
 
         head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+
+        def cell(text: str) -> str:
+            kind = ' class="num"' if _NUMBER.fullmatch(text.strip()) else ""
+            return f"<td{kind}>{escape(text)}</td>"
+
+        body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in self.rows)
         caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
         notes = "".join(f'<p class="genlab-table-note">{escape(n)}</p>' for n in self.notes)
         return (
@@ -163,6 +232,10 @@ class Table:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+# A cell that is a number, with a sign, a unit or a spread: "0.0258 ± 0.0028", "79.7%", "-0.67", "1.2e-05 s".
+_NUMBER = re.compile(r"[-+−]?[\d.,]+(e[-+]?\d+)?\s*%?( ?(±|\+/-) ?[\d.,]+(e[-+]?\d+)?%?)?( [a-zµ]{1,3})?")
 
 
 def _cell(value: object, float_format: str) -> str:

@@ -1,6 +1,6 @@
 """The experiments of the chapter "Adversarial attacks and defenses": recipes, training, tables.
 
-    python -m genlab.experiments.adversarial --profile smoke|full [--out results/adversarial]
+    python -m genlab.experiments.adversarial --profile smoke|reference|full [--out results/adversarial]
 
 The notebook and this runner share what is given: the plan of each profile (:func:`make_plan`:
 sizes, epochs, budgets), the random crop and flip (:func:`augment`), the training loop
@@ -9,6 +9,9 @@ on genlab's on-device batches through :func:`genlab.train.fit`), the strongest-o
 (:func:`worst_of_restarts`) and the result tables (:func:`percent_table`). The notebook trains with the
 student's functions; the runner trains the same models with genlab's references and writes the
 accuracies and times to ``<out>/<profile>/`` with the command, commit and machine that made them.
+The ``reference`` profile (:mod:`genlab.experiments.reference`) trains on real Fashion-MNIST padded to
+3x32x32, for longer than the smoke profile (about half an hour on a 2-core CPU), so that transfer and
+the per-epoch curves of FGSM training can be read.
 
 Models (all CIFAR ResNets, :mod:`genlab.models.resnet`): *standard* (no augmentation), *augmented*
 (random crop and flip), *A* and *B* (standard recipe, on the two halves of the training set, for
@@ -35,9 +38,9 @@ from torch import nn
 
 import genlab
 from genlab.data import TensorData, load
-from genlab.experiments import provenance
+from genlab.experiments import provenance, reference
 from genlab.models.resnet import CifarResNet
-from genlab.plotting import Table
+from genlab.plotting import Table, data_label, figure_png
 from genlab.train import History, fit
 
 __all__ = [
@@ -108,7 +111,22 @@ class Plan:
 
 
 def make_plan(profile: str | None = None, *, grading: bool | None = None) -> Plan:
-    """The plan of ``profile`` (default ``genlab.profile()``), shrunk to the minimum while grading."""
+    """The plan of ``profile`` (default ``genlab.profile()``), shrunk to the minimum while grading.
+
+    ``reference`` is the smoke network on three times the images for two to three times the epochs.
+    """
+    if profile == reference.PROFILE:
+        return replace(
+            make_plan("smoke", grading=False),
+            profile=profile,
+            n_train=6144,
+            n_test=1024,
+            n_attack=512,
+            epochs=8,
+            adv_epochs=10,
+            pgd_epochs=4,
+            n_curve=256,
+        )
     current = genlab.profile()
     prof = genlab.Profile(name=profile or current.name, grading=current.grading if grading is None else grading)
     if prof.name not in genlab.runtime.PROFILES:
@@ -332,8 +350,13 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     device = genlab.device()
     out_dir = Path(out) / plan.profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = load("cifar10", train=True, subset=plan.n_train, device=device)
-    test = load("cifar10", train=False, subset=plan.n_test, device=device)
+    if plan.profile == reference.PROFILE:
+        train = reference.load_fashion(True, subset=plan.n_train, rgb32=True, device=device)
+        test = reference.load_fashion(False, subset=plan.n_test, rgb32=True, device=device)
+    else:
+        train = load("cifar10", train=True, subset=plan.n_train, device=device)
+        test = load("cifar10", train=False, subset=plan.n_test, device=device)
+    label = data_label(train)
     attack_set = test.subset(plan.n_attack)
     curve_set = test.subset(plan.n_curve)
     CE = F.cross_entropy
@@ -491,6 +514,11 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
         for e in range(len(c["FGSM"]))
     ]
     percent_table(curve_rows).to_csv(out_dir / "curves.csv")
+    figure_png(
+        plot_curves(curves, plan.curve_steps, title=f"FGSM training with and without a random start, {label}"),
+        out_dir / "curves.png",
+        dpi=100,
+    )
     seconds["evaluation"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start_all
 
@@ -499,18 +527,18 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
         "",
         f"- command: `python -m genlab.experiments.adversarial {' '.join(argv)}`".replace("  ", " "),
         f"- commit: {provenance.git_commit()}",
-        f"- machine: {provenance.machine(device)}",
-        f"- data: {train.stand_in or 'CIFAR-10'}; {len(train)} training images, {len(attack_set)} attacked test images",
+        f"- machine: {provenance.machine(device)}; CPU {provenance.cpu_model()}",
+        f"- data: {label}; {len(train)} training images, {len(attack_set)} attacked test images",
         f"- network: {plan.model_name}; plan: "
         + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in asdict(plan).items()
             if k not in ("profile", "grading")
         ),
-        "- wall time: "
+        f"- time: {seconds['total'] / 60:.0f} min wall clock ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
         + f" (1-minute load average {load_before} at the start, {provenance.load_average()} at the end, on "
-        f"{os.cpu_count()} cores)",
+        f"{os.cpu_count()} cores))",
         "",
         "## Accuracy at eps = 8/255",
         "",
@@ -530,6 +558,26 @@ def run(plan: Plan, out: str | os.PathLike, argv: Sequence[str] = ()) -> Path:
     return out_dir
 
 
+def plot_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pgd_steps: int, *, title: str) -> Any:
+    """Accuracy under FGSM (dashed) and PGD (solid) after every epoch, one colour per training method."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for (name, curve), color in zip(curves.items(), ("tab:red", "tab:blue", "tab:green")):
+        epochs = range(1, len(curve["FGSM"]) + 1)
+        ax.plot(epochs, curve["FGSM"], color=color, linestyle="--", marker="o", label=f"{name}: under FGSM")
+        ax.plot(epochs, curve["PGD"], color=color, marker="o", label=f"{name}: under PGD-{pgd_steps}")
+        ax.set_xticks(list(epochs))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _write(table: Table, stem: Path) -> None:
     table.to_csv(stem.with_suffix(".csv"))
     stem.with_suffix(".md").write_text((f"{table.title}\n\n" if table.title else "") + table.markdown())
@@ -541,7 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m genlab.experiments.adversarial", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--profile", choices=genlab.runtime.PROFILES, default=genlab.profile().name)
+    parser.add_argument(
+        "--profile", choices=(*genlab.runtime.PROFILES, reference.PROFILE), default=genlab.profile().name
+    )
     parser.add_argument("--out", default="results/adversarial")
     parser.add_argument(
         "--threads",
@@ -552,8 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance.add_dirty_flag(parser)
     args = parser.parse_args(argv)
     provenance.require_clean(args.allow_dirty)
-    os.environ["GENLAB_PROFILE"] = args.profile  # the data's stand-in rule follows the profile
-    threads = args.threads or (1 if genlab.device().type == "cpu" and args.profile == "smoke" else None)
+    if args.profile != reference.PROFILE:  # a reference run loads Fashion-MNIST by name
+        os.environ["GENLAB_PROFILE"] = args.profile  # the data's stand-in rule follows the profile
+    threads = args.threads or (
+        1 if genlab.device().type == "cpu" and args.profile in ("smoke", reference.PROFILE) else None
+    )
     if threads:
         torch.set_num_threads(threads)
     run(make_plan(args.profile, grading=False), args.out, argv)

@@ -14,21 +14,27 @@ from genlab.experiments import provenance
 from genlab.experiments.harmonic.attack import run_attack
 from genlab.experiments.harmonic.defects import run_defects
 from genlab.experiments.harmonic.grid import run_grid
-from genlab.experiments.harmonic.plan import LATENT, Plan, make_plan
+from genlab.experiments.harmonic.plan import LATENT, Plan, data_title, make_plan
 from genlab.experiments.harmonic.sinc_study import SINC_VARIANTS, sinc_encoder_study, sinc_study_provenance
 
 
-def write_provenance(out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan) -> Path:
-    """A README beside the tables: the command, the commit and the machine that made them."""
+def write_provenance(
+    out_dir: Path, argv: Sequence[str], seconds: Mapping[str, float], plan: Plan, data: str | None = None
+) -> Path:
+    """A README beside the tables: the command, the commit and the machine that made them, and the data
+    they measured (``data``: what was loaded, stand-ins named as such; default: the plan's data sets)."""
     lines = [
         f"# Results of the {plan.profile} profile",
         "",
         f"- command: `python -m genlab.experiments.harmonic {' '.join(argv)}`",
         f"- commit: {provenance.git_commit()}",
-        f"- machine: {provenance.machine(genlab.device())}",
+        f"- machine: {provenance.machine(genlab.device())}; CPU {provenance.cpu_model()}",
+        f"- data: {data or ', '.join(data_title(name) for name in plan.datasets)}",
         f"- plan: datasets {', '.join(plan.datasets)}; seeds {', '.join(map(str, plan.seeds))}; "
         f"epochs {dict(plan.epochs)}; hidden width {plan.hidden}",
-        "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+        f"- time: {sum(seconds.values()) / 60:.0f} min wall clock ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+        + ")",
         "",
     ]
     lines += [f"- {n}" for n in plan.notes]
@@ -46,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m genlab.experiments.harmonic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=genlab.runtime.PROFILES, default=genlab.profile().name)
+    parser.add_argument("--profile", choices=(*genlab.runtime.PROFILES, "reference"), default=genlab.profile().name)
     parser.add_argument("--datasets", nargs="+", choices=sorted(LATENT))
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--out", default="results/harmonic")
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_defects(plan, args.out, args.cache)
         seconds["defects"] = time.perf_counter() - t1
     out_dir = Path(args.out) / plan.profile
-    write_provenance(out_dir, argv, seconds, plan)
+    loaded = dict.fromkeys(data_title(r["dataset"], r["stand_in"]) for r in grid.runs)
+    write_provenance(out_dir, argv, seconds, plan, ", ".join(loaded))
     print(f"tables in {out_dir}: " + ", ".join(sorted(p.name for p in out_dir.iterdir())))
     return 0

@@ -16,7 +16,7 @@ from genlab.experiments import provenance
 from genlab.experiments.harmonic.attack import attack_pair
 from genlab.experiments.harmonic.data import load_dataset
 from genlab.experiments.harmonic.estimates import Bounds, cached_estimate, probe_points, with_relu
-from genlab.experiments.harmonic.plan import LATENT, NETWORK, SWEEPS, TITLES, Plan, with_plan_threads
+from genlab.experiments.harmonic.plan import LATENT, NETWORK, SWEEPS, Plan, data_title, with_plan_threads
 from genlab.experiments.harmonic.tables import _markdown_section, _table
 from genlab.experiments.harmonic.training import StepFn, checkpoint_path, run_config, train_or_load
 from genlab.models import harmonic as H
@@ -93,6 +93,7 @@ def run_defects(
                     {
                         "defect": defect,
                         "dataset": data.name,
+                        "stand_in": data.stand_in or "",
                         "network": "decoder",
                         "setting": f"sigma_enc={value}",
                         "seed": seed,
@@ -122,6 +123,7 @@ def run_defects(
                 {
                     "defect": "slope-1",
                     "dataset": data.name,
+                    "stand_in": data.stand_in or "",
                     "network": NETWORK[sweep],
                     "setting": f"{sweep}={value}",
                     "seed": seed,
@@ -148,6 +150,7 @@ def run_defects(
                 {
                     "defect": "mixed-pair",
                     "dataset": adata.name,
+                    "stand_in": adata.stand_in or "",
                     "network": "encoder+decoder",
                     "setting": f"C={one.attack_radii[0]:g}",
                     "seed": seed,
@@ -178,7 +181,7 @@ def defect_tables(rows: Sequence[Mapping[str, Any]], plan: Plan) -> list:
     for defect in dict.fromkeys(r["defect"] for r in rows):
         body = [
             [
-                TITLES[r["dataset"]],
+                data_title(r["dataset"], r.get("stand_in")),
                 r["network"],
                 r["setting"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
                 str(r["seed"]),
@@ -192,7 +195,7 @@ def defect_tables(rows: Sequence[Mapping[str, Any]], plan: Plan) -> list:
         ]
         tables.append(
             _table(
-                ["dataset", "network", "setting", "seed", "measure", "correct", "defective", "ratio"],
+                ["data", "network", "setting", "seed", "measure", "correct", "defective", "ratio"],
                 body,
                 title=f"{defect}: {DEFECT_TEXT[defect]} ({plan.profile} profile)",
             )

@@ -22,6 +22,7 @@ from genlab.experiments.harmonic.plan import Plan, torch_threads, with_plan_thre
 from genlab.experiments.harmonic.tables import _markdown_section, _table, fmt, mean_std
 from genlab.experiments.harmonic.training import StepFn, run_config, train_or_load
 from genlab.experiments.harmonic_reference import PAPER
+from genlab.experiments.reference import CHECKOUT
 from genlab.models import harmonic as H
 
 
@@ -319,7 +320,7 @@ def find_sinc_encoder_csv(start: str | os.PathLike | None = None) -> Path | None
     checkout the package runs from; a copy of the course without ``results/`` gives None.
     """
     here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents, Path(__file__).resolve().parents[3]):
+    for folder in (here, *here.parents, CHECKOUT):
         if (folder / SINC_STUDY_CSV).is_file():
             return folder / SINC_STUDY_CSV
     return None

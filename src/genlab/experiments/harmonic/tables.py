@@ -10,7 +10,17 @@ from typing import Any
 import numpy as np
 
 from genlab.experiments import provenance
-from genlab.experiments.harmonic.plan import ESTIMATORS, LABELS, NETWORK, SWEEPS, SYMBOL, TITLES, Plan
+from genlab.experiments.harmonic.plan import (
+    ESTIMATORS,
+    LABELS,
+    NETWORK,
+    SWEEPS,
+    SYMBOL,
+    TITLES,
+    Plan,
+    comparable,
+    data_title,
+)
 from genlab.experiments.harmonic_reference import PAPER, REPRO_2022
 
 
@@ -51,17 +61,87 @@ def summarise(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def constants_figure(rows: Sequence[Mapping[str, Any]]):
+    """Each sweep's LipSDP mean (with the seeds' std) between the lower and the product bound, per data set;
+    the published rows only in the panels of a run on their data."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(names), 2, figsize=(7.5, 3.2 * len(names) + 0.6), squeeze=False)
+    for i, name in enumerate(names):
+        for j, sweep in enumerate(SWEEPS):
+            ax = axes[i, j]
+            sel = sorted((r for r in rows if r["dataset"] == name and r["sweep"] == sweep), key=lambda r: r["value"])
+            xs = [float(r["value"]) for r in sel]
+            ax.errorbar(
+                xs,
+                [float(r["lipsdp_mean"]) for r in sel],
+                yerr=[np.nan_to_num(float(r["lipsdp_std"])) for r in sel],
+                marker="o",
+                capsize=3,
+                label="this run: LipSDP",
+            )
+            ax.fill_between(
+                xs,
+                [float(r["lower_mean"]) for r in sel],
+                [float(r["product_mean"]) for r in sel],
+                alpha=0.2,
+                label="this run: lower to product bound",
+            )
+            if sel and comparable(name, sel[0]["stand_in"]):
+                ax.plot(xs, [PAPER[(name, sweep, x)][0] for x in xs], "s--", label="paper")
+                ax.plot(xs, [REPRO_2022[(name, sweep, x)][0] for x in xs], "^:", label="2022 reproduction")
+            ax.set_yscale("log")
+            ax.set_xlabel(SYMBOL[sweep])
+            ax.set_ylabel(f"{NETWORK[sweep]} Lipschitz constant")
+            ax.set_title(
+                f"{data_title(name, sel[0]['stand_in']) if sel else name}:\n{NETWORK[sweep]} vs {SYMBOL[sweep]}"
+            )
+            ax.grid(alpha=0.3, which="both")
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=9)
+    fig.tight_layout(rect=(0, 0.12 / len(names), 1, 1))
+    return fig
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a CSV file the runner wrote (runs, lipschitz, attack, defects), numbers as numbers."""
+    import csv
+
+    def value(text: str) -> Any:
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def trends(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """The verdict on each predicted trend, per dataset and source of numbers."""
+    """The verdict on each predicted trend, per dataset and source of numbers (the published ones only
+    for a run on their data; ``—`` otherwise)."""
     out = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         for sweep in SWEEPS:
             sel = [r for r in rows if r["dataset"] == name and r["sweep"] == sweep]
             if not sel:
                 continue
-            entry = {"dataset": name, "trend": f"{NETWORK[sweep]} constant falls as {sweep} grows"}
+            entry = {
+                "dataset": name,
+                "data": data_title(name, sel[0]["stand_in"]),
+                "trend": f"{NETWORK[sweep]} constant falls as {sweep} grows",
+            }
             for col in (*ESTIMATORS, "paper", "repro2022"):
-                entry[col] = trend_verdict({float(r["value"]): float(r[f"{col}_mean"]) for r in sel})
+                published = col in ("paper", "repro2022")
+                entry[col] = (
+                    "—"
+                    if published and not comparable(name, sel[0]["stand_in"])
+                    else trend_verdict({float(r["value"]): float(r[f"{col}_mean"]) for r in sel})
+                )
             out.append(entry)
     return out
 
@@ -80,33 +160,47 @@ def _table(*args, **kwargs):
     return Table(*args, **kwargs)
 
 
+_COLUMNS = [(s, v) for s in SWEEPS for v in SWEEPS[s]]
+_HEADER = [f"{NETWORK[s][:3]}, {SYMBOL[s]} = {v}" for s, v in _COLUMNS]
+_PUBLISHED = (("paper", "paper", PAPER), ("repro2022", "2022 reproduction", REPRO_2022))
+
+
 def constants_tables(rows: Sequence[Mapping[str, Any]], plan: Plan) -> list:
-    """One :class:`genlab.plotting.Table` per dataset: each estimator's mean ± std beside the published rows."""
-    cols = [(s, v) for s in SWEEPS for v in SWEEPS[s]]
-    header = ["numbers", *(f"{NETWORK[s][:3]}, {SYMBOL[s]} = {v}" for s, v in cols)]
+    """One :class:`genlab.plotting.Table` per dataset: each estimator's mean ± std, beside the published
+    rows when the run measured the paper's data (else those stand apart: :func:`published_table`)."""
     tables = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         by = {(r["sweep"], float(r["value"])): r for r in rows if r["dataset"] == name}
         some = next(iter(by.values()))
-        stand_in = f" (stand-in: {some['stand_in']})" if some["stand_in"] else ""
-        labels = [
-            *((e, f"this run: {LABELS[e]}") for e in ESTIMATORS),
-            ("paper", "paper"),
-            ("repro2022", "2022 reproduction"),
-        ]
+        labels = [(e, f"this run: {LABELS[e]}") for e in ESTIMATORS]
+        if comparable(name, some["stand_in"]):
+            labels += [(key, label) for key, label, _ in _PUBLISHED]
         body = [
-            [label, *(fmt(by[c][f"{key}_mean"], by[c][f"{key}_std"]) if c in by else "—" for c in cols)]
+            [label, *(fmt(by[c][f"{key}_mean"], by[c][f"{key}_std"]) if c in by else "—" for c in _COLUMNS)]
             for key, label in labels
         ]
         tables.append(
             _table(
-                header,
+                ["numbers", *_HEADER],
                 body,
-                title=f"Lipschitz constants, {TITLES[name]}{stand_in}: "
+                title=f"Lipschitz constants, {data_title(name, some['stand_in'])}: "
                 f"{plan.profile} profile, mean ± std over {some['n_seeds']} seeds",
             )
         )
     return tables
+
+
+def published_table(name: str):
+    """The paper's and the 2022 report's constants for one of their data sets, to read apart from a run."""
+    body = [
+        [label, *(fmt(*table.get((name, s, v), (math.nan, math.nan))) for s, v in _COLUMNS)]
+        for _, label, table in _PUBLISHED
+    ]
+    return _table(
+        ["numbers", *_HEADER],
+        body,
+        title=f"Published constants on {TITLES[name]} (other data than this run's: context, not a target)",
+    )
 
 
 def trends_table(verdicts: Sequence[Mapping[str, str]]):
@@ -114,16 +208,19 @@ def trends_table(verdicts: Sequence[Mapping[str, str]]):
     sources = [*ESTIMATORS, "paper", "repro2022"]
     body = [
         [
-            TITLES[v["dataset"]],
+            v.get("data") or TITLES[v["dataset"]],
             v["trend"].replace("sigma_enc", "σ_enc").replace("sigma_n", "σ_N"),
             *(v[c] for c in sources),
         ]
         for v in verdicts
     ]
     return _table(
-        ["dataset", "trend", *(LABELS[e] for e in ESTIMATORS), "paper", "2022 reproduction"],
+        ["data", "trend", *(LABELS[e] for e in ESTIMATORS), "paper", "2022 reproduction"],
         body,
         title="Predicted trends: does the constant fall as the swept standard deviation grows?",
+        notes=["— : the paper and the 2022 report measured other data; their verdicts are not this run's."]
+        if any(v["paper"] == "—" for v in verdicts)
+        else [],
     )
 
 
@@ -136,9 +233,9 @@ def cost_table(runs: Sequence[Mapping[str, Any]]):
     for (name, network), rs in groups.items():
         times = [f"{np.median([float(r[f'{e}_s']) for r in rs]):.3g}" for e in ESTIMATORS]
         ratios = [f"{np.median([float(r[e]) / float(r['lipsdp']) for r in rs]):.3g}" for e in ("eclipse", "product")]
-        body.append([TITLES[name], network, *times, *ratios])
+        body.append([data_title(name, rs[0]["stand_in"]), network, *times, *ratios])
     return _table(
-        ["dataset", "network", *(f"{LABELS[e]} (s)" for e in ESTIMATORS), "ECLipsE-Fast / LipSDP", "product / LipSDP"],
+        ["data", "network", *(f"{LABELS[e]} (s)" for e in ESTIMATORS), "ECLipsE-Fast / LipSDP", "product / LipSDP"],
         body,
         title="Cost and tightness of the estimators",
         notes=["Median over the networks of each row; bound ratios are per network, then the median."],
@@ -176,15 +273,23 @@ def cost_markdown(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def write_tables(plan: Plan, runs: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
-    """Write runs.csv, lipschitz.csv, trends.csv and lipschitz.md under ``out_dir``."""
+    """Write runs.csv, lipschitz.csv, trends.csv, lipschitz.md and constants.png under ``out_dir``."""
     rows = summarise(runs)
     verdicts = trends(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "lipschitz.md"
     md.write_text(lipschitz_markdown(rows, verdicts, plan, runs))
+    import matplotlib.pyplot as plt
+
+    from genlab.plotting import figure_png
+
+    fig = constants_figure(rows)  # closed below: inside a notebook it is written, not shown
+    figure_png(fig, out_dir / "constants.png", dpi=100)
+    plt.close(fig)
     return [
         provenance.write_csv(out_dir / "runs.csv", runs),
         provenance.write_csv(out_dir / "lipschitz.csv", rows),
         provenance.write_csv(out_dir / "trends.csv", verdicts),
         md,
+        out_dir / "constants.png",
     ]

@@ -85,7 +85,7 @@ demo: release book
 
 # Each chapter's source notebook runs once: tests/test_book.py executes it (hidden tests included,
 # as nbval would, in the smoke profile) and the book is built from that execution.
-test: setup
+test: setup lint
 	$(PY) -m pytest -n 2 --dist loadfile tests
 
 # The maintainer's quick subset: lint, format, types, then the unit tests (no notebook execution,

@@ -41,12 +41,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+M = TypeVar("M", bound=nn.Module)
 
 PROBE_DIR_ENV = "GENLAB_PROBE_DIR"
 PROBE_SEED_ENV = "GENLAB_PROBE_SEED"
@@ -720,7 +722,7 @@ class Trial:
         """Seed torch's global generator alike on both sides, for code that draws its own noise."""
         torch.manual_seed(_mix(self.seed, self.exercise, label) % 2**63)
 
-    def init_module(self, module: nn.Module, scale: float = 1.0) -> nn.Module:
+    def init_module(self, module: M, scale: float = 1.0) -> M:
         """Give every parameter values determined by its shape alone.
 
         Two correct modules that register their layers in different orders get the same
@@ -1077,13 +1079,25 @@ class BadRecord(pickle.UnpicklingError):
     """A payload file that is not what a probe writes; the message says what is wrong with it."""
 
 
+class DamagedPickle(BadRecord):
+    """Bytes that are no pickle at all."""
+
+
+class UnconvertedRecord(BadRecord):
+    """A record that names a NumPy value: a probe writes that only when ``_portable`` missed a conversion."""
+
+
+# Modules a probe's record may name only through a gap in _portable (NumPy scalars and arrays).
+_LEAKED_MODULES = ("numpy", "_codecs")
+
+
 def _check_archive(data: bytes) -> bytes:
     """The pickle inside a payload archive, once the archive is known to hold no more than it shows."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise BadRecord(f"not a file torch.save writes ({exc})") from None
+        raise BadRecord(f"it is not a file that torch.save wrote ({exc})") from None
     if len(entries) > MAX_ENTRIES:
         raise BadRecord(f"its archive holds {len(entries)} files")
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
@@ -1103,7 +1117,9 @@ def _check_pickle(data: bytes) -> None:
             if op.name == "GLOBAL":
                 module, _, name = str(arg).partition(" ")
                 if (module, name) not in RECORD_GLOBALS:
-                    raise BadRecord(f"GLOBAL {module}.{name} is not allowed in a record")
+                    if module.split(".")[0] in _LEAKED_MODULES:
+                        raise UnconvertedRecord(f"it holds a value of {module}.{name}")
+                    raise BadRecord(f"its pickle refers to GLOBAL {module}.{name}, which no probe writes")
             elif op.name not in RECORD_OPCODES:
                 raise BadRecord(f"the pickle opcode {op.name} is not allowed in a record")
             elif op.name == "LONG1" and isinstance(arg, int) and arg.bit_length() > MAX_INT_BITS:
@@ -1111,7 +1127,7 @@ def _check_pickle(data: bytes) -> None:
     except BadRecord:
         raise
     except (ValueError, pickle.UnpicklingError) as exc:
-        raise BadRecord(f"its pickle is damaged ({exc})") from None
+        raise DamagedPickle(f"its pickle is damaged ({exc})") from None
 
 
 def _plain(value: Any) -> Any:
@@ -1175,8 +1191,11 @@ def decode(data: bytes) -> Any:
     if len(data) > MAX_RECORD_BYTES:
         raise BadRecord(f"it is larger than {MAX_RECORD_BYTES // 2**20} MB")
     if not zipfile.is_zipfile(io.BytesIO(data)):
-        _check_pickle(data)  # a bare pickle: refused for what it holds, if anything, or else for its format
-        raise BadRecord("not a file torch.save writes")
+        try:
+            _check_pickle(data)  # a bare pickle is refused for the foreign global it names, if any
+        except (DamagedPickle, UnconvertedRecord):
+            pass
+        raise BadRecord("it is not a file that torch.save wrote")
     _check_pickle(_check_archive(data))
     return _plain(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
 

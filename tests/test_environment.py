@@ -31,7 +31,8 @@ PROJECT = PYPROJECT["project"]
 LOCK_TEXT = environment.LOCK.read_text()
 # Trees whose imports the course environment must provide (release/ is generated from them).
 TREES = ("src", "autograder", "book", "benchmarks", "tests", "tools")
-FIRST_PARTY = {"genlab", "autograder", "tests", "tools"}
+# The project's own packages, and the book's scripts (tests import them with book/ on the path).
+FIRST_PARTY = {"genlab", "autograder", "tests", "tools"} | {p.stem for p in (ROOT / "book").glob("*.py")}
 # Imports that may fail: the package falls back (a progress bar outside Jupyter without IPython).
 OPTIONAL_IN_PACKAGE = {"ipython"}
 

@@ -127,7 +127,7 @@ def test_limits_hold_for_the_submission_as_a_whole():
 
 
 def test_grading_refuses_root_without_the_sandbox(monkeypatch):
-    monkeypatch.setattr(sandbox, "available", lambda: False)
+    monkeypatch.setattr(sandbox, "missing", lambda: "bubblewrap is not installed")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.delenv("GENLAB_SANDBOX", raising=False)
     with pytest.raises(GradingFailure, match="bubblewrap"):

@@ -97,14 +97,15 @@ class Notebook:
     """A source notebook's solution and test cells, run in process with some solutions replaced.
 
     ``given`` names the grade_ids of given cells the test cells need (toy models, say); the
-    first code cell (the imports) always runs. Probes verify at once (no probe folder is set).
+    chapter's imports (its first code cell that the book shows: a diagram's cell comes earlier) always run. Probes verify at once (no probe folder is set).
     """
 
     def __init__(self, chapter: str, given: Iterable[str] = (), names: Mapping[str, Any] | None = None):
         nb = notebooks.read(manifest.ROOT / "source" / chapter / f"{chapter}.ipynb")
         code = [c for c in nb.cells if c.cell_type == "code"]
         wanted = set(given)
-        self.setup = [code[0].source] + [c.source for c in code if notebooks.meta(c).get("grade_id") in wanted]
+        imports = next(c for c in code if "remove-input" not in c.get("metadata", {}).get("tags", []))
+        self.setup = [imports.source] + [c.source for c in code if notebooks.meta(c).get("grade_id") in wanted]
         self.solutions = {notebooks.meta(c)["grade_id"]: c.source for c in code if notebooks.meta(c).get("solution")}
         self.tests = {
             notebooks.meta(c)["grade_id"]: c.source

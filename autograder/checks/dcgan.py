@@ -24,7 +24,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -583,7 +583,8 @@ def _reconstruct_variant(G0: nn.Module, x: torch.Tensor, *, divide: float, train
     divided loss; it runs the reference (withheld in the kernel), never an implementation of its own.
     """
     scale = 1.0 / math.sqrt(divide)
-    return gan.reconstruct(_Variant(copy.deepcopy(G0), scale, train), x * scale, steps=STEPS, lr=STEP_LR)
+    lens = cast(Generator, _Variant(copy.deepcopy(G0), scale, train))  # reconstruct needs only a generator's calls
+    return gan.reconstruct(lens, x * scale, steps=STEPS, lr=STEP_LR)
 
 
 def _codes_test(start: tuple[nn.Module, torch.Tensor] | None) -> Test:

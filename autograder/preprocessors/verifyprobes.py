@@ -55,6 +55,14 @@ def probe_calls(source: str) -> list[tuple[str, str]]:
     return [(modules[0], name) for name in calls]
 
 
+def forged(name: str, why: str) -> str:
+    """The message of a test whose record the submission damaged or wrote itself."""
+    return (
+        f"{name}(...): its record could not be read: it was not written by the hidden test ({why}). "
+        "Do not write to .probes"
+    )
+
+
 def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -> str | None:
     """The first problem of a test cell's probes, or None when all of them verify."""
     for module, name in calls:
@@ -69,8 +77,10 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
             )
         try:
             payload = probing.decode(data)
+        except probing.UnconvertedRecord as exc:  # the probe's own record: a value _portable should have converted
+            raise probing.GraderError(f"{name}: the grader could not read the record its probe wrote ({exc})") from exc
         except probing.BadRecord as exc:
-            return f"{name}(...): its record could not be read ({exc}); do not write to .probes"
+            return forged(name, str(exc))
         except Exception as exc:  # forged by the submission, or a value the probe should have converted
             if out_of_memory(exc):
                 raise  # the confined worker's limit: reported as such
@@ -80,7 +90,7 @@ def judge(calls: list[tuple[str, str]], payloads: dict[str, bytes], seed: int) -
                     f"{name}: the grader could not read the record its probe wrote ({type(exc).__name__}: "
                     f"{str(exc)[:200]})"
                 ) from exc
-            return f"{name}(...): its record was not written by the hidden test: {foreign}. Do not write to .probes"
+            return forged(name, foreign)
         problem = check.verify(payload, seed)  # a probing.GraderError (the check broke) goes up as it is
         if problem:
             return problem

@@ -232,19 +232,26 @@ def eps_ball() -> Figure:
     ax.plot(0, 0, "ko")
     ax.text(0.07, -0.22, "$x$", fontsize=13)
     gradient = np.array([0.9, 0.35])
-    ax.annotate("", xy=gradient * 0.75, xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": "0.4", "lw": 1.2})
+    ax.annotate(
+        "", xy=tuple(gradient * 0.75), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": "0.4", "lw": 1.2}
+    )
     ax.text(0.72, 0.08, r"$\nabla_x J$", fontsize=SMALL, color="0.3")
     ax.annotate("", xy=(eps, eps), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": "tab:red", "lw": 1.6})
     ax.text(1.05, 1.05, r"FGSM: $x + \varepsilon\,\mathrm{sign}(\nabla_x J)$", fontsize=SMALL, color="tab:red")
     start = np.array([-0.35, 0.45])
     step = np.array([0.55, 0.8])
     ax.plot(*start, "o", color="tab:purple")
-    ax.annotate("", xy=start + step, xytext=start, arrowprops={"arrowstyle": "-|>", "color": "tab:purple", "lw": 1.4})
+    ax.annotate(
+        "",
+        xy=tuple(start + step),
+        xytext=tuple(start),
+        arrowprops={"arrowstyle": "-|>", "color": "tab:purple", "lw": 1.4},
+    )
     projected = np.clip(start + step, -eps, eps)
     ax.annotate(
         "",
-        xy=projected,
-        xytext=start + step,
+        xy=tuple(projected),
+        xytext=tuple(start + step),
         arrowprops={"arrowstyle": "-|>", "color": "tab:purple", "lw": 1.4, "linestyle": ":"},
     )
     ax.plot(*projected, "o", color="tab:purple")

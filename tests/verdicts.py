@@ -97,7 +97,8 @@ class Notebook:
     """A source notebook's solution and test cells, run in process with some solutions replaced.
 
     ``given`` names the grade_ids of given cells the test cells need (toy models, say); the
-    chapter's imports (its first code cell that the book shows: a diagram's cell comes earlier) always run. Probes verify at once (no probe folder is set).
+    chapter's imports (its first code cell that the book shows: a diagram's cell comes earlier)
+    always run. Probes verify at once (no probe folder is set).
     """
 
     def __init__(self, chapter: str, given: Iterable[str] = (), names: Mapping[str, Any] | None = None):

@@ -129,6 +129,11 @@ class StaleCheckpoint(ValueError):
     """A checkpoint whose model code differs from the code loading it: its weights mean something else."""
 
 
+def cache_dir(chapter: str) -> Path:
+    """A chapter's checkpoint folder by default: ``$GENLAB_CACHE/<chapter>`` or ``~/.cache/genlab/<chapter>``."""
+    return Path(os.environ.get("GENLAB_CACHE", "~/.cache/genlab")).expanduser() / chapter
+
+
 def model_code_digest(model: nn.Module) -> str:
     """A short hash of the source of every module that defines one of ``model``'s layer classes.
 

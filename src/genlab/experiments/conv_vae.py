@@ -45,7 +45,7 @@ from genlab.experiments import provenance, reference
 from genlab.latent import manifold_codes
 from genlab.models.conv import CategoricalConvVAE
 from genlab.quantize import quantize
-from genlab.train import History, atomic_write, fit, load_checkpoint, save_checkpoint
+from genlab.train import History, atomic_write, cache_dir, fit, load_checkpoint, save_checkpoint
 
 Terms = Callable[..., torch.Tensor]
 
@@ -467,8 +467,8 @@ def write_provenance(
 
 
 def default_cache() -> Path:
-    """Where checkpoints are kept: ``$GENLAB_CACHE/conv_vae`` or ``~/.cache/genlab/conv_vae``."""
-    return Path(os.environ.get("GENLAB_CACHE", "~/.cache/genlab")).expanduser() / "conv_vae"
+    """Where this chapter's checkpoints are kept by default (:func:`genlab.train.cache_dir`)."""
+    return cache_dir("conv_vae")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from genlab.experiments.harmonic.defects import run_defects
 from genlab.experiments.harmonic.grid import run_grid
 from genlab.experiments.harmonic.plan import LATENT, Plan, data_title, make_plan
 from genlab.experiments.harmonic.sinc_study import SINC_VARIANTS, sinc_encoder_study, sinc_study_provenance
+from genlab.train import cache_dir
 
 
 def write_provenance(
@@ -44,8 +44,8 @@ def write_provenance(
 
 
 def default_cache() -> Path:
-    """Where checkpoints are kept by default: ``$GENLAB_CACHE/harmonic`` or ``~/.cache/genlab/harmonic``."""
-    return Path(os.environ.get("GENLAB_CACHE", "~/.cache/genlab")).expanduser() / "harmonic"
+    """Where this chapter's checkpoints are kept by default (:func:`genlab.train.cache_dir`)."""
+    return cache_dir("harmonic")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,7 @@ def checkout(tmp_path, monkeypatch):
     subprocess.run([*git, "add", "model.py"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
     monkeypatch.setattr(provenance, "PACKAGE", repo)
+    monkeypatch.setattr(provenance, "_run_commit", None)  # no run has started in this process
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return repo, head
 
@@ -103,6 +104,15 @@ def checkout(tmp_path, monkeypatch):
 def test_results_name_a_clean_commit(checkout):
     _, head = checkout
     assert provenance.require_clean() == head == provenance.git_commit()
+
+
+def test_results_name_the_commit_the_run_started_from(checkout):
+    repo, head = checkout
+    assert provenance.require_clean() == head
+    (repo / "model.py").write_text("x = 4\n")  # committed while the run trains: other code than what ran
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo)]
+    subprocess.run([*git, "commit", "-q", "-am", "two"], check=True)
+    assert provenance.git_commit() == head
 
 
 def test_results_refuse_uncommitted_changes_unless_allowed(checkout):

@@ -22,6 +22,7 @@ import torch
 from genlab.train import atomic_write
 
 PACKAGE = Path(__file__).resolve().parents[1]
+_run_commit: str | None = None  # what require_clean found when this run started: the code that ran
 
 
 def _commit_and_changes() -> tuple[str | None, list[str]]:
@@ -43,7 +44,13 @@ def _commit_and_changes() -> tuple[str | None, list[str]]:
 
 
 def git_commit() -> str:
-    """The short commit of the checkout, naming the package files that differ from it."""
+    """The commit this run started from (see :func:`require_clean`), or else the checkout's now.
+
+    A run takes minutes to hours; a commit made meanwhile holds other code, so it is not the one named.
+    Uncommitted package files are named after it.
+    """
+    if _run_commit is not None:
+        return _run_commit
     commit, files = _commit_and_changes()
     return (commit or "unknown") + (f" with uncommitted changes to {', '.join(files)}" if files else "")
 
@@ -53,9 +60,12 @@ def require_clean(allow_dirty: bool = False) -> str:
 
     ``allow_dirty`` lets a run go ahead anyway (a trial): its README then names the changed files.
     """
+    global _run_commit
     commit, files = _commit_and_changes()
     if allow_dirty:
-        return git_commit()
+        _run_commit = None
+        _run_commit = git_commit()
+        return _run_commit
     if commit is None:
         raise SystemExit(
             f"{PACKAGE} is not in a git checkout, so results could not name the code that made them; "
@@ -66,6 +76,7 @@ def require_clean(allow_dirty: bool = False) -> str:
             f"uncommitted changes to {', '.join(files)}: results would name commit {commit}, which lacks them. "
             "Commit first, or pass --allow-dirty for a trial run (its README names the changed files)"
         )
+    _run_commit = commit
     return commit
 
 

@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapter", choices=["vae_theory"], help="a chapter whose full profile runs offline")
     parser.add_argument("--out", type=Path, help="default: results/<chapter>/reference")
+    provenance.add_dirty_flag(parser)
     args = parser.parse_args(argv)
+    provenance.require_clean(args.allow_dirty)
     out = args.out or ROOT / "results" / args.chapter / reference.PROFILE
     load = provenance.load_average()
     nb, seconds = execute_full(args.chapter)

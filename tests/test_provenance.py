@@ -12,7 +12,7 @@ import torch
 
 import genlab.experiments.harmonic as R
 from genlab import train
-from genlab.experiments import conv_vae, provenance
+from genlab.experiments import ae_to_cvae, conv_vae, provenance
 from genlab.experiments.harmonic import training
 
 LAYER = """
@@ -130,16 +130,17 @@ def test_results_outside_a_checkout_need_the_flag(tmp_path, monkeypatch):
     assert provenance.require_clean(allow_dirty=True) == "unknown"
 
 
-def test_a_runner_refuses_a_dirty_tree_before_it_starts(checkout, tmp_path, monkeypatch):
+@pytest.mark.parametrize("runner", [conv_vae, ae_to_cvae], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_a_runner_refuses_a_dirty_tree_before_it_starts(checkout, tmp_path, monkeypatch, runner):
     repo, _ = checkout
     (repo / "model.py").write_text("x = 3\n")
 
     def no_work(*args, **kwargs):
         raise AssertionError("the runner started work on a dirty tree")
 
-    monkeypatch.setattr(conv_vae, "make_plan", no_work)
+    monkeypatch.setattr(runner, "make_plan", no_work)
     with pytest.raises(SystemExit, match="uncommitted changes to model.py.*--allow-dirty"):
-        conv_vae.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c")])
+        runner.main(["--profile", "smoke", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 

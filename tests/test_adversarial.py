@@ -30,7 +30,7 @@ from genlab.experiments.adversarial import (
     worst_of_restarts,
 )
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
-from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts
+from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts, wrong_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "adversarial" / "adversarial.ipynb"
@@ -798,7 +798,18 @@ def test_checks_reject_typical_mistakes_with_a_hint(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKS)
 def test_verdicts_do_not_depend_on_the_seed(name):
-    assert unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name]) == []
+    found = unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name])
+    assert wrong_verdicts(found) == []
+    if found and name in HINT_GAPS:
+        pytest.xfail(HINT_GAPS[name])
+    assert found == []
+
+
+# Checks whose verdicts hold on every seed but one of whose wrong answers gets another test's hint on some.
+HINT_GAPS = {
+    "probe_fgsm_loss": "on a few of 200 seeds the wrong default alpha changes the loss less than the tolerance "
+    "and is caught by the gradients' check, whose hint does not name alpha"
+}
 
 
 def test_every_condition_of_the_texts_is_drawn():

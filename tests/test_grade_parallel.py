@@ -26,7 +26,7 @@ import pytest
 from autograder import grade, manifest, notebooks, runner, sandbox, status
 from autograder.course import gradebook_url
 from tests import gradingcourse as gc
-from tests.postgres import postgres  # noqa: F401 (a fixture)
+from tests.postgres import durable_folder, postgres  # noqa: F401 (a fixture)
 
 NAME = gc.NAME
 DRIVER = (
@@ -750,7 +750,7 @@ def test_the_gradebook_password_reaches_no_log_page_or_table(tmp_path):
 
     if pgserver.missing():
         pytest.skip(pgserver.missing())
-    folder = Path(__file__).resolve().parent.parent / "test-output" / f"pg-{os.getpid()}"  # durable: not in /tmp
+    folder = durable_folder(f"pg-{os.getpid()}")
     server = pgserver.start(folder)
     try:
         password = server.password_file.read_text().strip()

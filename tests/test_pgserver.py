@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from autograder import gradebook, pgserver
 from autograder.course import ROOT, gradebook_url
-from tests.postgres import postgres  # noqa: F401 (a fixture)
+from tests.postgres import durable_folder, postgres  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(bool(pgserver.missing()), reason=pgserver.missing() or "")
 
@@ -25,7 +25,7 @@ def _setting(url: str, name: str) -> str:
 
 
 def test_a_course_server_is_durable_and_asks_for_its_password(monkeypatch):
-    folder = ROOT / "test-output" / f"pg-{uuid.uuid4().hex[:8]}"  # a folder the system keeps, as a course's
+    folder = durable_folder(f"pg-{uuid.uuid4().hex[:8]}")
     proc = subprocess.run(
         [sys.executable, "-m", "autograder.pgserver", "start", "--dir", str(folder)],
         capture_output=True,

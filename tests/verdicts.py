@@ -82,6 +82,12 @@ def unstable_verdicts(
     return found
 
 
+def wrong_verdicts(found: list[str]) -> list[str]:
+    """Of :func:`unstable_verdicts`' findings, the wrong verdicts (a correct answer failed, a wrong one passed);
+    the rest are wrong answers caught with another test's hint."""
+    return [f for f in found if " the correct " in f or " got None, not " in f]
+
+
 def coverage_gaps(module: Any, seed: int = 0) -> dict[str, set[str]]:
     """For every check of a chapter, the conditions of its text that no input drew."""
     gaps = {}

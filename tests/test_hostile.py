@@ -766,7 +766,7 @@ def test_every_byte_written_from_a_submission_is_capped(batch):
         stored = status.notebook_bytes(row) or b""
         assert len(stored) <= OUTPUT_CAP, f"{student}: the status row stores {len(stored)} bytes"
     assert "display not updated" in graded_notebook(root, "display-update-flood")
-    for student in ("huge-text-output", "huge-html-output", "many-images"):
+    for student in ("huge-text-output", "huge-html-output"):  # many-images stays under the cap (checked above)
         assert "output cut" in graded_notebook(root, student), student
     flood = graded_outputs(root, "crash-flood-records")
     assert sum("could not be read" in text for text in flood) == 3, flood  # each test fails, in a few words

@@ -30,7 +30,7 @@ from genlab.experiments.adversarial import (
     worst_of_restarts,
 )
 from genlab.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, Normalize, resnet18
-from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts, wrong_verdicts
+from tests.verdicts import Notebook, assert_stable, coverage_gaps
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "source" / "adversarial" / "adversarial.ipynb"
@@ -798,11 +798,7 @@ def test_checks_reject_typical_mistakes_with_a_hint(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKS)
 def test_verdicts_do_not_depend_on_the_seed(name):
-    found = unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name])
-    assert wrong_verdicts(found) == []
-    if found and name in HINT_GAPS:
-        pytest.xfail(HINT_GAPS[name])
-    assert found == []
+    assert_stable(probing.checks_of(checks)[name], CORRECT[name], WRONG[name], HINT_GAPS.get(name))
 
 
 # Checks whose verdicts hold on every seed but one of whose wrong answers gets another test's hint on some.

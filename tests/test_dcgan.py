@@ -19,7 +19,7 @@ from genlab import frechet, gan
 from genlab.data import TensorData
 from genlab.models.dcgan import Discriminator, Generator, transposed_conv_side
 from tests.conftest import ROOT
-from tests.verdicts import Notebook, coverage_gaps, unstable_verdicts, wrong_verdicts
+from tests.verdicts import Notebook, assert_stable, coverage_gaps
 
 
 @pytest.fixture(autouse=True)
@@ -765,11 +765,7 @@ def test_probe_rejects_typical_mistakes(name, wrong):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKS)
 def test_verdicts_do_not_depend_on_the_seed(name):
-    found = unstable_verdicts(probing.checks_of(checks)[name], CORRECT[name], WRONG[name])
-    assert wrong_verdicts(found) == []
-    if found and name in HINT_GAPS:
-        pytest.xfail(HINT_GAPS[name])
-    assert found == []
+    assert_stable(probing.checks_of(checks)[name], CORRECT[name], WRONG[name], HINT_GAPS.get(name))
 
 
 # Checks whose verdicts hold on every seed but one of whose wrong answers gets another test's hint on some.

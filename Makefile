@@ -16,7 +16,7 @@ export GENLAB_PROFILE ?= smoke
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup system demo test quick lint nbval release book grade bench lock upgrade clean
+.PHONY: setup system demo test seeds quick lint nbval release book grade bench lock upgrade clean
 
 setup: system $(STAMP)
 
@@ -86,7 +86,11 @@ demo: release book
 # Each chapter's source notebook runs once: tests/test_book.py executes it (hidden tests included,
 # as nbval would, in the smoke profile) and the book is built from that execution.
 test: setup lint
-	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=20 tests
+
+# Every check's verdicts under 200 seeds (make test tries 24): after changing a check or its inputs.
+seeds: setup
+	GENLAB_VERDICT_SEEDS=200 $(PY) -m pytest -n 2 -k verdicts_do_not_depend_on_the_seed tests
 
 # The maintainer's quick subset: lint, format, types, then the unit tests (no notebook execution,
 # no grading run).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -645,6 +646,34 @@ def _alive_nodes(port: int, env: dict[str, str]) -> int:
     return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
 
 
+def _join_node(port: int, env: dict[str, str], node_env: dict[str, str]) -> subprocess.Popen:
+    """A second Ray node in a mount namespace, joined to the head; tried three times like the head."""
+    for _ in range(3):
+        node = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", NODE_SCRIPT],
+            env=node_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while node.poll() is None and time.monotonic() < deadline:
+            if _alive_nodes(port, env) >= 2:
+                return node
+            time.sleep(2)
+        node.kill()
+        output = node.stdout.read().decode()[-3000:] if node.stdout else ""
+        _kill(_processes_of(node_env["RAY_TMPDIR"]))
+    pytest.fail(f"the second Ray node did not join: {output}")
+
+
+def _node_logs(ray_tmp: str) -> str:
+    """The last lines of a Ray node's own logs: why its tasks went elsewhere."""
+    logs = sorted(Path(ray_tmp).glob("ray/session_latest/logs/*"))
+    return "\n".join(
+        f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in logs if p.suffix in (".log", ".err", ".out")
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a mount namespace"
@@ -655,7 +684,13 @@ def test_a_cluster_whose_worker_has_no_course_folder_grades_like_the_local_run(p
     gc.submit(root, students)
     head_tmp, node_tmp = tempfile.mkdtemp(prefix="rh-"), tempfile.mkdtemp(prefix="rn-")
     port = _free_port()
-    env = _env(GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=head_tmp)
+    # Every node and the driver share one token, as an instructor's cluster does: left to itself each
+    # Ray process chooses token or no authentication from whether ~/.ray/auth_token exists.
+    token = Path(head_tmp) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = _env(
+        GENLAB_GRADEBOOK=postgres.url, RAY_TMPDIR=head_tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)
+    )
     node = None
     try:
         _start_head(port, env)
@@ -670,17 +705,7 @@ def test_a_cluster_whose_worker_has_no_course_folder_grades_like_the_local_run(p
             "COURSES": str(tmp_path.parents[1]),  # pytest's folder of this run's temporary folders
             "COURSE": str(root),
         }
-        node = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", NODE_SCRIPT],
-            env=node_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 300
-        while _alive_nodes(port, env) < 2:
-            assert node.poll() is None, node.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the second Ray node did not join"
-            time.sleep(2)
+        node = _join_node(port, env, node_env)
 
         driver = subprocess.Popen(
             [sys.executable, "-c", CLUSTER_DRIVER, NAME, str(root), f"127.0.0.1:{port}"],
@@ -700,7 +725,7 @@ def test_a_cluster_whose_worker_has_no_course_folder_grades_like_the_local_run(p
             time.sleep(0.5)
         out = driver.stdout.read().decode()
         assert driver.returncode == 0, out[-4000:]
-        assert killed, "no submission was graded on the node without the course folder"
+        assert killed, f"no submission was graded on the node without the course folder: {_node_logs(node_tmp)}"
         rows = {r["student"]: r for r in status.rows(postgres.url, NAME)}
         assert {s: (r["state"], r["executions"]) for s, r in rows.items()} == {s: ("graded", 1) for s in students}
         totals = {s: sum(cells.values()) for s, cells in gc.scores(postgres.url, students).items()}

@@ -288,6 +288,17 @@ def test_published_rows_get_the_verdicts_the_tables_imply():
     ]
 
 
+def test_a_spread_stands_under_its_mean_in_the_book_and_beside_it_in_text():
+    """Wide tables of "mean ± std" fit the page: in HTML the spread is set on its own line."""
+    from genlab.plotting import Table
+
+    table = Table(["variant", "bound"], [["baseline", "2.31 ± 0.057"], ["x", "4.5"]])
+    page = table._repr_html_()
+    assert '<td class="num">2.31<span class="spread">± 0.057</span></td>' in page
+    assert '<td class="num">4.5</td>' in page and "<td>baseline</td>" in page
+    assert "2.31 ± 0.057" in str(table)
+
+
 def test_mean_std_uses_the_sample_std_of_the_2022_tables():
     # the report's seeds for sinc, sigma_enc = 1.0, and its "571.8 +- 432.3"
     mean, std = R.mean_std([1071.063, 323.527, 320.910])

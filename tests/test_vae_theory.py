@@ -277,7 +277,7 @@ def test_bits_per_dim():
 # ============================================================================= the checks, in-process
 #
 # Correct answers in several styles (written from the exercise texts) pass, and each wrong answer
-# fails with a message that points at the fix, for every one of 200 seeds.
+# fails with a message that points at the fix, for every seed of the sweep (tests/verdicts.py).
 
 
 def _rows_sum_to_one(probs):

@@ -7,16 +7,17 @@ reference run per seed serves every answer (``Check.judge``).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
-
 from autograder import manifest, notebooks, probing
 
-SEEDS = range(200)
+# How many seeds a sweep tries: 24 in `make test` (a whole sweep costs as much as the rest of the
+# suite); `make seeds` tries 200, after any change of a check or of its inputs.
+SEEDS = range(int(os.environ.get("GENLAB_VERDICT_SEEDS", "24")))
 
 
 def verdict(check: probing.Check, answer: Any, seed: int) -> str | None:
@@ -84,16 +85,10 @@ def unstable_verdicts(
     return found
 
 
-def assert_stable(
-    check: probing.Check, correct: Mapping[str, Any], wrong: Mapping[str, tuple[Any, str]], hint_gap: str | None = None
-) -> None:
-    """No verdict of ``check`` depends on the seed; with ``hint_gap`` (the reason), a wrong answer that is
-    caught on every seed but with another test's hint on some is an expected failure, not a pass."""
+def assert_stable(check: probing.Check, correct: Mapping[str, Any], wrong: Mapping[str, tuple[Any, str]]) -> None:
+    """No verdict of ``check``, nor the message of a wrong answer, depends on the seed."""
     found = unstable_verdicts(check, correct, wrong)
-    assert [f for f in found if " the correct " in f or " got None, not " in f] == [], "a verdict changed"
-    if found and hint_gap:
-        pytest.xfail(hint_gap)
-    assert found == []
+    assert found == [], f"{len(found)} verdicts depend on the seed: {found[:5]}"
 
 
 def coverage_gaps(module: Any, seed: int = 0) -> dict[str, set[str]]:

@@ -715,14 +715,19 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
             exempt={"repeat": "back-propagates the student's loss, which works once"},
         )
         gradients.append((key, what, [p.grad for p in model.parameters()]))
+    detach = (
+        "Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
+        "flow back through the attack into the weights."
+    )
     for key, what, grads in gradients:
+        # A wrong default weight can move the default call's loss less than its tolerance but not its gradients.
+        default = " Or alpha does not default to 0.5: without alpha the loss is 0.5 * J(x) + 0.5 * J(x_adv)."
         t.check(
             f"{key}/grads",
             grads,
             what=f"the gradients of the parameters from {what}",
             test=_tree_test,
-            hint="Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
-            "flow back through the attack into the weights.",
+            hint=detach + (default if key == "alpha=None" else ""),
         )
 
 

@@ -620,7 +620,8 @@ def _codes_test(start: tuple[nn.Module, torch.Tensor] | None) -> Test:
         return (
             f"{problem}. Start from zero codes (torch.zeros(N, generator.code_size, device=x.device, "
             "requires_grad=True)), run `steps` Adam steps at learning rate `lr` with default betas on "
-            "sum ||G(z) - x||^2, with optimizer.zero_grad() in every step and the generator in evaluation mode"
+            "sum ||G(z) - x||^2 (summed over pixels: a mean over pixels shrinks the gradients to where Adam's eps "
+            "slows the steps), with optimizer.zero_grad() in every step and the generator in evaluation mode"
         )
 
     return test

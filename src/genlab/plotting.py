@@ -212,8 +212,12 @@ class Table:
         head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
 
         def cell(text: str) -> str:
-            kind = ' class="num"' if _NUMBER.fullmatch(text.strip()) else ""
-            return f"<td{kind}>{escape(text)}</td>"
+            if not _NUMBER.fullmatch(text.strip()):
+                return f"<td>{escape(text)}</td>"
+            # A spread goes under its mean: a wide table of "mean ± std" cells then fits the page's column.
+            mean, sep, spread = text.partition(" ± ")
+            under = f'<span class="spread">± {escape(spread)}</span>' if sep else ""
+            return f'<td class="num">{escape(mean if sep else text)}{under}</td>'
 
         body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in self.rows)
         caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""

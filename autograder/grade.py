@@ -517,24 +517,34 @@ def _collect(db_url: str, m: manifest.Manifest, results: dict[str, Result]) -> N
 
 
 def write_times(path: Path, m: manifest.Manifest, results: list[Result]) -> None:
-    """One row per submission: its state, the seconds of each phase, how often it was executed, what it used."""
-    with open(path, "w", newline="") as fh:
+    """One row per submission: its state, the seconds of each phase, how often it was executed, what it used.
+
+    The rows of other assignments (graded in the same run or before) are kept, as grades.csv keeps them.
+    """
+    header = [
+        "assignment",
+        "student",
+        "digest",
+        "state",
+        *status.PHASES,
+        "total_s",
+        "executions",
+        "peak_mb",
+        "cpu_s",
+        "sandboxed",
+        "note",
+    ]
+    kept: list[list[str]] = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            old = list(csv.reader(fh))
+        if old and old[0] == header:
+            kept = [row for row in old[1:] if row and row[0] != m.name]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(
-            [
-                "assignment",
-                "student",
-                "digest",
-                "state",
-                *status.PHASES,
-                "total_s",
-                "executions",
-                "peak_mb",
-                "cpu_s",
-                "sandboxed",
-                "note",
-            ]
-        )
+        writer.writerow(header)
+        writer.writerows(kept)
         for r in results:
             writer.writerow(
                 [
@@ -551,6 +561,7 @@ def write_times(path: Path, m: manifest.Manifest, results: list[Result]) -> None
                     r.error or "",
                 ]
             )
+    tmp.replace(path)
 
 
 def table(results: list[Result]) -> str:

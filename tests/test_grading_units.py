@@ -148,3 +148,20 @@ def test_released_form_is_what_the_student_sees_of_a_test_cell():
     source = "assert f(0) == 0\n### BEGIN HIDDEN TESTS\nprobe_f(f)\n### END HIDDEN TESTS\n"
     assert released_form(source) == "assert f(0) == 0"
     assert released_form("x = 1\n") == "x = 1"
+
+
+def test_the_times_table_keeps_every_assignment_of_a_run(tmp_path):
+    """Grading several assignments in one run leaves one row per submission of each in grading-times.csv."""
+    import csv
+    from types import SimpleNamespace
+
+    from autograder import grade
+
+    path = tmp_path / grade.TIMES_CSV
+    first, second = SimpleNamespace(name="a"), SimpleNamespace(name="b")
+    grade.write_times(path, first, [grade.Result("ada", state="graded"), grade.Result("bo", state="graded")])
+    grade.write_times(path, second, [grade.Result("ada", state="ungraded", error="kernel died")])
+    grade.write_times(path, first, [grade.Result("ada", state="graded")])  # a regrade replaces a's rows
+    with open(path, newline="") as fh:
+        rows = [(r["assignment"], r["student"], r["state"]) for r in csv.DictReader(fh)]
+    assert sorted(rows) == [("a", "ada", "graded"), ("b", "ada", "ungraded")]

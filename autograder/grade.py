@@ -521,6 +521,8 @@ def write_times(path: Path, m: manifest.Manifest, results: list[Result]) -> None
 
     The rows of other assignments (graded in the same run or before) are kept, as grades.csv keeps them.
     """
+    from genlab.train import atomic_write
+
     header = [
         "assignment",
         "student",
@@ -540,28 +542,30 @@ def write_times(path: Path, m: manifest.Manifest, results: list[Result]) -> None
             old = list(csv.reader(fh))
         if old and old[0] == header:
             kept = [row for row in old[1:] if row and row[0] != m.name]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(kept)
-        for r in results:
-            writer.writerow(
-                [
-                    m.name,
-                    r.student,
-                    r.digest[:16],
-                    r.state,
-                    *(f"{r.phases.get(p, 0.0):.2f}" for p in status.PHASES),
-                    f"{r.seconds:.2f}",
-                    r.executions,
-                    "" if r.peak_mb is None else f"{r.peak_mb:.0f}",
-                    "" if r.cpu_s is None else f"{r.cpu_s:.1f}",
-                    "" if r.sandboxed is None else ("yes" if r.sandboxed else "no"),
-                    r.error or "",
-                ]
-            )
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(kept)
+            for r in results:
+                writer.writerow(
+                    [
+                        m.name,
+                        r.student,
+                        r.digest[:16],
+                        r.state,
+                        *(f"{r.phases.get(p, 0.0):.2f}" for p in status.PHASES),
+                        f"{r.seconds:.2f}",
+                        r.executions,
+                        "" if r.peak_mb is None else f"{r.peak_mb:.0f}",
+                        "" if r.cpu_s is None else f"{r.cpu_s:.1f}",
+                        "" if r.sandboxed is None else ("yes" if r.sandboxed else "no"),
+                        r.error or "",
+                    ]
+                )
+
+    atomic_write(path, write)
 
 
 def table(results: list[Result]) -> str:

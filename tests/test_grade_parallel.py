@@ -673,9 +673,9 @@ def _join_node(port: int, env: dict[str, str], node_env: dict[str, str]) -> subp
     pytest.fail(f"the second Ray node did not join: {output}")
 
 
-def _node_logs(ray_tmp: str) -> str:
-    """The last lines of a Ray node's own logs: why its tasks went elsewhere."""
-    logs = sorted(Path(ray_tmp).glob("ray/session_latest/logs/*"))
+def _cluster_logs(head_tmp: str) -> str:
+    """The last lines of the cluster's Ray logs (every node writes into the head's session folder)."""
+    logs = sorted(Path(head_tmp).glob("ray/session_latest/logs/*"))
     return "\n".join(
         f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in logs if p.suffix in (".log", ".err", ".out")
     )
@@ -737,7 +737,7 @@ def test_a_cluster_whose_worker_has_no_course_folder_grades_like_the_local_run(p
             time.sleep(0.5)
         out = driver.stdout.read().decode()
         assert driver.returncode == 0, out[-4000:]
-        assert killed, f"no submission was graded on the node without the course folder: {_node_logs(node_tmp)}"
+        assert killed, f"no submission was graded on the node without the course folder: {_cluster_logs(head_tmp)}"
         rows = {r["student"]: r for r in status.rows(postgres.url, NAME)}
         assert {s: (r["state"], r["executions"]) for s, r in rows.items()} == {s: ("graded", 1) for s in students}
         totals = {s: sum(cells.values()) for s, cells in gc.scores(postgres.url, students).items()}

@@ -719,9 +719,9 @@ def probe_fgsm_loss(t: Trial, fgsm_loss) -> None:
         "Detach the adversarial examples (x_adv.detach()): they are fixed inputs, and no gradient may "
         "flow back through the attack into the weights."
     )
+    # A wrong default weight can move the default call's loss less than its tolerance but not its gradients.
+    default = " Or alpha does not default to 0.5: without alpha the loss is 0.5 * J(x) + 0.5 * J(x_adv)."
     for key, what, grads in gradients:
-        # A wrong default weight can move the default call's loss less than its tolerance but not its gradients.
-        default = " Or alpha does not default to 0.5: without alpha the loss is 0.5 * J(x) + 0.5 * J(x_adv)."
         t.check(
             f"{key}/grads",
             grads,
